@@ -1,0 +1,227 @@
+"""The ``theorylab`` command line.
+
+Every command takes ``--json`` and then prints exactly one JSON object on stdout.
+Bad input prints one ``theorylab: error: ...`` line on stderr and exits with 2;
+nothing is written to the store before the input has been validated.
+
+Areas add their commands in their own modules (listed in ``_COMMAND_MODULES``),
+each doing ``from theorylab.cli import app`` and ``@app.command()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any, Optional
+
+import click
+import typer
+
+from theorylab.errors import TheoryLabError
+
+app = typer.Typer(
+    name="theorylab",
+    help="theorylab: an executable laboratory for the theory of large language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JSON_OPT = typer.Option(False, "--json", help="print exactly one JSON object on stdout")
+
+
+def emit(obj: Any, as_json: bool, human: Any = None) -> None:
+    """Print ``obj`` as one JSON object (``--json``) or call/print ``human``."""
+    if as_json:
+        sys.stdout.write(json.dumps(obj, default=_default, sort_keys=True) + "\n")
+        sys.stdout.flush()
+    elif callable(human):
+        human()
+    elif human is not None:
+        print(human)
+
+
+def _default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, (np.floating, np.integer)):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+def console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _store():
+    from theorylab.store import Store
+
+    return Store()
+
+
+# --------------------------------------------------------------------------- train / runs / show / resume
+
+
+@app.command(context_settings={"ignore_unknown_options": False})
+def train(
+    task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. model.d_model=64 train.lr=3e-4"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML or JSON config file"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed (default 0)"),
+    force: bool = typer.Option(False, "--force", help="retrain even if an identical finished run is stored"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train one model on one task with one seed and store the run."""
+    from theorylab.train import build_run_config, train as run_train
+
+    cfg = build_run_config(task, overrides or [], config, seed)  # validates everything first
+    result = run_train(cfg, _store(), force=force, progress=not quiet and not as_json)
+    d = result.to_dict()
+
+    def human():
+        c = console()
+        tag = " (reused from the store)" if result.reused else ""
+        c.print(f"run [bold]{result.run_id}[/bold]: {result.status} at step {result.step}{tag}")
+        for k, v in sorted(result.metrics.items()):
+            c.print(f"  {k:24s} {v:.6g}")
+        if not result.reused:
+            c.print(f"  wall {result.wall_seconds:.2f}s, {result.steps_per_second:.1f} steps/s")
+
+    emit(d, as_json, human)
+
+
+@app.command()
+def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
+           quiet: bool = typer.Option(False, "--quiet", "-q"), as_json: bool = JSON_OPT) -> None:
+    """Continue a killed run from its last checkpoint."""
+    from theorylab.train import resume as run_resume
+
+    result = run_resume(_store(), run, progress=not quiet and not as_json)
+    emit(result.to_dict(), as_json,
+         f"run {result.run_id}: {result.status} at step {result.step}; "
+         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items())))
+
+
+@app.command()
+def runs(task: Optional[str] = typer.Option(None, "--task"), status: Optional[str] = typer.Option(None, "--status"),
+         limit: int = typer.Option(50, "--limit"), as_json: bool = JSON_OPT) -> None:
+    """List stored runs, newest first."""
+    recs = _store().list_runs(task=task, status=status, limit=limit)
+
+    def human():
+        from rich.table import Table
+
+        t = Table("id", "task", "seed", "status", "step", "test acc", "wall s")
+        for r in recs:
+            m = r.summary.get("metrics", {})
+            acc = m.get("test/accuracy")
+            t.add_row(r.id, r.task, str(r.seed), r.status, str(r.step), "" if acc is None else f"{acc:.4f}",
+                      "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}")
+        console().print(t)
+
+    emit({"runs": [r.to_dict() for r in recs]}, as_json, human)
+
+
+@app.command()
+def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json: bool = JSON_OPT) -> None:
+    """Show one run: config, status, final metrics, checkpoints."""
+    store = _store()
+    rec = store.find_run(run)
+    arts = store.artifacts(rec.id)
+    d = {**rec.to_dict(), "artifacts": arts}
+
+    def human():
+        c = console()
+        c.print(f"[bold]{rec.id}[/bold]  task={rec.task} seed={rec.seed} status={rec.status} step={rec.step}")
+        c.print_json(json.dumps(rec.config))
+        for k, v in sorted(rec.summary.get("metrics", {}).items()):
+            c.print(f"  {k:24s} {v:.6g}")
+        for a in arts:
+            c.print(f"  {a['kind']:10s} step {a['step']}: {a['path']}")
+
+    emit(d, as_json, human)
+
+
+@app.command()
+def tasks(as_json: bool = JSON_OPT) -> None:
+    """List task families and presets."""
+    from theorylab.tasks import get_task, task_names
+    from theorylab.train.config import PRESETS, preset_names
+
+    rows = []
+    for name in preset_names():
+        if name in PRESETS:
+            rows.append({"name": name, "kind": "preset", "description": PRESETS[name]["description"]})
+        else:
+            cls = get_task(name)
+            rows.append({"name": name, "kind": "task", "level": cls.level,
+                         "description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""})
+    _ = task_names
+
+    def human():
+        from rich.table import Table
+
+        t = Table("name", "kind", "description")
+        for r in rows:
+            t.add_row(r["name"], r["kind"], r["description"])
+        console().print(t)
+
+    emit({"tasks": rows}, as_json, human)
+
+
+# --------------------------------------------------------------------------- other areas' commands
+
+_COMMAND_MODULES = [
+    "theorylab.claims.cli",
+    "theorylab.constructions.cli",
+    "theorylab.decoding_cli",
+]
+
+
+def _load_command_modules() -> None:
+    for mod in _COMMAND_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod and not mod.startswith(str(err.name)):
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_command_modules()
+    try:
+        rv = app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code or 0)
+    except click.exceptions.Abort:
+        print("theorylab: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as e:
+        msg = e.format_message().replace("\n", " ")
+        print(f"theorylab: error: {msg}", file=sys.stderr)
+        return 2
+    except TheoryLabError as e:
+        print(f"theorylab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("theorylab: interrupted", file=sys.stderr)
+        return 130
+    return int(rv) if isinstance(rv, int) else 0
+
+
+def entry() -> None:  # console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

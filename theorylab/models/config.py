@@ -1,0 +1,95 @@
+"""TransformerConfig: every architectural switch the theory discusses, validated."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from theorylab.config import Config
+
+
+class TransformerConfig(Config):
+    """A transformer, described by its architecture and its variants.
+
+    Sizes left as ``None`` are derived: ``d_head = d_model // n_heads``,
+    ``d_mlp = 4 * d_model``, ``d_vocab_out = d_vocab``.  ``d_vocab`` and ``n_ctx`` are
+    usually filled in by the task.
+    """
+
+    architecture: Literal["decoder", "encoder", "encoder_decoder"] = "decoder"
+    d_vocab: int | None = Field(None, gt=0, description="input vocabulary (none with input_dim)")
+    d_vocab_out: int | None = Field(None, gt=0, description="output classes; none = d_vocab")
+    input_dim: int | None = Field(None, gt=0, description="continuous inputs of this width instead of tokens")
+    n_ctx: int = Field(256, gt=0, description="longest sequence learned positions allow")
+    d_model: int = Field(128, gt=0)
+    n_layers: int = Field(2, ge=0)
+    n_decoder_layers: int | None = Field(None, ge=1, description="encoder_decoder only; none = n_layers")
+    n_heads: int = Field(4, gt=0)
+    d_head: int | None = Field(None, gt=0, description="none = d_model // n_heads")
+    d_mlp: int | None = Field(None, gt=0, description="none = 4 * d_model")
+    attn_only: bool = False
+    act: Literal["relu", "gelu", "gelu_tanh"] = "gelu"
+    attention: Literal["softmax", "hard_unique", "hard_average"] = "softmax"
+    log_length_scale: bool = Field(False, description="multiply attention logits by log n (Chiang & Cholak 2022)")
+    positional: Literal["none", "sinusoidal", "learned", "rotary", "alibi"] = "learned"
+    position_features: list[str] = Field(
+        default_factory=list,
+        description="named functions of (position, length) added through pos_feat.W, e.g. ['frac', 'cos_pi']",
+    )
+    rotary_base: float = Field(10000.0, gt=0)
+    norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
+    norm_eps: float = Field(1e-5, ge=0)
+    norm_position: Literal["pre", "post"] = "pre"
+    final_norm: bool = Field(True, description="a norm before the unembedding (pre-LN only)")
+    tied_embeddings: bool = False
+    bias: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1)
+    n_loops: int = Field(1, ge=1, description="apply the block stack this many times with shared weights")
+    init_std: float = Field(0.02, gt=0)
+    pad_token_id: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TransformerConfig":
+        if self.d_vocab is None and self.input_dim is None:
+            raise ValueError("one of d_vocab (token inputs) or input_dim (continuous inputs) is required")
+        if self.d_head is None and self.d_model % self.n_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} must divide d_model={self.d_model} (or set d_head explicitly)"
+            )
+        if self.tied_embeddings:
+            if self.d_vocab is None or (self.d_vocab_out not in (None, self.d_vocab)):
+                raise ValueError("tied_embeddings needs token inputs and d_vocab_out == d_vocab")
+        if self.positional == "rotary" and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even d_head (got {self.head_dim})")
+        if self.architecture != "encoder_decoder" and self.n_decoder_layers is not None:
+            raise ValueError("n_decoder_layers is for architecture=encoder_decoder only")
+        if self.pad_token_id is not None and self.d_vocab is not None and self.pad_token_id >= self.d_vocab:
+            raise ValueError(f"pad_token_id must be < d_vocab={self.d_vocab}")
+        from theorylab.models.positions import POSITION_FEATURES
+
+        for f in self.position_features:
+            if f not in POSITION_FEATURES:
+                raise ValueError(f"unknown position feature {f!r}; known: {', '.join(sorted(POSITION_FEATURES))}")
+        return self
+
+    # derived sizes
+    @property
+    def head_dim(self) -> int:
+        return self.d_head if self.d_head is not None else self.d_model // self.n_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
+    @property
+    def vocab_out(self) -> int:
+        return self.d_vocab_out if self.d_vocab_out is not None else int(self.d_vocab or 1)
+
+    @property
+    def causal(self) -> bool:
+        return self.architecture == "decoder"
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.n_decoder_layers if self.n_decoder_layers is not None else self.n_layers

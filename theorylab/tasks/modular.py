@@ -1,0 +1,109 @@
+"""Modular arithmetic: ``a op b mod p`` (Power et al. 2022; Nanda et al. 2023).
+
+Each example is the three tokens ``a b =`` (``=`` is token ``p``) and the answer
+``c`` is predicted at the ``=`` position; no loss is taken elsewhere.  All pairs
+(``b != 0`` for division) are split once, by the task seed, into a train fraction
+and a test remainder.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from theorylab.tasks import register_task
+from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig
+
+
+def is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % k for k in range(2, int(n**0.5) + 1))
+
+
+OPS = ("+", "-", "*", "/")
+
+
+class ModularConfig(TaskConfig):
+    name: Literal["modular"] = "modular"
+    p: int = Field(113, description="prime modulus")
+    op: Literal["+", "-", "*", "/"] = "+"
+    train_fraction: float = Field(0.3, gt=0, lt=1)
+    data_seed: int | None = Field(None, description="seed of the train/test split; none = the run seed")
+
+    @field_validator("p")
+    @classmethod
+    def _prime(cls, v: int) -> int:
+        if not is_prime(v):
+            raise ValueError("must be a prime (e.g. 97, 113)")
+        return v
+
+    def model_defaults(self) -> dict[str, Any]:
+        return {"d_vocab": self.p + 1, "d_vocab_out": self.p, "n_ctx": 3}
+
+
+def modular_table(p: int, op: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All valid (a, b) pairs and their answers, in row-major order."""
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    if op == "/":
+        keep = b != 0
+        a, b = a[keep], b[keep]
+        c = (a * np.array([pow(int(x), p - 2, p) for x in b])) % p
+    elif op == "+":
+        c = (a + b) % p
+    elif op == "-":
+        c = (a - b) % p
+    else:
+        c = (a * b) % p
+    return a, b, c
+
+
+@register_task
+class ModularTask(Task):
+    Config = ModularConfig
+    cfg: ModularConfig
+
+    def __init__(self, cfg: ModularConfig, seed: int = 0):
+        super().__init__(cfg, seed)
+        p = cfg.p
+        a, b, c = modular_table(p, cfg.op)
+        split_seed = seed if cfg.data_seed is None else cfg.data_seed
+        perm = np.random.default_rng([int(split_seed), 0x30D]).permutation(len(a))
+        n_train = int(round(cfg.train_fraction * len(a)))
+        tokens = torch.from_numpy(np.stack([a, b, np.full_like(a, p)], axis=1)).long()
+        targets = torch.full_like(tokens, IGNORE)
+        targets[:, -1] = torch.from_numpy(c).long()
+        full = Batch(tokens=tokens, targets=targets,
+                     extras={"a": torch.from_numpy(a).long(), "b": torch.from_numpy(b).long()})
+        self.all_pairs = full
+        self.train_idx = torch.from_numpy(np.sort(perm[:n_train]))
+        self.test_idx = torch.from_numpy(np.sort(perm[n_train:]))
+        self.train_set = full.index(self.train_idx)
+        self.test_set = full.index(self.test_idx)
+
+    def eval_sets(self) -> dict[str, Batch]:
+        return {"train": self.train_set, "test": self.test_set}
+
+    def forward(self, model, batch: Batch) -> torch.Tensor:
+        # Only the '=' position carries a loss: ask the model for that position alone.
+        return model(batch.tokens, positions=slice(-1, None))
+
+    def loss(self, model, batch: Batch):
+        logits = self.forward(model, batch)[:, -1]
+        return torch.nn.functional.cross_entropy(logits, batch.targets[:, -1]), logits
+
+    @torch.no_grad()
+    def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
+        logits = (self.forward(model, batch) if out is None else out)
+        if logits.dim() == 3:
+            logits = logits[:, -1]
+        tgt = batch.targets[:, -1]
+        lp = torch.log_softmax(logits.double(), dim=-1)
+        return {
+            "loss": float(-lp.gather(-1, tgt[:, None]).mean()),
+            "accuracy": float((logits.argmax(-1) == tgt).double().mean()),
+        }

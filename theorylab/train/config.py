@@ -1,0 +1,125 @@
+"""RunConfig (task + model + train + seed), presets, and building one from CLI input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from theorylab import __version__
+from theorylab.config import Config, ConfigError, TrainConfig, apply_overrides, deep_merge, load_file, validate
+from theorylab.models.config import TransformerConfig
+from theorylab.tasks import TaskConfig, build_task_config, task_names
+
+
+class RunConfig(Config):
+    """Everything that determines one run.  Its hash (with the code version) is the run id."""
+
+    task: TaskConfig
+    model: TransformerConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: int = Field(0, ge=0)
+    tags: dict[str, str] = Field(default_factory=dict, description="free labels; not part of the run id")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, v: Any) -> TaskConfig:
+        if isinstance(v, TaskConfig):
+            return v
+        return build_task_config(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_model(cls, data: Any) -> Any:
+        """Fill the model fields the task decides (vocabulary, context) unless given."""
+        if not isinstance(data, dict):
+            return data
+        task = data.get("task")
+        if isinstance(task, dict):
+            task = build_task_config(task)
+            data = {**data, "task": task}
+        model = data.get("model", {})
+        if isinstance(task, TaskConfig) and isinstance(model, dict):
+            model = {**task.model_defaults(), **model}
+            data = {**data, "model": validate(TransformerConfig, model, prefix="model.")}
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["task"] = self.task.to_dict()
+        return d
+
+    def run_id(self) -> str:
+        """sha of (config without tags, seed, code version): identical reruns share an id."""
+        d = self.to_dict()
+        d.pop("tags", None)
+        d["train"].pop("device", None)
+        blob = json.dumps({"config": d, "version": __version__}, sort_keys=True, separators=(",", ":"))
+        name = self.task.name
+        return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+# --------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {}
+
+
+def register_preset(name: str, config: dict[str, Any], description: str = "") -> None:
+    """A named starting point: ``theorylab train NAME`` uses it (a task name is also a preset)."""
+    PRESETS[name] = {"config": config, "description": description}
+
+
+register_preset(
+    "modular",
+    {
+        "task": {"name": "modular", "p": 97, "op": "+", "train_fraction": 0.3},
+        "model": {"n_layers": 1, "d_model": 64, "n_heads": 4, "d_mlp": 256, "act": "relu", "norm": "none",
+                  "positional": "learned", "init_std": 0.1},
+        "train": {"steps": 2000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
+                  "eval_every": 100},
+    },
+    "a op b mod p on a small one-layer transformer (quick demo)",
+)
+
+
+def _load_presets() -> None:
+    # modules that register presets as a side effect
+    import importlib
+
+    for mod in ("theorylab.tasks",):
+        importlib.import_module(mod)
+    try:
+        importlib.import_module("theorylab.presets")
+    except ModuleNotFoundError as err:  # pragma: no cover - optional module
+        if err.name != "theorylab.presets":
+            raise
+
+
+def preset_names() -> list[str]:
+    _load_presets()
+    return sorted(set(PRESETS) | set(task_names()))
+
+
+def build_run_config(name: str | None = None, overrides: list[str] | None = None,
+                     config_file: str | None = None, seed: int | None = None) -> RunConfig:
+    """Preset (or bare task name) <- config file <- key=value overrides <- seed."""
+    _load_presets()
+    data: dict[str, Any] = {}
+    if name is not None:
+        if name in PRESETS:
+            data = PRESETS[name]["config"]
+        elif name in task_names():
+            data = {"task": {"name": name}, "model": {}}
+        else:
+            raise ConfigError(f"task: unknown task or preset {name!r}; known: {', '.join(preset_names())}")
+    if config_file is not None:
+        data = deep_merge(data, load_file(config_file))
+    data = apply_overrides(data, overrides or [])
+    if seed is not None:
+        data["seed"] = seed
+    if "task" not in data:
+        raise ConfigError("task: required (give a task or preset name, or a config file with a task section)")
+    data.setdefault("model", {})
+    return validate(RunConfig, data)

@@ -1,0 +1,243 @@
+"""Claims: statements from the literature with a pre-declared verdict rule.
+
+A claim declares, in code and before it runs:
+
+* ``id`` (``author2023.short_name``), ``citation``, ``statement`` (our own words);
+* ``experiment(tier, seed)`` - the named runs (RunConfigs) one seed needs; data-free
+  claims (constructions) return ``{}``;
+* ``measure(tier, seed, runs)`` - per-seed quantities, a pure function of the stored
+  runs (``RunView``) and, for data-free claims, of the seed alone;
+* ``rule`` - a :class:`Rule` over those quantities with visible thresholds;
+* ``figures(evidence)`` - matplotlib figures (Agg), returned, saved by the engine;
+* ``tiers`` - the sizes per tier (``smoke`` for tests, ``quick`` for a CPU, ``full``
+  for the paper's scale) and ``seeds`` - how many seeds each tier runs by default.
+
+The engine (:mod:`theorylab.claims.engine`) executes the runs through a sweep backend,
+measures every seed, summarises each quantity as mean, sd and a 95% interval, and
+applies the rule to the intervals, never to one seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from theorylab.claims.runs import RunView
+    from theorylab.train.config import RunConfig
+
+Verdict = Literal["supported", "refuted", "inconclusive"]
+TIERS = ("smoke", "quick", "full")
+
+
+@dataclass(frozen=True)
+class Citation:
+    authors: str
+    year: int
+    title: str
+    venue: str = ""
+    arxiv: str | None = None
+
+    def short(self) -> str:
+        first = self.authors.split(",")[0].split(" and ")[0].strip()
+        etal = " et al." if ("," in self.authors or " and " in self.authors) else ""
+        return f"{first}{etal} ({self.year})"
+
+    def full(self) -> str:
+        s = f"{self.authors} ({self.year}). {self.title}."
+        if self.venue:
+            s += f" {self.venue}."
+        if self.arxiv:
+            s += f" arXiv:{self.arxiv}."
+        return s
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Stat:
+    """A quantity over seeds: values, mean, sd and a 95% interval for the mean."""
+
+    name: str
+    values: list[float]
+    mean: float
+    sd: float
+    lo: float
+    hi: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def fmt(self, digits: int = 4) -> str:
+        if self.n <= 1:
+            return f"{self.mean:.{digits}g} (1 seed)"
+        return f"{self.mean:.{digits}g} ± {self.sd:.{digits}g} [95% CI {self.lo:.{digits}g}, {self.hi:.{digits}g}]"
+
+
+def summarize(name: str, values: list[float], level: float = 0.95) -> Stat:
+    """Mean, sample sd and Student-t interval for the mean (infinite with one seed
+    unless all seeds agree exactly, as data-free constructions do)."""
+    from scipy import stats
+
+    v = np.asarray([float(x) for x in values], dtype=np.float64)
+    n = len(v)
+    if n == 0:
+        return Stat(name, [], math.nan, math.nan, -math.inf, math.inf, 0)
+    mean = float(v.mean())
+    if not np.all(np.isfinite(v)):
+        return Stat(name, v.tolist(), mean, math.nan, -math.inf, math.inf, n)
+    sd = float(v.std(ddof=1)) if n > 1 else 0.0
+    if n == 1:
+        return Stat(name, v.tolist(), mean, math.nan, -math.inf, math.inf, 1)
+    if sd == 0.0:
+        return Stat(name, v.tolist(), mean, 0.0, mean, mean, n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return Stat(name, v.tolist(), mean, sd, mean - half, mean + half, n)
+
+
+# --------------------------------------------------------------------------- verdict rules
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """``quantity op threshold`` judged on the 95% interval of the quantity's mean.
+
+    supported: the whole interval satisfies it; refuted: the whole interval violates
+    it; inconclusive: the interval straddles the threshold.
+    """
+
+    quantity: str
+    op: Literal[">=", "<=", ">", "<"]
+    threshold: float
+    why: str = ""  # the reason for this threshold, shown in the report
+
+    def describe(self) -> str:
+        s = f"{self.quantity} {self.op} {self.threshold:g}"
+        return f"{s} ({self.why})" if self.why else s
+
+    def judge(self, st: Stat) -> tuple[Verdict, str]:
+        above = self.op in (">=", ">")
+        strict = self.op in (">", "<")
+
+        def ok(x: float) -> bool:
+            if above:
+                return x > self.threshold if strict else x >= self.threshold
+            return x < self.threshold if strict else x <= self.threshold
+
+        if st.n == 0 or math.isnan(st.mean):
+            return "inconclusive", f"{self.quantity}: no finite measurement"
+        lo_ok, hi_ok = ok(st.lo), ok(st.hi)
+        if lo_ok and hi_ok:
+            return "supported", f"{self.quantity}: interval [{st.lo:.4g}, {st.hi:.4g}] satisfies {self.op} {self.threshold:g}"
+        if not lo_ok and not hi_ok and math.isfinite(st.lo) and math.isfinite(st.hi):
+            return "refuted", f"{self.quantity}: interval [{st.lo:.4g}, {st.hi:.4g}] violates {self.op} {self.threshold:g}"
+        return "inconclusive", (f"{self.quantity}: interval [{st.lo:.4g}, {st.hi:.4g}] straddles {self.threshold:g}; "
+                                "more seeds or a larger tier would decide it")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """All criteria must hold.  Refuted if any criterion is refuted; supported if all
+    are supported; inconclusive otherwise."""
+
+    criteria: tuple[Criterion, ...]
+    note: str = ""
+
+    def describe(self) -> str:
+        s = " AND ".join(c.describe() for c in self.criteria)
+        return f"{s}. {self.note}" if self.note else s
+
+    def quantities(self) -> list[str]:
+        return [c.quantity for c in self.criteria]
+
+    def decide(self, stats: dict[str, Stat]) -> tuple[Verdict, list[str]]:
+        verdicts, reasons = [], []
+        for c in self.criteria:
+            st = stats.get(c.quantity)
+            if st is None:
+                verdicts.append("inconclusive")
+                reasons.append(f"{c.quantity}: not measured")
+                continue
+            v, why = c.judge(st)
+            verdicts.append(v)
+            reasons.append(why)
+        if "refuted" in verdicts:
+            return "refuted", reasons
+        if all(v == "supported" for v in verdicts):
+            return "supported", reasons
+        return "inconclusive", reasons
+
+
+def all_of(*criteria: Criterion, note: str = "") -> Rule:
+    return Rule(tuple(criteria), note)
+
+
+# --------------------------------------------------------------------------- the claim
+
+
+class Claim:
+    """Subclass, set the class attributes, implement ``experiment`` and ``measure``,
+    and decorate with :func:`theorylab.claims.register_claim`."""
+
+    id: ClassVar[str]
+    title: ClassVar[str]
+    citation: ClassVar[Citation]
+    statement: ClassVar[str]
+    rule: ClassVar[Rule]
+    tiers: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "quick": {}, "full": {}}
+    seeds: ClassVar[dict[str, int]] = {"smoke": 2, "quick": 3, "full": 5}
+    # what would settle an inconclusive verdict, in words (shown in the report)
+    decides: ClassVar[str] = "more seeds, or the full tier"
+    # quantities shown in the report beyond those the rule uses
+    extra_quantities: ClassVar[tuple[str, ...]] = ()
+
+    def params(self, tier: str) -> dict[str, Any]:
+        if tier not in self.tiers:
+            from theorylab.errors import ConfigError
+
+            raise ConfigError(f"tier: {tier!r} is not a tier of {self.id}; allowed: {', '.join(self.tiers)}")
+        return dict(self.tiers[tier])
+
+    def experiment(self, tier: str, seed: int) -> dict[str, "RunConfig"]:
+        """Named runs one seed needs ({} for data-free claims)."""
+        return {}
+
+    def measure(self, tier: str, seed: int, runs: dict[str, "RunView"]) -> dict[str, Any]:
+        """Per-seed quantities.  Numbers become statistics over seeds; any other value
+        (a list, a dict of curves) is kept in ``Evidence.series[seed]`` for figures."""
+        raise NotImplementedError
+
+    def figures(self, evidence: "Evidence") -> dict[str, Any]:
+        """name -> matplotlib Figure (the engine saves and closes them)."""
+        return {}
+
+    # Optional: a claim may train its runs itself, e.g. several seeds at once in one
+    # vectorised process.  It must leave every RunConfig as its own finished run in the
+    # store (same run id as ``cfg.run_id()``), so reuse and RunView work unchanged.
+    # ``None`` means: the engine executes the configs through the sweep backend.
+    execute: ClassVar[Callable[..., None] | None] = None
+
+
+@dataclass
+class Evidence:
+    """What a check measured: per-seed values and runs, and their summaries."""
+
+    claim_id: str
+    tier: str
+    seeds: list[int]
+    per_seed: dict[int, dict[str, float]]
+    runs: dict[int, dict[str, "RunView"]] = field(default_factory=dict)
+    stats: dict[str, Stat] = field(default_factory=dict)
+    # non-numeric values a claim's measure() returned (curves, tables), per seed, for figures
+    series: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def values(self, name: str) -> list[float]:
+        return [self.per_seed[s][name] for s in self.seeds if name in self.per_seed[s]]
+
+
+MeasureFn = Callable[..., dict[str, float]]

@@ -45,7 +45,7 @@ from theorylab.models.config import TransformerConfig
 from theorylab.store import Store
 from theorylab.tasks import make_task
 from theorylab.tasks.base import IGNORE
-from theorylab.train.checkpoint import save_checkpoint
+from theorylab.train.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.train.config import RunConfig
 from theorylab.train.trainer import (
     DTYPES,
@@ -53,6 +53,7 @@ from theorylab.train.trainer import (
     RunResult,
     _evaluate,
     build_model_for,
+    latest_checkpoint,
     lr_at,
     make_optimizer,
     resolve_device,
@@ -290,17 +291,20 @@ class _Seed:
         self.diverged_step: int | None = None
         self.early = False
         self.step = 0
+        self.wall = 0.0
 
 
 def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool = False, progress: bool = True,
                on_eval: Callable[[int, int, dict[str, float]], None] | None = None,
-               vectorise: bool = True) -> list[RunResult]:
+               vectorise: bool = True, stop_after: int | None = None) -> list[RunResult]:
     """Train every config, seeds of one configuration together; results in input order.
 
-    Runs already finished in ``store`` are served from it (unless ``force``); the
-    others start from step 0 (a stacked group does not resume partial runs: use
-    :func:`theorylab.train.resume` for one).  ``on_eval(seed_index, step, metrics)``
-    is called at every evaluation.  ``vectorise=False`` trains one after another with
+    Runs already finished in ``store`` are served from it (unless ``force``).  Unfinished
+    runs of a group (stopped, killed) resume from their last checkpoints when all of
+    them have one at the same step, and start again from step 0 otherwise.
+    ``stop_after`` stops after that many steps (status ``stopped``; call again to go
+    on).  ``on_eval(index, step, metrics)`` is called at every evaluation, ``index``
+    into ``cfgs``.  ``vectorise=False`` trains one after another with
     :func:`theorylab.train.train` (the reference the stacked path must match).
     """
     results: list[RunResult | None] = [None] * len(cfgs)
@@ -309,7 +313,8 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
         if not vectorise or unsupported_reason(gcfgs[0]) is not None:
             for i in group:
                 cb = None if on_eval is None else (lambda st, v, _i=i: on_eval(_i, st, v))
-                results[i] = train(cfgs[i], store, force=force, progress=progress, on_eval=cb)
+                results[i] = train(cfgs[i], store, force=force, progress=progress, on_eval=cb,
+                                   stop_after=stop_after)
             continue
         todo = []
         for i in group:
@@ -317,23 +322,24 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
             rid = c.run_id()
             if store is not None:
                 rec = store.get_run(rid)
-                if rec is not None and (force or rec.status not in ("finished", "diverged")):
+                if rec is not None and force:
                     store.delete_run(rid)
                     rec = None
-                if rec is not None:
+                if rec is not None and rec.status in ("finished", "diverged"):
                     results[i] = train(c, store, progress=False)  # served from the store
                     continue
-                store.create_run(rid, c.task.name, c.to_dict(), c.seed, c.tags)
+                if rec is None:
+                    store.create_run(rid, c.task.name, c.to_dict(), c.seed, c.tags)
             todo.append(i)
         if todo:
             for i, r in zip(todo, _train_stacked([cfgs[i] for i in todo], store, progress=progress,
-                                                 on_eval=on_eval, index=todo)):
+                                                 on_eval=on_eval, index=todo, stop_after=stop_after)):
                 results[i] = r
     return results  # type: ignore[return-value]
 
 
-def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool, on_eval, index: list[int]
-                   ) -> list[RunResult]:
+def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool, on_eval, index: list[int],
+                   stop_after: int | None = None) -> list[RunResult]:
     tc = cfgs[0].train
     mcfg = cfgs[0].model
     device = resolve_device(tc.device)
@@ -342,8 +348,27 @@ def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool
     for s in seeds:
         s.model.to(device)
     active = list(range(len(seeds)))
+    start = 0
+    prior_wall = [0.0] * len(seeds)
+    found = [latest_checkpoint(store, s.run_id) for s in seeds] if store is not None else [None]
+    resumed = all(f is not None for f in found) and len({f[1] for f in found}) == 1
+    opt_states: list[torch.optim.Optimizer] = []
+    if resumed:
+        start = found[0][1]
+        for j, s in enumerate(seeds):
+            opt_s = make_optimizer(tc, s.model.parameters())
+            info = load_checkpoint(found[j][0], s.model, opt_s)
+            prior_wall[j] = float(info["extra"].get("wall_seconds", 0.0))
+            opt_states.append(opt_s)
     sp = StackedParams.from_models([s.model for s in seeds])
     opt = make_optimizer(tc, sp.tensors)
+    if resumed:
+        per_seed = [list(o_s.param_groups[0]["params"]) for o_s in opt_states]
+        for i, t in enumerate(sp.tensors):
+            states = [opt_states[j].state.get(per_seed[j][i]) for j in range(len(seeds))]
+            if all(states):
+                opt.state[t] = {key: (torch.stack([st[key] for st in states]) if torch.is_tensor(v) and v.dim()
+                                      else (v.clone() if torch.is_tensor(v) else v)) for key, v in states[0].items()}
     full_batch = all(tc.batch_size is None or tc.batch_size >= len(s.task.train_set or []) for s in seeds) \
         and all(s.task.train_set is not None for s in seeds)
 
@@ -358,10 +383,14 @@ def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool
     cols = loss_columns(cached[1]) if cached is not None else None
     for s in seeds:
         if store is not None:
-            store.truncate_metrics(s.run_id, -1)
+            if not resumed:
+                for a in store.artifacts(s.run_id, "checkpoint"):
+                    Path(a["path"]).unlink(missing_ok=True)
+                    store.remove_artifact(s.run_id, "checkpoint", a["path"])
+            store.truncate_metrics(s.run_id, start if resumed else -1)
             store.update_run(s.run_id, status="running", started=time.time())
     label = f"{len(seeds)} seeds" if len(seeds) > 1 else seeds[0].run_id
-    bar = Progress(tc.steps, label, enabled=progress)
+    bar = Progress(tc.steps, label, enabled=progress, start=start)
     t0 = time.perf_counter()
 
     def checkpoint(j: int, at: int) -> None:
@@ -379,7 +408,7 @@ def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool
         for g_s, g in zip(opt_s.param_groups, opt.param_groups):
             g_s["lr"] = g["lr"]
         path = store.run_dir(s.run_id) / f"ckpt-{at:08d}.safetensors"
-        save_checkpoint(path, s.model, opt_s, at, extra={"wall_seconds": time.perf_counter() - t0,
+        save_checkpoint(path, s.model, opt_s, at, extra={"wall_seconds": prior_wall[j] + time.perf_counter() - t0,
                                                          "run_id": s.run_id})
         store.add_artifact(s.run_id, "checkpoint", path, at)
         if tc.keep_checkpoints == "last":
@@ -420,10 +449,13 @@ def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool
         sp.copy_into(s.model, active.index(j))
         if s.status != "diverged":
             checkpoint(j, at)
-        sps = at / max(time.perf_counter() - t0, 1e-9)
+        sps = (at - start) / max(time.perf_counter() - t0, 1e-9)
+        s.wall = prior_wall[j] + time.perf_counter() - t0
+        if s.status == "finished" and at < tc.steps and not s.early:
+            s.status = "stopped"
         if store is not None:
             store.update_run(s.run_id, status=s.status, step=at, finished=time.time(),
-                             wall_seconds=time.perf_counter() - t0,
+                             wall_seconds=s.wall,
                              summary={"metrics": s.last, "steps_per_second": sps, "diverged_step": s.diverged_step,
                                       "early_stopped": s.early, "trained_with": f"multiseed x{len(seeds)}"})
 
@@ -451,12 +483,14 @@ def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool
         if cached is not None:
             cached = (cached[0].index_select(0, idx), cached[1].index_select(0, idx))
 
-    step = 0
-    stopping = evaluate(0)
-    if stopping:
-        drop(stopping, 0)
+    step = start
+    if start == 0:
+        stopping = evaluate(0)
+        if stopping:
+            drop(stopping, 0)
+    end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
     try:
-        while active and step < tc.steps:
+        while active and step < end:
             lr = lr_at(tc, step)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -490,7 +524,7 @@ def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool
     out = []
     wall = time.perf_counter() - t0
     for s in seeds:
-        sps = s.step / max(wall, 1e-9)
-        out.append(RunResult(s.run_id, s.status, s.step, s.last, wall, sps, diverged_step=s.diverged_step,
+        sps = (s.step - start) / max(wall, 1e-9)
+        out.append(RunResult(s.run_id, s.status, s.step, s.last, s.wall, sps, diverged_step=s.diverged_step,
                              early_stopped=s.early, model=s.model))
     return out

@@ -1,0 +1,288 @@
+"""Fourier progress measures for modular addition (Nanda et al. 2023, arXiv 2301.05217).
+
+Everything here is a pure function of a model (or a run's checkpoints) and the
+modular task, computed in float64.
+
+Fourier basis over Z_p
+    An orthonormal ``p x p`` matrix ``F`` whose rows are functions of ``x in Z_p``:
+    row 0 is the constant ``1/sqrt(p)``; rows ``2k-1`` and ``2k`` are
+    ``cos(2 pi k x / p)`` and ``sin(2 pi k x / p)`` scaled to unit norm, for
+    ``k = 1 .. (p-1)/2``.  (``p`` is an odd prime.)
+
+Fourier norms
+    The embedding ``W_E[:p]`` (number tokens only, ``[p, d_model]``) in the basis is
+    ``F @ W_E[:p]``; the norm of row ``j`` is the weight the embedding puts on basis
+    function ``j``.  The unembedding ``W_U [d_model, p]`` and the neuron-logit map
+    ``W_L = W_out @ W_U [d_mlp, p]`` are transformed along their output (answer)
+    axis.  Per-frequency norms combine the cos and sin rows: ``sqrt(|cos_k|^2 + |sin_k|^2)``.
+
+Key frequencies (our rule, chosen once from the final checkpoint)
+    Frequency ``k`` is key when its squared per-frequency norm in the embedding is at
+    least ``KEY_RATIO`` (= 4) times the mean over all ``(p-1)/2`` frequencies.  A
+    random embedding spreads its norm evenly (every frequency near 1x the mean,
+    since each is a sum of ``2 d_model`` squares), so it has no key frequency; a
+    grokked one concentrates most of its norm on a few frequencies, each many times
+    the mean.
+
+Restricted and excluded loss
+    Over the full grid of pairs, the logits for answer ``c`` are a function of
+    ``(a, b)``.  For frequency ``k`` the directions ``cos(w_k (a+b))`` and
+    ``sin(w_k (a+b))`` (``w_k = 2 pi k / p``; ``a-b`` for subtraction) are orthogonal
+    in ``R^{p^2}``.  *Restricted* logits keep, for every ``c``, only the projection on
+    the key frequencies' directions plus the mean over ``(a, b)`` (the constant
+    term); the restricted loss is their cross-entropy on all pairs.  *Excluded*
+    logits remove those directions; the excluded loss is measured on the training
+    pairs (the memorised part), for all key frequencies at once and for each alone.
+
+Gini coefficient (Hurley & Rickard 2009, "Comparing measures of sparsity")
+    For non-negative ``c_1..c_n`` sorted ascending, ``G = 1 - 2 sum_k (c_k / |c|_1)
+    ((n - k + 1/2) / n)``.  ``G = 0`` for a constant vector, ``(n-1)/n`` for a
+    one-hot one.  Applied to the ``p`` Fourier component norms of ``W_E`` and of
+    ``W_L``: it rises as the weights concentrate on the key frequencies.
+
+Sum of squared weights
+    Over every parameter of the model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from theorylab.errors import TheoryLabError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from theorylab.store import Store
+
+KEY_RATIO = 4.0  # a key frequency carries >= 4x the mean squared norm (see the module docstring)
+
+__all__ = [
+    "KEY_RATIO", "fourier_basis", "basis_labels", "component_norms", "frequency_norms", "embedding_norms",
+    "unembedding_norms", "neuron_logit_norms", "key_frequencies", "all_logits", "sum_directions",
+    "restricted_logits", "excluded_logits", "cross_entropy", "gini", "weight_norm_sq", "progress_measures",
+    "measure_run",
+]
+
+
+def _check_p(p: int) -> None:
+    if p < 3 or p % 2 == 0:
+        raise TheoryLabError(f"p: the Fourier basis here needs an odd modulus >= 3 (got {p})")
+
+
+def fourier_basis(p: int) -> torch.Tensor:
+    """The orthonormal Fourier basis of functions on Z_p: ``[p, p]`` float64, rows = basis functions."""
+    _check_p(p)
+    x = torch.arange(p, dtype=torch.float64)
+    rows = [torch.ones(p, dtype=torch.float64)]
+    for k in range(1, (p - 1) // 2 + 1):
+        w = 2 * math.pi * k / p
+        rows.append(torch.cos(w * x))
+        rows.append(torch.sin(w * x))
+    B = torch.stack(rows)
+    return B / B.norm(dim=1, keepdim=True)
+
+
+def basis_labels(p: int) -> list[str]:
+    return ["const"] + [f"{f} {k}" for k in range(1, (p - 1) // 2 + 1) for f in ("cos", "sin")]
+
+
+def component_norms(W: torch.Tensor, p: int) -> torch.Tensor:
+    """Norm of each Fourier component of ``W [p, n]`` (axis 0 indexed by Z_p): ``[p]``."""
+    return (fourier_basis(p) @ W.detach().double()).norm(dim=1)
+
+
+def frequency_norms(W: torch.Tensor, p: int) -> torch.Tensor:
+    """Per-frequency norms ``sqrt(|cos_k|^2 + |sin_k|^2)``, ``k = 1..(p-1)/2``: ``[(p-1)/2]``."""
+    c = component_norms(W, p)
+    return (c[1::2] ** 2 + c[2::2] ** 2).sqrt()
+
+
+def _number_embedding(model, p: int) -> torch.Tensor:
+    return model.embed.W_E[:p].detach().double()  # [p, d]
+
+
+def embedding_norms(model, p: int) -> torch.Tensor:
+    """Fourier component norms of the embedding of the numbers 0..p-1: ``[p]``."""
+    return component_norms(_number_embedding(model, p), p)
+
+
+def unembedding_norms(model, p: int) -> torch.Tensor:
+    """Fourier component norms of the unembedding along the answer axis: ``[p]``."""
+    return component_norms(model.W_U[:, :p].detach().double().T, p)
+
+
+def neuron_logit_norms(model, p: int) -> torch.Tensor:
+    """Fourier component norms of ``W_L = W_out @ W_U`` (last layer) along the answer axis: ``[p]``."""
+    blk = model.blocks[-1]
+    if not hasattr(blk, "mlp"):
+        return unembedding_norms(model, p)
+    W_L = blk.mlp.W_out.detach().double() @ model.W_U[:, :p].detach().double()  # [d_mlp, p]
+    return component_norms(W_L.T, p)
+
+
+def key_frequencies(model, p: int, ratio: float = KEY_RATIO) -> list[int]:
+    """Frequencies whose squared embedding norm is >= ``ratio`` x the mean (the rule above), ascending."""
+    sq = frequency_norms(_number_embedding(model, p), p) ** 2
+    keep = torch.nonzero(sq >= ratio * sq.mean()).flatten()
+    return [int(k) + 1 for k in keep]
+
+
+# --------------------------------------------------------------------------- logits on the full grid
+
+
+@torch.no_grad()
+def all_logits(model, p: int) -> torch.Tensor:
+    """Logits of every input ``a b =`` as ``[a, b, c]`` (``[p, p, p]``, float64), computed in float64."""
+    import copy
+
+    m = copy.deepcopy(model).double().eval()
+    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    tokens = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p)], dim=1)
+    out = m(tokens, positions=slice(-1, None))[:, -1, :p]
+    return out.reshape(p, p, p)
+
+
+def sum_directions(p: int, k: int, op: str = "+") -> torch.Tensor:
+    """Unit vectors ``cos(w_k s)`` and ``sin(w_k s)`` over the grid, ``s = a+b`` (or ``a-b``): ``[2, p, p]``."""
+    if op not in ("+", "-"):
+        raise TheoryLabError(f"op: restricted/excluded loss are defined for '+' and '-' (got {op!r})")
+    x = torch.arange(p, dtype=torch.float64)
+    s = x[:, None] + x[None, :] if op == "+" else x[:, None] - x[None, :]
+    w = 2 * math.pi * k / p
+    d = torch.stack([torch.cos(w * s), torch.sin(w * s)])
+    return d / d.flatten(1).norm(dim=1)[:, None, None]
+
+
+def _projection(logits: torch.Tensor, freqs: list[int], op: str) -> torch.Tensor:
+    """Sum over ``freqs`` of the logits' projection on their (a,b)-directions, per answer c."""
+    p = logits.shape[0]
+    out = torch.zeros_like(logits, dtype=torch.float64)
+    L = logits.double()
+    for k in freqs:
+        D = sum_directions(p, k, op)  # [2, p, p]
+        coef = torch.einsum("abc,dab->dc", L, D)  # [2, p]
+        out += torch.einsum("dc,dab->abc", coef, D)
+    return out
+
+
+def restricted_logits(logits: torch.Tensor, freqs: list[int], op: str = "+") -> torch.Tensor:
+    """Keep only the key frequencies' directions of ``a+b`` and the constant term."""
+    L = logits.double()
+    return L.mean(dim=(0, 1), keepdim=True).expand_as(L) + _projection(L, freqs, op)
+
+
+def excluded_logits(logits: torch.Tensor, freqs: list[int], op: str = "+") -> torch.Tensor:
+    """Remove the key frequencies' directions of ``a+b`` (everything else kept)."""
+    L = logits.double()
+    return L - _projection(L, freqs, op)
+
+
+def cross_entropy(logits: torch.Tensor, op: str, p: int, mask: torch.Tensor | None = None) -> float:
+    """Mean cross-entropy (nats, float64) of ``[p, p, p]`` logits against ``a op b``, over ``mask [p, p]``."""
+    x = torch.arange(p)
+    c = (x[:, None] + x[None, :]) % p if op == "+" else (x[:, None] - x[None, :]) % p
+    lp = torch.log_softmax(logits.double(), dim=-1)
+    nll = -lp.gather(-1, c[..., None]).squeeze(-1)
+    if mask is not None:
+        nll = nll[mask]
+    return float(nll.mean())
+
+
+# --------------------------------------------------------------------------- sparsity and weights
+
+
+def gini(c: torch.Tensor | np.ndarray | list[float]) -> float:
+    """Hurley & Rickard's Gini index of a non-negative vector (0 = evenly spread, (n-1)/n = one-hot)."""
+    v = torch.as_tensor(c, dtype=torch.float64).flatten()
+    if v.numel() == 0:
+        raise TheoryLabError("gini: empty vector")
+    if bool((v < 0).any()):
+        raise TheoryLabError("gini: values must be non-negative (norms)")
+    total = float(v.sum())
+    if total == 0.0:
+        return 0.0
+    n = v.numel()
+    s, _ = torch.sort(v)
+    k = torch.arange(1, n + 1, dtype=torch.float64)
+    return float(1.0 - 2.0 * torch.sum((s / total) * ((n - k + 0.5) / n)))
+
+
+def weight_norm_sq(model) -> float:
+    """Sum of squared weights over every parameter (float64)."""
+    return float(sum(float((p.detach().double() ** 2).sum()) for p in model.parameters()))
+
+
+# --------------------------------------------------------------------------- all measures at once
+
+
+def _split_masks(task) -> tuple[torch.Tensor, torch.Tensor]:
+    p = task.cfg.p
+    a, b = task.all_pairs.extras["a"], task.all_pairs.extras["b"]
+    train = torch.zeros(p, p, dtype=torch.bool)
+    train[a[task.train_idx], b[task.train_idx]] = True
+    test = torch.zeros(p, p, dtype=torch.bool)
+    test[a[task.test_idx], b[task.test_idx]] = True
+    return train, test
+
+
+def progress_measures(model, task, freqs: list[int], per_frequency: bool = True) -> dict[str, Any]:
+    """Every progress measure of one model on a modular task, given the key frequencies."""
+    cfg = task.cfg
+    p, op = cfg.p, cfg.op
+    if op not in ("+", "-"):
+        raise TheoryLabError(f"task.op: Fourier progress measures need '+' or '-' (got {op!r})")
+    train, test = _split_masks(task)
+    L = all_logits(model, p)
+    out: dict[str, Any] = {
+        "train_loss": cross_entropy(L, op, p, train),
+        "test_loss": cross_entropy(L, op, p, test),
+        "restricted_loss": cross_entropy(restricted_logits(L, freqs, op), op, p),
+        "excluded_loss": cross_entropy(excluded_logits(L, freqs, op), op, p, train),
+        "gini_embed": gini(embedding_norms(model, p)),
+        "gini_neuron_logit": gini(neuron_logit_norms(model, p)),
+        "weight_norm_sq": weight_norm_sq(model),
+    }
+    if per_frequency:
+        out["excluded_loss_per_freq"] = {int(k): cross_entropy(excluded_logits(L, [k], op), op, p, train)
+                                         for k in freqs}
+    return out
+
+
+def measure_run(store: Store, run_ref: str, freqs: list[int] | None = None, every: int = 1) -> dict[str, Any]:
+    """Progress measures over a stored run's checkpoints.
+
+    Key frequencies come from the final checkpoint (``key_frequencies``) unless given.
+    Returns ``{"steps": [...], "key_frequencies": [...], measure: [values per step], ...}``
+    with ``"embed_norms_final"`` (the spectrum of the final embedding) for figures.
+    """
+    from theorylab.tasks import make_task
+    from theorylab.train import checkpoint_steps, load_run_model
+
+    ckpts = checkpoint_steps(store, run_ref)
+    if not ckpts:
+        raise TheoryLabError(f"run {run_ref}: no checkpoints to measure")
+    cfg, final = load_run_model(store, run_ref)
+    task = make_task(cfg.task, cfg.seed)
+    p = cfg.task.p
+    if freqs is None:
+        freqs = key_frequencies(final, p)
+    series: dict[str, Any] = {"steps": [], "key_frequencies": list(freqs)}
+    chosen = ckpts[::every]
+    if chosen[-1] != ckpts[-1]:
+        chosen.append(ckpts[-1])
+    for step, _ in chosen:
+        _, m = load_run_model(store, run_ref, step)
+        vals = progress_measures(m, task, freqs)
+        series["steps"].append(step)
+        for k, v in vals.items():
+            if k == "excluded_loss_per_freq":
+                for f, x in v.items():
+                    series.setdefault(f"excluded_loss_freq_{f}", []).append(x)
+            else:
+                series.setdefault(k, []).append(v)
+    series["embed_norms_final"] = embedding_norms(final, p).tolist()
+    series["freq_norms_final"] = frequency_norms(_number_embedding(final, p), p).tolist()
+    return series

@@ -1,0 +1,114 @@
+"""Phase boundaries of grokking (memorization, circuit formation, cleanup) from curves.
+
+Nanda et al. (2023) split training into memorization (train loss falls, test loss
+rises), circuit formation (restricted loss falls, excluded loss rises, test loss
+stays high) and cleanup (test loss collapses, weight norm drops, Gini rises).  We
+place the boundaries with three rules on the evaluation curves; each boundary is
+returned with the rule that found it.
+
+Let ``L(t)`` be the test loss, ``t_mem`` the end of memorization, ``L_hi`` the largest
+test loss at or after ``t_mem`` and ``L_lo`` the final test loss.  The progress of the
+collapse is ``f(t) = (log L_hi - log L(t)) / (log L_hi - log L_lo)`` (0 before, 1 at
+the end).
+
+* **end of memorization** ``t_mem``: the first step at which train accuracy reaches
+  ``train_acc`` (0.99).
+* **end of circuit formation** ``t_circ``: the first step after the test loss peak at
+  which ``f >= start_frac`` (0.1): the test loss has begun to collapse.
+* **end of cleanup** ``t_clean``: the first step at which ``f >= end_frac`` (0.9).
+
+A boundary that is never reached is ``None`` (for example, no weight decay: no
+collapse).  The rules are scale-free (log losses, fractions), so they apply to any
+modulus and budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from theorylab.errors import TheoryLabError
+
+__all__ = ["Boundary", "Phases", "detect_phases", "first_crossing"]
+
+
+@dataclass
+class Boundary:
+    step: int | None
+    rule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "rule": self.rule}
+
+
+@dataclass
+class Phases:
+    memorization_end: Boundary
+    circuit_formation_end: Boundary
+    cleanup_end: Boundary
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"memorization_end": self.memorization_end.to_dict(),
+                "circuit_formation_end": self.circuit_formation_end.to_dict(),
+                "cleanup_end": self.cleanup_end.to_dict(), "notes": list(self.notes)}
+
+    @property
+    def steps(self) -> tuple[int | None, int | None, int | None]:
+        return (self.memorization_end.step, self.circuit_formation_end.step, self.cleanup_end.step)
+
+    @property
+    def in_order(self) -> bool:
+        """All three boundaries found and strictly increasing."""
+        a, b, c = self.steps
+        return a is not None and b is not None and c is not None and a < b < c
+
+
+def first_crossing(steps, values, threshold: float, above: bool = True, start: int = 0) -> int | None:
+    """The first step (at index >= ``start``) whose value is >= (or <=) ``threshold``."""
+    for i in range(start, len(steps)):
+        v = values[i]
+        if math.isfinite(v) and ((v >= threshold) if above else (v <= threshold)):
+            return int(steps[i])
+    return None
+
+
+def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0.99, start_frac: float = 0.1,
+                  end_frac: float = 0.9) -> Phases:
+    """Phase boundaries from the evaluation curves (see the module docstring for the rules)."""
+    s = np.asarray(steps, dtype=np.int64)
+    acc = np.asarray(train_acc, dtype=np.float64)
+    tl = np.asarray(test_loss, dtype=np.float64)
+    if not (len(s) == len(acc) == len(tl)) or len(s) == 0:
+        raise TheoryLabError("detect_phases: steps, train_acc and test_loss must be non-empty and of equal length")
+    if not 0 < start_frac < end_frac < 1:
+        raise TheoryLabError("detect_phases: need 0 < start_frac < end_frac < 1")
+    r_mem = f"first step with train accuracy >= {train_acc_threshold:g}"
+    r_circ = (f"first step after the test-loss peak (at or after memorization) where log test loss has fallen "
+              f"{start_frac:.0%} of the way from the peak to its final value")
+    r_clean = f"first step where log test loss has fallen {end_frac:.0%} of the way from the peak to its final value"
+    notes: list[str] = []
+    t_mem = first_crossing(s, acc, train_acc_threshold, above=True)
+    if t_mem is None:
+        notes.append("train accuracy never reached the threshold: no memorization boundary")
+        return Phases(Boundary(None, r_mem), Boundary(None, r_circ), Boundary(None, r_clean), notes)
+    i_mem = int(np.searchsorted(s, t_mem))
+    tail = tl[i_mem:]
+    finite = np.isfinite(tail) & (tail > 0)
+    if not finite.any():
+        notes.append("no finite positive test loss after memorization")
+        return Phases(Boundary(t_mem, r_mem), Boundary(None, r_circ), Boundary(None, r_clean), notes)
+    logs = np.where(finite, np.log(np.where(finite, tail, 1.0)), np.nan)
+    i_peak = int(np.nanargmax(logs))
+    hi, lo = logs[i_peak], logs[np.flatnonzero(finite)[-1]]
+    if not hi - lo > math.log(10.0):
+        notes.append(f"test loss fell by less than 10x after its peak ({math.exp(hi - lo):.3g}x): no collapse")
+        return Phases(Boundary(t_mem, r_mem), Boundary(None, r_circ), Boundary(None, r_clean), notes)
+    frac = (hi - logs) / (hi - lo)
+    frac = np.where(np.isfinite(frac), frac, -np.inf)
+    t_circ = first_crossing(s[i_mem:], frac, start_frac, above=True, start=i_peak)
+    t_clean = first_crossing(s[i_mem:], frac, end_frac, above=True, start=i_peak)
+    return Phases(Boundary(t_mem, r_mem), Boundary(t_circ, r_circ), Boundary(t_clean, r_clean), notes)

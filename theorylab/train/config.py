@@ -90,6 +90,7 @@ def _load_presets() -> None:
 
     for mod in ("theorylab.tasks",):
         importlib.import_module(mod)
+    task_names()  # imports the built-in task modules, which may register presets
     try:
         importlib.import_module("theorylab.presets")
     except ModuleNotFoundError as err:  # pragma: no cover - optional module

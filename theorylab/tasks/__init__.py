@@ -65,6 +65,7 @@ def _load_builtin() -> None:
 # One line per built-in task module (each registers its families when imported).
 _BUILTIN = [
     "modular",
+    "graphs",
 ]
 
 __all__ = [

@@ -41,6 +41,7 @@ def register_claim(cls: type[Claim]) -> type[Claim]:
 
 _BUILTIN: list[str] = [
     # one line per claims module, e.g. "theorylab.claims.modular"
+    "theorylab.claims.grokking",
 ]
 _loaded = False
 

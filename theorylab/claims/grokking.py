@@ -1,0 +1,407 @@
+"""Grokking on modular addition, seen through progress measures (Nanda et al. 2023).
+
+Four claims share one experiment per seed: a run with weight decay (``wd``) and, for
+the fourth, the same run without weight decay (``no_wd``).  Runs are trained with
+seeds vectorised (:func:`theorylab.train.multiseed.train_many`) and measured from their
+checkpoints with :mod:`theorylab.analysis.fourier` and :mod:`theorylab.analysis.phases`.
+
+Tiers
+    * ``full``: the paper's mainline (the ``grokking`` preset: p=113, 30% of pairs,
+      d_model 128, lr 1e-3, 40k steps).
+    * ``quick``: a setup that groks within CPU minutes: p=59, 50% of pairs, d_model 64
+      (4 heads of 16, d_mlp 256), lr 3e-3, 2,500 steps; everything else as the mainline.
+      More data and a higher learning rate bring grokking forward (Power et al. 2022
+      and Nanda et al. 2023 both report the delay shrinking as the train fraction grows).
+    * ``smoke``: p=13, d_model 16, 150 steps; exercises the code, decides nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from theorylab.claims import register_claim
+from theorylab.claims.base import Citation, Claim, Criterion, Evidence, all_of
+
+NANDA = Citation(
+    authors="Neel Nanda, Lawrence Chan, Tom Lieberum, Jess Smith and Jacob Steinhardt",
+    year=2023,
+    title="Progress measures for grokking via mechanistic interpretability",
+    venue="ICLR",
+    arxiv="2301.05217",
+)
+
+_TIERS: dict[str, dict[str, Any]] = {
+    "smoke": {"overrides": ["task.p=13", "task.train_fraction=0.5", "model.d_model=16", "model.d_head=4",
+                            "model.d_mlp=32", "model.init_std=0.25", "train.lr=3e-3", "train.steps=150",
+                            "train.eval_every=10", "train.checkpoint_every=25"]},
+    "quick": {"overrides": ["task.p=59", "task.train_fraction=0.5", "model.d_model=64", "model.d_head=16",
+                            "model.d_mlp=256", "model.init_std=0.125", "train.lr=3e-3", "train.steps=2500",
+                            "train.eval_every=25", "train.checkpoint_every=50"]},
+    "full": {"overrides": ["train.eval_every=100", "train.checkpoint_every=500"]},
+}
+_SEEDS = {"smoke": 2, "quick": 3, "full": 5}
+
+
+def _config(tier: str, seed: int, weight_decay: float | None = None):
+    from theorylab.train import build_run_config
+
+    ov = list(_TIERS[tier]["overrides"]) + ["train.keep_checkpoints=all"]
+    if weight_decay is not None:
+        ov.append(f"train.weight_decay={weight_decay}")
+    return build_run_config("grokking", ov, seed=seed)
+
+
+def _execute(configs, store, progress: bool = True, **_: Any) -> None:
+    """Train the claim's runs with seeds vectorised; each lands as its own run."""
+    from theorylab.train.multiseed import train_many
+
+    train_many(list(configs), store, progress=progress)
+
+
+# --------------------------------------------------------------------------- shared measurement
+
+_CACHE: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _first(steps, values, thr: float, above: bool = True) -> int | None:
+    for s, v in zip(steps, values):
+        if math.isfinite(v) and (v >= thr if above else v <= thr):
+            return int(s)
+    return None
+
+
+def _at(steps: list[int], values: list[float], step: int) -> float:
+    """The value at the first measured step at or after ``step`` (the last one if none)."""
+    for s, v in zip(steps, values):
+        if s >= step:
+            return float(v)
+    return float(values[-1])
+
+
+def grokking_measures(view) -> dict[str, Any]:
+    """Everything the four claims read from one weight-decay run (cached per run)."""
+    from theorylab.analysis.fourier import measure_run
+    from theorylab.analysis.phases import detect_phases
+
+    key = (str(view.store.root), view.run_id)
+    if key in _CACHE:
+        return _CACHE[key]
+    steps, train_acc = view.series("train", "accuracy")
+    _, test_acc = view.series("test", "accuracy")
+    _, train_loss = view.series("train", "loss")
+    _, test_loss = view.series("test", "loss")
+    fm = measure_run(view.store, view.run_id)
+    ph = detect_phases(steps, train_acc, test_loss)
+    t_tr, t_te = _first(steps, train_acc, 0.99), _first(steps, test_acc, 0.99)
+    out: dict[str, Any] = {
+        "curves": {"steps": steps, "train_loss": train_loss, "test_loss": test_loss, "train_acc": train_acc,
+                   "test_acc": test_acc},
+        "fourier": fm,
+        "phases": ph.to_dict(),
+        "t_train99": t_tr,
+        "t_test99": t_te,
+        "p": view.config.task.p,
+    }
+    _CACHE[key] = out
+    return out
+
+
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+# --------------------------------------------------------------------------- the claims
+
+
+class _GrokkingClaim(Claim):
+    citation = NANDA
+    tiers = _TIERS
+    seeds = _SEEDS
+    decides = "more seeds, or the full tier (the paper's mainline at p=113)"
+    execute = staticmethod(_execute)
+
+    def experiment(self, tier: str, seed: int):
+        self.params(tier)
+        return {"wd": _config(tier, seed)}
+
+    def figures(self, evidence: Evidence) -> dict[str, Any]:
+        return grokking_figures(evidence)
+
+
+@register_claim
+class GrokkingDelay(_GrokkingClaim):
+    id = "nanda2023.grokking_delay"
+    title = "Grokking: test accuracy reaches 99% many times later than train accuracy"
+    statement = ("Trained full-batch with weight decay on 30% of the pairs of (a + b) mod p, a one-layer "
+                 "transformer fits the training set early and reaches 99% test accuracy only many times later.")
+    rule = all_of(
+        Criterion("test_reached_99", ">=", 1.0, why="every seed must generalise within the budget"),
+        Criterion("log10_delay_ratio", ">=", math.log10(5.0),
+                  why="'many times later': at least 5x (the paper's mainline is about 10x: train fit by ~1k "
+                      "epochs, test 99% after ~10k); ratios are averaged in log10"),
+    )
+    extra_quantities = ("delay_ratio", "t_train99", "t_test99")
+
+    def measure(self, tier: str, seed: int, runs) -> dict[str, Any]:
+        g = grokking_measures(runs["wd"])
+        tr, te = g["t_train99"], g["t_test99"]
+        ratio = (te / max(tr, 1)) if (tr is not None and te is not None) else float("nan")
+        return {
+            "test_reached_99": 1.0 if te is not None else 0.0,
+            "t_train99": _nan(tr),
+            "t_test99": _nan(te),
+            "delay_ratio": ratio,
+            "log10_delay_ratio": math.log10(ratio) if ratio == ratio and ratio > 0 else float("nan"),
+            "curves": g["curves"],
+        }
+
+
+@register_claim
+class KeyFrequencies(_GrokkingClaim):
+    id = "nanda2023.key_frequencies"
+    title = "A handful of key frequencies; restricted loss falls well before test loss"
+    statement = ("The grokked network computes (a + b) mod p with a few key Fourier frequencies: its embedding "
+                 "concentrates on them, and the loss restricted to them falls well before the test loss does.")
+    rule = all_of(
+        Criterion("n_key_frequencies", ">=", 1.0, why="at least one frequency stands out"),
+        Criterion("n_key_frequencies", "<=", 8.0,
+                  why="'a handful': the paper finds 5 on the mainline seed and 3-4 on others"),
+        Criterion("restricted_lead", ">=", 0.2,
+                  why="'well before': restricted loss gets below 1 nat at least 20% earlier (in steps) than the "
+                      "test loss does"),
+    )
+    extra_quantities = ("t_restricted_below_1", "t_test_below_1")
+
+    def measure(self, tier: str, seed: int, runs) -> dict[str, Any]:
+        g = grokking_measures(runs["wd"])
+        fm = g["fourier"]
+        t_r = _first(fm["steps"], fm["restricted_loss"], 1.0, above=False)
+        t_t = _first(fm["steps"], fm["test_loss"], 1.0, above=False)
+        lead = (t_t - t_r) / t_t if (t_r is not None and t_t is not None and t_t > 0) else float("nan")
+        return {
+            "n_key_frequencies": float(len(fm["key_frequencies"])),
+            "key_frequencies": list(fm["key_frequencies"]),
+            "t_restricted_below_1": _nan(t_r),
+            "t_test_below_1": _nan(t_t),
+            "restricted_lead": lead,
+            "fourier": fm,
+        }
+
+
+@register_claim
+class Phases(_GrokkingClaim):
+    id = "nanda2023.grokking_phases"
+    title = "Three phases in order: memorization, circuit formation, cleanup"
+    statement = ("Training passes through memorization, then circuit formation (restricted loss falls while "
+                 "excluded loss rises), then cleanup (test loss collapses as the weight norm falls and the "
+                 "Fourier norms grow sparser).")
+    rule = all_of(
+        Criterion("phases_in_order", ">=", 1.0, why="every seed shows the three boundaries in order"),
+        Criterion("log10_restricted_drop_circuit", ">", 0.0,
+                  why="restricted loss falls during circuit formation"),
+        Criterion("log10_excluded_rise_circuit", ">", 0.0, why="excluded loss rises during circuit formation"),
+        Criterion("weight_norm_change_cleanup", "<", 0.0, why="the sum of squared weights falls during cleanup"),
+        Criterion("gini_change_cleanup", ">", 0.0, why="the embedding's Fourier norms grow sparser in cleanup"),
+    )
+    extra_quantities = ("memorization_end", "circuit_formation_end", "cleanup_end")
+
+    def measure(self, tier: str, seed: int, runs) -> dict[str, Any]:
+        g = grokking_measures(runs["wd"])
+        fm = g["fourier"]
+        ph = g["phases"]
+        a, b, c = (ph[k]["step"] for k in ("memorization_end", "circuit_formation_end", "cleanup_end"))
+        in_order = a is not None and b is not None and c is not None and a < b < c
+        out: dict[str, Any] = {
+            "phases_in_order": 1.0 if in_order else 0.0,
+            "memorization_end": _nan(a), "circuit_formation_end": _nan(b), "cleanup_end": _nan(c),
+            "phases": ph, "fourier": fm,
+        }
+        nan = float("nan")
+        if in_order:
+            s = fm["steps"]
+
+            def lg(x: float) -> float:
+                return math.log10(max(x, 1e-300))
+
+            out["log10_restricted_drop_circuit"] = lg(_at(s, fm["restricted_loss"], a)) - lg(
+                _at(s, fm["restricted_loss"], b))
+            out["log10_excluded_rise_circuit"] = lg(_at(s, fm["excluded_loss"], b)) - lg(
+                _at(s, fm["excluded_loss"], a))
+            w0 = _at(s, fm["weight_norm_sq"], b)
+            out["weight_norm_change_cleanup"] = (_at(s, fm["weight_norm_sq"], c) - w0) / w0
+            out["gini_change_cleanup"] = _at(s, fm["gini_embed"], c) - _at(s, fm["gini_embed"], b)
+        else:
+            for k in ("log10_restricted_drop_circuit", "log10_excluded_rise_circuit", "weight_norm_change_cleanup",
+                      "gini_change_cleanup"):
+                out[k] = nan
+        return out
+
+
+@register_claim
+class NoWeightDecay(_GrokkingClaim):
+    id = "nanda2023.no_grokking_without_weight_decay"
+    title = "Without weight decay there is no grokking within the same budget"
+    statement = ("With the same data, model, optimizer and number of steps but weight decay 0, the network "
+                 "memorises but does not reach 99% test accuracy, while with weight decay it does.")
+    rule = all_of(
+        Criterion("reached_99_with_wd", ">=", 1.0, why="the contrast needs the weight-decay runs to grok"),
+        Criterion("reached_99_without_wd", "<=", 0.0, why="no seed groks without weight decay"),
+    )
+    extra_quantities = ("final_test_acc_without_wd", "final_train_acc_without_wd")
+
+    def experiment(self, tier: str, seed: int):
+        self.params(tier)
+        return {"wd": _config(tier, seed), "no_wd": _config(tier, seed, weight_decay=0.0)}
+
+    def measure(self, tier: str, seed: int, runs) -> dict[str, Any]:
+        g = grokking_measures(runs["wd"])
+        nw = runs["no_wd"]
+        steps, te = nw.series("test", "accuracy")
+        _, tr = nw.series("train", "accuracy")
+        _, tl = nw.series("test", "loss")
+        _, trl = nw.series("train", "loss")
+        return {
+            "reached_99_with_wd": 1.0 if g["t_test99"] is not None else 0.0,
+            "reached_99_without_wd": 1.0 if _first(steps, te, 0.99) is not None else 0.0,
+            "final_test_acc_without_wd": float(te[-1]),
+            "final_train_acc_without_wd": float(tr[-1]),
+            "curves": g["curves"],
+            "curves_no_wd": {"steps": steps, "test_acc": te, "train_acc": tr, "test_loss": tl, "train_loss": trl},
+        }
+
+
+# --------------------------------------------------------------------------- figures (paper style)
+
+
+def _seed_series(evidence: Evidence, key: str) -> list[tuple[int, Any]]:
+    return [(s, evidence.series[s][key]) for s in evidence.seeds if key in evidence.series.get(s, {})]
+
+
+def fig_losses(evidence: Evidence):
+    """Train and test loss over log-scaled steps (one line per seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s, c in _seed_series(evidence, "curves"):
+        st = np.maximum(np.asarray(c["steps"]), 1)
+        ax.plot(st, c["train_loss"], color="tab:blue", alpha=0.7, label="train" if s == evidence.seeds[0] else None)
+        ax.plot(st, c["test_loss"], color="tab:red", alpha=0.7, label="test" if s == evidence.seeds[0] else None)
+    for s, c in _seed_series(evidence, "curves_no_wd"):
+        st = np.maximum(np.asarray(c["steps"]), 1)
+        ax.plot(st, c["test_loss"], color="tab:gray", ls="--", alpha=0.7,
+                label="test, no weight decay" if s == evidence.seeds[0] else None)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("step (full-batch epochs)")
+    ax.set_ylabel("cross-entropy loss (nats)")
+    ax.set_title("Train and test loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _phase_lines(ax, ph: dict[str, Any]) -> None:
+    for key, color in (("memorization_end", "tab:purple"), ("circuit_formation_end", "tab:orange"),
+                       ("cleanup_end", "tab:green")):
+        st = ph.get(key, {}).get("step")
+        if st is not None:
+            ax.axvline(st, color=color, ls=":", lw=1, label=key.replace("_", " "))
+
+
+def fig_restricted_excluded(evidence: Evidence):
+    """Restricted and excluded loss with train and test loss, phase boundaries of the first seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    first = True
+    for s, fm in _seed_series(evidence, "fourier"):
+        lab = (lambda x: x) if first else (lambda x: None)
+        ax.plot(fm["steps"], fm["train_loss"], color="tab:blue", alpha=0.6, label=lab("train"))
+        ax.plot(fm["steps"], fm["test_loss"], color="tab:red", alpha=0.6, label=lab("test"))
+        ax.plot(fm["steps"], fm["restricted_loss"], color="tab:green", alpha=0.8, label=lab("restricted"))
+        ax.plot(fm["steps"], fm["excluded_loss"], color="tab:orange", alpha=0.8, label=lab("excluded (train)"))
+        if first and "phases" in evidence.series.get(s, {}):
+            _phase_lines(ax, evidence.series[s]["phases"])
+        first = False
+    ax.set_yscale("log")
+    ax.set_xlabel("step (full-batch epochs)")
+    ax.set_ylabel("cross-entropy loss (nats)")
+    ax.set_title("Restricted and excluded loss")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig_gini_weight_norm(evidence: Evidence):
+    """Gini of the Fourier norms (W_E, W_L) and the sum of squared weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax2 = ax.twinx()
+    first = True
+    for _, fm in _seed_series(evidence, "fourier"):
+        ax.plot(fm["steps"], fm["gini_embed"], color="tab:blue", alpha=0.7, label="Gini W_E" if first else None)
+        ax.plot(fm["steps"], fm["gini_neuron_logit"], color="tab:cyan", alpha=0.7,
+                label="Gini W_L" if first else None)
+        ax2.plot(fm["steps"], fm["weight_norm_sq"], color="tab:red", alpha=0.7,
+                 label="sum of squared weights" if first else None)
+        first = False
+    ax.set_xlabel("step (full-batch epochs)")
+    ax.set_ylabel("Gini coefficient of Fourier norms (0-1)")
+    ax2.set_ylabel("sum of squared weights")
+    ax.set_title("Sparsity in the Fourier basis and weight norm")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig_spectrum(evidence: Evidence):
+    """Norm of each Fourier component of the final embedding (first seed), key frequencies marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from theorylab.analysis.fourier import basis_labels
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    items = _seed_series(evidence, "fourier")
+    if items:
+        s, fm = items[0]
+        norms = fm["embed_norms_final"]
+        p = len(norms)
+        keys = set(fm["key_frequencies"])
+        colors = ["tab:red" if j > 0 and (j + 1) // 2 in keys else "tab:blue" for j in range(p)]
+        ax.bar(range(p), norms, color=colors)
+        labels = basis_labels(p)
+        ticks = [j for j in range(p) if j == 0 or (j + 1) // 2 in keys]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([labels[j] for j in ticks], rotation=90, fontsize=7)
+        ax.set_title(f"Fourier norms of W_E at the end (seed {s}); key frequencies {sorted(keys)} in red")
+    ax.set_xlabel("Fourier component (const, cos k, sin k)")
+    ax.set_ylabel("norm of the component")
+    fig.tight_layout()
+    return fig
+
+
+def grokking_figures(evidence: Evidence) -> dict[str, Any]:
+    figs = {"losses": fig_losses(evidence)}
+    if _seed_series(evidence, "fourier"):
+        figs["restricted_excluded"] = fig_restricted_excluded(evidence)
+        figs["gini_weight_norm"] = fig_gini_weight_norm(evidence)
+        figs["embedding_spectrum"] = fig_spectrum(evidence)
+    return figs

@@ -73,7 +73,7 @@ def test_each_seed_is_its_own_stored_run(tmp_path):
     res = train_many(cfgs, store, progress=False)
     ids = {c.run_id() for c in cfgs}
     assert {r.run_id for r in res} == ids and len(ids) == 3
-    for c, r in zip(cfgs, res):
+    for c in cfgs:
         rec = store.get_run(c.run_id())
         assert rec.status == "finished" and rec.step == 12 and rec.seed == c.seed
         steps = [s for s, _ in store.metrics(c.run_id(), "test", "loss")["test"]["loss"]]

@@ -185,6 +185,8 @@ _COMMAND_MODULES = [
     "theorylab.claims.cli",
     "theorylab.constructions.cli",
     "theorylab.decoding_cli",
+    "theorylab.grokking_cli",
+    "theorylab.analysis.planning_cli",
 ]
 
 

@@ -288,7 +288,8 @@ def fig_losses(evidence: Evidence):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for s, c in _seed_series(evidence, "curves"):
+    curves = _seed_series(evidence, "curves") or _seed_series(evidence, "fourier")  # checkpoints if no evals
+    for s, c in curves:
         st = np.maximum(np.asarray(c["steps"]), 1)
         ax.plot(st, c["train_loss"], color="tab:blue", alpha=0.7, label="train" if s == evidence.seeds[0] else None)
         ax.plot(st, c["test_loss"], color="tab:red", alpha=0.7, label="test" if s == evidence.seeds[0] else None)

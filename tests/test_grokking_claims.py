@@ -1,0 +1,107 @@
+"""The grokking claims (theorylab.claims.grokking) at smoke tier."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from theorylab.claims import Evidence, claim_ids, get_claim, summarize  # noqa: E402
+from theorylab.claims.runs import RunView  # noqa: E402
+from theorylab.store import Store  # noqa: E402
+
+IDS = ["nanda2023.grokking_delay", "nanda2023.key_frequencies", "nanda2023.grokking_phases",
+       "nanda2023.no_grokking_without_weight_decay"]
+
+
+def _run_by_hand(claim, store, tier="smoke"):
+    """What the engine does, in a few lines: experiment -> execute -> measure -> rule."""
+    seeds = list(range(claim.seeds[tier]))
+    runs = {s: claim.experiment(tier, s) for s in seeds}
+    claim.execute([c for r in runs.values() for c in r.values()], store, progress=False)
+    per_seed, series = {}, {}
+    views = {s: {k: RunView(c.run_id(), store) for k, c in r.items()} for s, r in runs.items()}
+    for s in seeds:
+        vals = claim.measure(tier, s, views[s])
+        per_seed[s] = {k: float(v) for k, v in vals.items() if isinstance(v, (int, float))}
+        series[s] = {k: v for k, v in vals.items() if not isinstance(v, (int, float))}
+    ev = Evidence(claim.id, tier, seeds, per_seed, views, series=series)
+    ev.stats = {q: summarize(q, ev.values(q)) for q in {k for d in per_seed.values() for k in d}}
+    verdict, reasons = claim.rule.decide(ev.stats)
+    return verdict, ev
+
+
+def test_claims_registered():
+    ids = claim_ids()
+    for i in IDS:
+        assert i in ids
+        c = get_claim(i)
+        assert c.citation.arxiv == "2301.05217"
+        assert set(c.tiers) == {"smoke", "quick", "full"}
+
+
+def test_full_tier_is_the_mainline():
+    cfg = get_claim(IDS[0]).experiment("full", 0)["wd"]
+    assert (cfg.task.p, cfg.task.train_fraction, cfg.task.op) == (113, 0.3, "+")
+    m, t = cfg.model, cfg.train
+    assert (m.n_layers, m.d_model, m.n_heads, m.mlp_dim, m.act, m.norm, m.positional, m.tied_embeddings) == (
+        1, 128, 4, 512, "relu", "none", "learned", False)
+    assert (t.lr, t.weight_decay, tuple(t.betas), t.warmup_steps, t.batch_size) == (1e-3, 1.0, (0.9, 0.98), 10,
+                                                                                     None)
+    nw = get_claim(IDS[3]).experiment("full", 0)
+    assert nw["no_wd"].train.weight_decay == 0.0 and nw["wd"].run_id() == cfg.run_id()
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory):
+    return Store(tmp_path_factory.mktemp("grok"))
+
+
+def _check(cid, store):
+    try:
+        from theorylab.claims import engine
+    except ImportError:
+        engine = None
+    if engine is not None and hasattr(engine, "check"):
+        res = engine.check(cid, tier="smoke", store=store)
+        return res
+    return _run_by_hand(get_claim(cid), store)
+
+
+def test_smoke_delay_and_key_frequencies(smoke_store):
+    verdict, ev = _run_by_hand(get_claim(IDS[0]), smoke_store)
+    assert verdict in ("supported", "refuted", "inconclusive")
+    for s in ev.seeds:
+        v = ev.per_seed[s]
+        assert v["test_reached_99"] in (0.0, 1.0)
+        assert v["t_train99"] <= 150 or math.isnan(v["t_train99"])
+        c = ev.series[s]["curves"]
+        assert c["steps"][0] == 0 and c["steps"][-1] == 150
+    figs = get_claim(IDS[0]).figures(ev)
+    assert "losses" in figs and figs["losses"].axes[0].get_xscale() == "log"
+    verdict, ev = _run_by_hand(get_claim(IDS[1]), smoke_store)
+    for s in ev.seeds:
+        keys = ev.series[s]["key_frequencies"]
+        assert ev.per_seed[s]["n_key_frequencies"] == len(keys)
+        assert all(1 <= k <= 6 for k in keys)
+        fm = ev.series[s]["fourier"]
+        assert fm["steps"] == [25, 50, 75, 100, 125, 150] and len(fm["restricted_loss"]) == 6
+    figs = get_claim(IDS[1]).figures(ev)
+    assert set(figs) == {"losses", "restricted_excluded", "gini_weight_norm", "embedding_spectrum"}
+
+
+def test_smoke_phases_and_no_weight_decay(smoke_store):
+    verdict, ev = _run_by_hand(get_claim(IDS[2]), smoke_store)
+    for s in ev.seeds:
+        ph = ev.series[s]["phases"]
+        assert set(ph) >= {"memorization_end", "circuit_formation_end", "cleanup_end"}
+        assert all("rule" in ph[k] for k in ("memorization_end", "circuit_formation_end", "cleanup_end"))
+    verdict, ev = _run_by_hand(get_claim(IDS[3]), smoke_store)
+    for s in ev.seeds:
+        runs = ev.runs[s]
+        assert runs["no_wd"].config.train.weight_decay == 0.0 and runs["wd"].config.train.weight_decay == 1.0
+        assert runs["no_wd"].status == "finished"
+        assert 0.0 <= ev.per_seed[s]["final_test_acc_without_wd"] <= 1.0

@@ -202,8 +202,15 @@ def analyze(model, task, temperature: float = 1.0, samples: int = 1, seed: int =
 
 
 def _heat(ax, mat: np.ndarray, title: str, cmap: str = "viridis"):
-    im = ax.imshow(mat, cmap=cmap, aspect="auto", interpolation="nearest")
+    """Heatmap with the diagonal blanked (the scores exclude it)."""
+    from matplotlib.ticker import MaxNLocator
+
+    m = np.array(mat, dtype=float)
+    np.fill_diagonal(m, np.nan)
+    im = ax.imshow(m, cmap=cmap, aspect="auto", interpolation="nearest")
     ax.set_title(title, fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return im
 
 
@@ -216,9 +223,9 @@ def fig_adjacency(model, task, norms: bool = True):
 
     n = task.n_nodes
     wm = mlp_readout(model, n, norms).numpy()
-    wm = wm - wm.mean(1, keepdims=True)
+    wm = wm - np.nanmean(np.where(np.eye(n, dtype=bool), np.nan, wm), 1, keepdims=True)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    im = _heat(axes[0], wm, "MLP read-out W_M' (row-centred logits)", "coolwarm")
+    im = _heat(axes[0], wm, "MLP read-out W_M' (row-centred logits, diagonal blank)", "coolwarm")
     fig.colorbar(im, ax=axes[0], label="logit (nats)")
     _heat(axes[1], task.adj.astype(float), "true adjacency A", "Greys")
     for ax in axes:
@@ -237,9 +244,9 @@ def fig_reachability(model, task, norms: bool = True):
 
     n = task.n_nodes
     wv = value_readout(model, n, norms).numpy()
-    wv = wv - wv.mean(1, keepdims=True)
+    wv = wv - np.nanmean(np.where(np.eye(n, dtype=bool), np.nan, wv), 1, keepdims=True)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    im = _heat(axes[0], wv, "value read-out W_V' (row-centred logits)", "coolwarm")
+    im = _heat(axes[0], wv, "value read-out W_V' (row-centred logits, diagonal blank)", "coolwarm")
     fig.colorbar(im, ax=axes[0], label="logit (nats)")
     _heat(axes[1], task.obs_reach.astype(float), "observed reachability R_obs", "Greys")
     _heat(axes[2], (task.true_reach & ~task.obs_reach).astype(float), "reachable, never observed", "Greys")

@@ -42,6 +42,7 @@ def register_claim(cls: type[Claim]) -> type[Claim]:
 _BUILTIN: list[str] = [
     # one line per claims module, e.g. "theorylab.claims.modular"
     "theorylab.claims.grokking",
+    "theorylab.claims.planning",
 ]
 _loaded = False
 

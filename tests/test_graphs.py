@@ -168,6 +168,7 @@ def test_observed_matrices_and_degrees_against_brute_force():
     obs_adj = np.zeros((n, n), dtype=bool)
     obs_reach = np.zeros((n, n), dtype=bool)
     for p in task.train_paths:
+        p = p[p >= 0]
         for a, b in zip(p[:-1], p[1:]):
             obs_adj[a, b] = True
         for k in p:

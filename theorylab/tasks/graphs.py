@@ -157,18 +157,33 @@ def sample_paths(adj: np.ndarray, reach: np.ndarray, pairs: np.ndarray, rng: np.
     node with ``u == t`` or ``reach[u, t]`` (always terminates on a DAG).
     ``rule="shortest"``: uniform over out-neighbours one step closer to ``t`` in ``dist``
     (random shortest paths; terminates on any graph).  Vectorised over all pairs."""
-    n = adj.shape[0]
-    m = len(pairs)
-    if m == 0:
-        return []
+    mat = sample_path_matrix(adj, reach, pairs, rng, rule, dist, max_len)
+    return [row[row >= 0] for row in mat]
+
+
+def sample_path_matrix(adj: np.ndarray, reach: np.ndarray, pairs: np.ndarray, rng: np.random.Generator,
+                       rule: Literal["reachable", "shortest"] = "reachable", dist: np.ndarray | None = None,
+                       max_len: int | None = None) -> np.ndarray:
+    """As :func:`sample_paths`, as one ``[M, L]`` int64 matrix padded with ``-1`` after each target."""
+    if len(pairs) == 0:
+        return np.zeros((0, 1), dtype=np.int64)
     if rule == "shortest" and dist is None:
         dist = bfs_distances(adj)
-    deg = adj.sum(1)
-    width = max(1, int(deg.max()))
-    succ = np.full((n, width), -1, dtype=np.int64)
+    n = adj.shape[0]
+    width = max(1, int(adj.sum(1).max()))
+    succ = np.full((n, width), -1, dtype=np.int64)  # out-neighbours of each node, padded with -1
     for i in range(n):
         nb = np.nonzero(adj[i])[0]
         succ[i, :len(nb)] = nb
+    chunk = 32768  # bounds the [pairs, max out-degree] work arrays
+    parts = [_sample_chunk(succ, reach, pairs[i:i + chunk], rng, rule, dist, max_len)
+             for i in range(0, len(pairs), chunk)]
+    length = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, ((0, 0), (0, length - p.shape[1])), constant_values=-1) for p in parts], 0)
+
+
+def _sample_chunk(succ, reach, pairs, rng, rule, dist, max_len) -> np.ndarray:
+    n = succ.shape[0]
     src, tgt = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
     cur = src.copy()
     steps = [cur.copy()]
@@ -195,19 +210,34 @@ def sample_paths(adj: np.ndarray, reach: np.ndarray, pairs: np.ndarray, rng: np.
         active = active & (cur != tgt)
     if active.any():
         raise ConfigError("sample_paths: paths did not reach their targets (graph has cycles? use rule='shortest')")
-    mat = np.stack(steps, axis=1)  # [M, L] with -1 after the target
-    return [row[row >= 0] for row in mat]
+    return np.stack(steps, axis=1)
 
 
-def observed_matrices(paths: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+def _as_matrix(paths: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    if isinstance(paths, np.ndarray):
+        return paths
+    length = max((len(p) for p in paths), default=1)
+    mat = np.full((len(paths), length), -1, dtype=np.int64)
+    for r, p in enumerate(paths):
+        mat[r, :len(p)] = p
+    return mat
+
+
+def observed_matrices(paths: list[np.ndarray] | np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``obs_adj[i, k]`` (k follows i on some path) and ``obs_reach[t, k]`` (k on some path
-    whose target is t) from training paths (each ``s .. t``)."""
+    whose target is t) from training paths (each ``s .. t``; a list, or a ``-1``-padded matrix)."""
+    mat = _as_matrix(paths)
     obs_adj = np.zeros((n, n), dtype=bool)
     obs_reach = np.zeros((n, n), dtype=bool)
-    for p in paths:
-        if len(p) > 1:
-            obs_adj[p[:-1], p[1:]] = True
-        obs_reach[p[-1], p] = True
+    if len(mat) == 0:
+        return obs_adj, obs_reach
+    a, b = mat[:, :-1], mat[:, 1:]
+    step = (a >= 0) & (b >= 0)
+    obs_adj[a[step], b[step]] = True
+    lengths = (mat >= 0).sum(1)
+    target = mat[np.arange(len(mat)), lengths - 1]
+    on = mat >= 0
+    obs_reach[np.broadcast_to(target[:, None], mat.shape)[on], mat[on]] = True
     return obs_adj, obs_reach
 
 
@@ -300,9 +330,12 @@ class GraphPathTask(Task):
         paths = self._paths(rep, rng)
         if cfg.edge_paths:
             es, et = np.nonzero(self.adj)
-            paths += [np.array([a, b]) for a, b in zip(es, et)]
-            rep = np.concatenate([rep, np.stack([es, et], 1)], 0) if len(es) else rep
-        self.train_paths = paths
+            if len(es):
+                edges = np.full((len(es), paths.shape[1]), -1, dtype=np.int64)
+                edges[:, 0], edges[:, 1] = es, et
+                paths = np.concatenate([paths, edges], 0)
+                rep = np.concatenate([rep, np.stack([es, et], 1)], 0)
+        self.train_paths = paths  # [M, L] int64, -1 after each target
         self.obs_adj, self.obs_reach = observed_matrices(paths, n)
         self.true_reach = self.reach.T.copy()
         self.test_degree = pair_degrees(self.adj, self.obs_reach, self.test_pairs)
@@ -316,21 +349,25 @@ class GraphPathTask(Task):
         test_rep = np.repeat(self.test_pairs, cfg.test_paths_per_pair, axis=0)
         self.test_set = self._encode(test_rep, self._paths(test_rep, ev))
         self.test_set.extras["degree"] = torch.from_numpy(np.repeat(self.test_degree, cfg.test_paths_per_pair))
-        self.max_path_nodes = max(len(p) for p in paths)
+        self.max_path_nodes = int((paths >= 0).sum(1).max())
 
     # ---------------------------------------------------------------- data
-    def _paths(self, pairs: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        return sample_paths(self.adj, self.reach, pairs, rng, rule=self.rule, dist=self.dist)
+    def _paths(self, pairs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return sample_path_matrix(self.adj, self.reach, pairs, rng, rule=self.rule, dist=self.dist)
 
-    def _encode(self, pairs: np.ndarray, paths: list[np.ndarray]) -> Batch:
+    def _encode(self, pairs: np.ndarray, paths: np.ndarray) -> Batch:
         """Sequences ``s t s .. t <eos>`` padded with ``pad``; targets on the path tokens."""
-        length = 3 + max(len(p) for p in paths)
-        tokens = np.full((len(paths), length), self.pad, dtype=np.int64)
-        targets = np.full((len(paths), length), IGNORE, dtype=np.int64)
-        for r, p in enumerate(paths):
-            seq = np.concatenate([[p[0], p[-1]], p, [self.eos]])
-            tokens[r, :len(seq)] = seq
-            targets[r, 1:len(seq) - 1] = seq[2:]
+        m, width = paths.shape
+        lengths = (paths >= 0).sum(1)
+        length = 3 + int(lengths.max())
+        tokens = np.full((m, length), self.pad, dtype=np.int64)
+        tokens[:, 0], tokens[:, 1] = pairs[:, 0], pairs[:, 1]
+        tokens[:, 2:2 + width] = np.where(paths >= 0, paths, self.pad)
+        tokens[np.arange(m), 2 + lengths] = self.eos
+        col = np.arange(length)[None, :]
+        targets = np.full((m, length), IGNORE, dtype=np.int64)
+        keep = (col >= 1) & (col <= (1 + lengths)[:, None])  # predict the copied source .. the end token
+        targets[:, :-1] = np.where(keep[:, :-1], tokens[:, 1:], IGNORE)
         return Batch(tokens=torch.from_numpy(tokens), targets=torch.from_numpy(targets),
                      extras={"source": torch.from_numpy(pairs[:, 0].copy()),
                              "target": torch.from_numpy(pairs[:, 1].copy())})
@@ -503,5 +540,5 @@ _register_presets()
 __all__ = [
     "AlpineConfig", "AlpineTask", "BlocksworldConfig", "BlocksworldTask", "GraphPathTask", "random_dag",
     "transitive_closure", "bfs_distances", "blocksworld_states", "blocksworld_graph", "split_pairs",
-    "sample_paths", "observed_matrices", "pair_degrees", "generate_tokens",
+    "sample_paths", "sample_path_matrix", "observed_matrices", "pair_degrees", "generate_tokens",
 ]

@@ -86,6 +86,7 @@ def test_smoke_delay_and_key_frequencies(smoke_store):
     for s in ev.seeds:
         keys = ev.series[s]["key_frequencies"]
         assert ev.per_seed[s]["n_key_frequencies"] == len(keys)
+        assert ev.per_seed[s]["handful_of_key_frequencies"] == (1.0 if 1 <= len(keys) <= 8 else 0.0)
         assert all(1 <= k <= 6 for k in keys)
         fm = ev.series[s]["fourier"]
         assert fm["steps"] == [25, 50, 75, 100, 125, 150] and len(fm["restricted_loss"]) == 6

@@ -42,7 +42,7 @@ _TIERS: dict[str, dict[str, Any]] = {
                             "train.eval_every=25", "train.checkpoint_every=50"]},
     "full": {"overrides": ["train.eval_every=100", "train.checkpoint_every=500"]},
 }
-_SEEDS = {"smoke": 2, "quick": 3, "full": 5}
+_SEEDS = {"smoke": 2, "quick": 5, "full": 5}  # 3 seeds give t-intervals too wide to decide (tried)
 
 
 def _config(tier: str, seed: int, weight_decay: float | None = None):
@@ -165,15 +165,18 @@ class KeyFrequencies(_GrokkingClaim):
     title = "A handful of key frequencies; restricted loss falls well before test loss"
     statement = ("The grokked network computes (a + b) mod p with a few key Fourier frequencies: its embedding "
                  "concentrates on them, and the loss restricted to them falls well before the test loss does.")
+    # The claim is about each network ("uses a handful"), so the rule reads a per-seed indicator
+    # (1 when 1 <= n_key <= 8) rather than the mean count over seeds, whose interval with few
+    # seeds can straddle 1 even when every seed has 3-5 key frequencies.
     rule = all_of(
-        Criterion("n_key_frequencies", ">=", 1.0, why="at least one frequency stands out"),
-        Criterion("n_key_frequencies", "<=", 8.0,
-                  why="'a handful': the paper finds 5 on the mainline seed and 3-4 on others"),
+        Criterion("handful_of_key_frequencies", ">=", 1.0,
+                  why="every seed has between 1 and 8 key frequencies ('a handful': the paper finds 5 on the "
+                      "mainline seed and 3-4 on others)"),
         Criterion("restricted_lead", ">=", 0.2,
                   why="'well before': restricted loss gets below 1 nat at least 20% earlier (in steps) than the "
                       "test loss does"),
     )
-    extra_quantities = ("t_restricted_below_1", "t_test_below_1")
+    extra_quantities = ("n_key_frequencies", "t_restricted_below_1", "t_test_below_1")
 
     def measure(self, tier: str, seed: int, runs) -> dict[str, Any]:
         g = grokking_measures(runs["wd"])
@@ -181,8 +184,10 @@ class KeyFrequencies(_GrokkingClaim):
         t_r = _first(fm["steps"], fm["restricted_loss"], 1.0, above=False)
         t_t = _first(fm["steps"], fm["test_loss"], 1.0, above=False)
         lead = (t_t - t_r) / t_t if (t_r is not None and t_t is not None and t_t > 0) else float("nan")
+        n_key = len(fm["key_frequencies"])
         return {
-            "n_key_frequencies": float(len(fm["key_frequencies"])),
+            "handful_of_key_frequencies": 1.0 if 1 <= n_key <= 8 else 0.0,
+            "n_key_frequencies": float(n_key),
             "key_frequencies": list(fm["key_frequencies"]),
             "t_restricted_below_1": _nan(t_r),
             "t_test_below_1": _nan(t_t),

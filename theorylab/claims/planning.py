@@ -174,7 +174,9 @@ class AccuracyFallsWithSize(Claim):
     tiers = {
         "smoke": {"sizes": [12, 24], "p": 0.2, "train_fraction": 0.5, "paths_per_pair": 5, "d_model": 16,
                   "steps": 100, "samples": 1},
-        # fixed small model so that the capacity limit shows on CPU-sized graphs
+        # a fixed small model (d_model 32) and a short fixed budget, so that the fall shows on CPU-sized
+        # graphs; at this tier the fall mixes capacity with training budget per pair (larger graphs have
+        # more pairs for the same 1500 steps).  The full tier is the paper's sweep.
         "quick": {"sizes": [50, 100, 200], "p": 0.1, "train_fraction": 0.5, "paths_per_pair": 20, "d_model": 32,
                   "steps": 1500, "samples": 1},
         # the paper's sweep: n = 100 .. 500, d_model = 120, 10k iterations

@@ -1,0 +1,344 @@
+"""The claims engine: run a claim's experiment over seeds, measure, decide, store.
+
+``check(claim_id, tier, seeds, backend, store)`` does, in order:
+
+1. validate every argument (nothing is written before that);
+2. collect ``claim.experiment(tier, seed)`` for every seed;
+3. execute the runs that are not finished in the store: ``claim.execute`` when the
+   claim sets it (e.g. seeds vectorised in one process), else a sweep
+   (:func:`theorylab.sweep.run_sweep`) on the chosen backend; finished runs are reused;
+4. call ``claim.measure`` per seed on read-only :class:`RunView` handles; numbers
+   become statistics over seeds (:func:`summarize`), anything else is kept in
+   ``Evidence.series`` for figures;
+5. apply ``claim.rule.decide`` to the statistics (intervals, never one seed);
+6. save ``claim.figures(evidence)`` as PNG files under
+   ``<store>/claims/<id>/<tier>/<stamp>/`` and the result in the store.
+
+The stored result (:class:`ClaimResult`) is what ``theorylab claims`` and
+``theorylab report`` read; a report never recomputes a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from theorylab.claims import get_claim
+from theorylab.claims.base import Claim, Evidence, Stat, summarize
+from theorylab.claims.runs import RunView
+from theorylab.errors import ConfigError
+from theorylab.store import Store, package_versions
+
+BACKENDS = ("inprocess", "local", "ray")
+
+
+@dataclass
+class ClaimResult:
+    """One check of one claim at one tier: the verdict and everything behind it."""
+
+    claim_id: str
+    tier: str
+    seeds: list[int]
+    verdict: str
+    reasons: list[str]
+    stats: dict[str, dict[str, Any]]  # quantity -> Stat.to_dict() (values, mean, sd, lo, hi, n)
+    per_seed: dict[int, dict[str, float]]
+    rule: str
+    criteria: list[dict[str, Any]]
+    run_ids: dict[int, dict[str, str]]  # seed -> run name -> run id
+    configs: dict[int, dict[str, dict[str, Any]]]  # seed -> run name -> RunConfig.to_dict()
+    figures: dict[str, str]  # figure name -> PNG path
+    title: str = ""
+    statement: str = ""
+    citation: dict[str, Any] = field(default_factory=dict)
+    decides: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str = ""
+    created: float = 0.0
+    wall_seconds: float = 0.0
+    backend: str = "inprocess"
+    runs_trained: int = 0
+    runs_reused: int = 0
+    result_id: int | None = None
+    evidence: Evidence | None = field(default=None, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "evidence"}
+        d["per_seed"] = {str(s): v for s, v in self.per_seed.items()}
+        d["run_ids"] = {str(s): v for s, v in self.run_ids.items()}
+        d["configs"] = {str(s): v for s, v in self.configs.items()}
+        return _finite_json(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClaimResult:
+        d = dict(d)
+        for key in ("per_seed", "run_ids", "configs"):
+            d[key] = {int(s): v for s, v in (d.get(key) or {}).items()}
+        d["stats"] = {k: _unjson_stat(v) for k, v in (d.get("stats") or {}).items()}
+        d["per_seed"] = {s: {k: _unjson_num(x) for k, x in v.items()} for s, v in d["per_seed"].items()}
+        known = set(cls.__dataclass_fields__) - {"evidence"}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def stat(self, name: str) -> Stat:
+        s = self.stats[name]
+        return Stat(name, list(s["values"]), s["mean"], s["sd"], s["lo"], s["hi"], s["n"])
+
+
+# JSON has no NaN/inf: store them as strings and read them back.
+def _finite_json(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return "nan" if math.isnan(o) else ("inf" if o > 0 else "-inf")
+    if isinstance(o, dict):
+        return {k: _finite_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite_json(v) for v in o]
+    return o
+
+
+def _unjson_num(x: Any) -> Any:
+    if isinstance(x, str) and x in ("nan", "inf", "-inf"):
+        return float(x)
+    return x
+
+
+def _unjson_stat(s: dict[str, Any]) -> dict[str, Any]:
+    out = {k: _unjson_num(v) for k, v in s.items()}
+    out["values"] = [_unjson_num(v) for v in s.get("values", [])]
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_seeds(claim: Claim, tier: str, seeds: int | Sequence[int] | None) -> list[int]:
+    """None -> the claim's default count for the tier; N -> 0..N-1; a list -> those seeds."""
+    if seeds is None:
+        n = int(claim.seeds.get(tier, 3))
+        return list(range(n))
+    if isinstance(seeds, bool):
+        raise ConfigError("seeds: must be a positive integer or a list of non-negative integers")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"seeds: {seeds} is not allowed; give a count >= 1 or a list of seeds")
+        return list(range(seeds))
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ConfigError(f"seeds: {s!r} is not a non-negative integer")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise ConfigError("seeds: the list is empty; give at least one seed")
+    return out
+
+
+def device_description() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda: {torch.cuda.get_device_name(0)}"
+    except Exception:  # pragma: no cover - torch is a dependency
+        pass
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _is_number(v: Any) -> bool:
+    import numbers
+
+    if isinstance(v, numbers.Real):
+        return True
+    try:
+        import numpy as np
+
+        return isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.number)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("._") or "figure"
+
+
+def evaluate(claim: Claim, tier: str, seeds: list[int], runs: dict[int, dict[str, RunView]],
+             measured: dict[int, dict[str, Any]]) -> tuple[Evidence, str, list[str]]:
+    """Split per-seed measurements into numbers and series, summarise, decide."""
+    per_seed: dict[int, dict[str, float]] = {}
+    series: dict[int, dict[str, Any]] = {}
+    for s in seeds:
+        vals = measured.get(s) or {}
+        per_seed[s] = {k: float(v) for k, v in vals.items() if _is_number(v)}
+        series[s] = {k: v for k, v in vals.items() if not _is_number(v)}
+    ev = Evidence(claim.id, tier, list(seeds), per_seed, runs, series=series)
+    names: list[str] = []
+    for s in seeds:
+        for k in per_seed[s]:
+            if k not in names:
+                names.append(k)
+    ev.stats = {q: summarize(q, ev.values(q)) for q in names}
+    verdict, reasons = claim.rule.decide(ev.stats)
+    return ev, verdict, reasons
+
+
+# --------------------------------------------------------------------------- check
+
+
+def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None = None,
+          backend: str = "local", store: Store | None = None, force: bool = False, *,
+          progress: bool = False, workers: int | None = None, save: bool = True) -> ClaimResult:
+    """Run claim ``claim_id`` at ``tier`` over ``seeds`` and return (and store) its result."""
+    t0 = time.perf_counter()
+    claim = get_claim(claim_id)
+    claim.params(tier)  # validates the tier
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers: {workers} is not allowed; give a count >= 1")
+    seed_list = resolve_seeds(claim, tier, seeds)
+    store = store if store is not None else Store()
+
+    # 1. the experiment (configs are validated as they are built)
+    experiment = {s: dict(claim.experiment(tier, s) or {}) for s in seed_list}
+    configs = [cfg for s in seed_list for cfg in experiment[s].values()]
+    unique: dict[str, Any] = {}
+    for cfg in configs:
+        unique.setdefault(cfg.run_id(), cfg)
+
+    # 2. execute what is not finished
+    if force:
+        for rid in unique:
+            if store.get_run(rid) is not None:
+                store.delete_run(rid)
+    pending = [cfg for rid, cfg in unique.items() if not _finished(store, rid)]
+    reused = len(unique) - len(pending)
+    if pending:
+        if claim.execute is not None:
+            claim.execute(pending, store, progress=progress, backend=backend, workers=workers)
+        else:
+            from theorylab.sweep import run_sweep
+
+            run_sweep(pending, store=store, backend=backend, workers=workers, progress=progress,
+                      label=f"{claim_id} [{tier}]")
+    missing = [rid for rid in unique if not _finished(store, rid)]
+    if missing:
+        states = {rid: (store.get_run(rid).status if store.get_run(rid) else "absent") for rid in missing}
+        from theorylab.errors import TheoryLabError
+
+        raise TheoryLabError(f"claim {claim_id}: runs did not finish: "
+                             + ", ".join(f"{k} ({v})" for k, v in states.items()))
+
+    # 3. measure per seed
+    views = {s: {name: RunView(cfg.run_id(), store) for name, cfg in experiment[s].items()} for s in seed_list}
+    measured = {s: claim.measure(tier, s, views[s]) for s in seed_list}
+
+    # 4. decide
+    ev, verdict, reasons = evaluate(claim, tier, seed_list, views, measured)
+
+    # 5. figures
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    fig_dir = store.root / "claims" / _slug(claim.id) / tier / stamp
+    figures = save_figures(claim.figures(ev) or {}, fig_dir)
+
+    res = ClaimResult(
+        claim_id=claim.id, tier=tier, seeds=seed_list, verdict=verdict, reasons=reasons,
+        stats={k: v.to_dict() for k, v in ev.stats.items()}, per_seed=ev.per_seed,
+        rule=claim.rule.describe(),
+        criteria=[{"quantity": c.quantity, "op": c.op, "threshold": c.threshold, "why": c.why}
+                  for c in claim.rule.criteria],
+        run_ids={s: {n: v.run_id for n, v in views[s].items()} for s in seed_list},
+        configs={s: {n: c.to_dict() for n, c in experiment[s].items()} for s in seed_list},
+        figures=figures, title=claim.title, statement=claim.statement,
+        citation={**claim.citation.__dict__, "short": claim.citation.short(), "full": claim.citation.full()},
+        decides=claim.decides, versions=versions(), device=device_description(), created=time.time(),
+        backend=backend if claim.execute is None else f"{backend} (claim.execute)",
+        runs_trained=len(pending), runs_reused=reused, evidence=ev,
+    )
+    res.wall_seconds = time.perf_counter() - t0
+    if save:
+        res.result_id = store.save_claim_result(claim.id, tier, seed_list, verdict, res.to_dict())
+    return res
+
+
+def _finished(store: Store, run_id: str) -> bool:
+    rec = store.get_run(run_id)
+    return rec is not None and rec.status in ("finished", "diverged")
+
+
+def save_figures(figs: dict[str, Any], directory: Path) -> dict[str, str]:
+    """Save each matplotlib figure as ``<directory>/<name>.png`` and close it."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str] = {}
+    if not figs:
+        return out
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, fig in figs.items():
+        if fig is None:
+            continue
+        path = directory / f"{_slug(str(name))}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        out[str(name)] = str(path)
+    return out
+
+
+def versions() -> dict[str, str]:
+    v = dict(package_versions())
+    for mod in ("scipy", "matplotlib", "pydantic"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover
+            pass
+    from theorylab.store import git_commit
+
+    c = git_commit()
+    if c:
+        v["git_commit"] = c
+    return v
+
+
+def check_many(claim_ids: Sequence[str], tier: str = "quick", seeds: int | Sequence[int] | None = None,
+               backend: str = "local", store: Store | None = None, force: bool = False, **kw: Any
+               ) -> list[ClaimResult]:
+    """Validate every id first, then check each claim in turn."""
+    for cid in claim_ids:
+        get_claim(cid).params(tier)
+    return [check(cid, tier, seeds, backend, store, force, **kw) for cid in claim_ids]
+
+
+# --------------------------------------------------------------------------- reading results
+
+
+def results(store: Store | None = None, claim_id: str | None = None, tier: str | None = None,
+            latest: bool = True) -> list[ClaimResult]:
+    """Stored results (the latest per claim and tier by default), oldest first."""
+    store = store if store is not None else Store()
+    if not store.db_path.exists():
+        return []
+    out = []
+    for row in store.claim_results(claim_id, tier, latest=latest):
+        r = ClaimResult.from_dict(row["result"])
+        r.result_id = row["id"]
+        out.append(r)
+    return out
+
+
+def last_result(claim_id: str, store: Store | None = None) -> ClaimResult | None:
+    """The most recent result of a claim at any tier."""
+    rs = results(store, claim_id, latest=False)
+    return max(rs, key=lambda r: r.created) if rs else None
+
+
+__all__ = ["BACKENDS", "ClaimResult", "check", "check_many", "evaluate", "results", "last_result",
+           "resolve_seeds", "save_figures"]

@@ -127,3 +127,20 @@ def test_early_stop_per_configuration():
     res = train_many(cfgs, None, progress=False)
     assert res[0].early_stopped and res[0].step == 0
     assert not res[1].early_stopped and res[1].step == 12
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2])
+def test_seed_chunks_do_not_change_training(chunk):
+    cfgs = _cfgs(["train.dtype=float64"])
+    ref = train_many(cfgs, None, progress=False, seed_chunk=None)
+    res = train_many(cfgs, None, progress=False, seed_chunk=chunk)
+    for a, b in zip(ref, res):
+        for k in a.metrics:
+            assert b.metrics[k] == pytest.approx(a.metrics[k], rel=1e-10, abs=1e-13)
+
+
+def test_bad_seed_chunk():
+    from theorylab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="seed_chunk"):
+        train_many(_cfgs(seeds=(0,)), None, progress=False, seed_chunk=-1)

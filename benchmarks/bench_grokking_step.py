@@ -3,17 +3,19 @@
 Measures in one process:
 
 1. steps/s of theorylab's training step at the ``grokking`` preset (p=113, 30% of
-   pairs, full batch of 3,830 examples) against the baseline: a plain float32 PyTorch
+   pairs, full batch of 3,831 examples) against the baseline: a plain float32 PyTorch
    loop of the same model written the obvious way (an ``nn.Module`` that computes every
    position through attention, MLP and unembedding, then takes the last position's
    logits; ``torch.optim.AdamW`` with default implementation flags).  theorylab is timed
-   twice: the vectorised trainer (:func:`theorylab.train.multiseed.train_many` with one
-   seed, the path claims use) and the single-seed :func:`theorylab.train.train`.
-2. 8 seeds trained at once (one stacked process) against the same 8 seeds trained one
-   after another.
+   twice, each as its trainer's loop does a step (learning rate, forward, backward,
+   AdamW): the vectorised trainer (:mod:`theorylab.train.multiseed`, the path the claims
+   and ``theorylab train-seeds`` use) and the single-seed :func:`theorylab.train.train`.
+   An end-to-end ``train_many`` rate (with its evaluations) is printed as well.
+2. 8 seeds trained at once (stacked parameters, one optimizer) against the same 8 seeds
+   trained one after another.
 
-Rounds alternate between the contenders and the median per-round rate is reported, so a
-neighbour's load hits both alike.  Evaluation is off during timing (eval_every > steps).
+Rounds alternate between the contenders and the median is reported, so a neighbour's
+load hits all alike.
 
     python benchmarks/bench_grokking_step.py [--steps 20] [--rounds 3] [--seeds 8] [--threads 1]
 """
@@ -29,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from theorylab.train import build_run_config, train
+from theorylab.train import build_run_config
 from theorylab.train.multiseed import train_many
 
 
@@ -69,7 +71,8 @@ class PlainTransformer(nn.Module):
         return self.unembed(x)
 
 
-def baseline_rate(cfg, steps: int) -> float:
+def baseline_stepper(cfg):
+    """The baseline loop: the obvious PyTorch training step of the same model."""
     from theorylab.tasks import make_task
 
     task = make_task(cfg.task, cfg.seed)
@@ -78,80 +81,139 @@ def baseline_rate(cfg, steps: int) -> float:
                              torch.Generator().manual_seed(cfg.seed))
     tc = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
-    batch = task.train_set
-    tokens, targets = batch.tokens, batch.targets[:, -1]
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        logits = model(tokens)[:, -1]
-        loss = F.cross_entropy(logits, targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return steps / (time.perf_counter() - t0)
+    tokens, targets = task.train_set.tokens, task.train_set.targets[:, -1]
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            logits = model(tokens)[:, -1]
+            loss = F.cross_entropy(logits, targets)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    return run
 
 
-def run_rate(fn, steps: int) -> float:
+def stacked_stepper(cfgs, chunk=0):
+    """theorylab's vectorised trainer step for these seeds: lr, forward/backward, AdamW."""
+    from theorylab.tasks import make_task
+    from theorylab.train import build_model_for, lr_at, make_optimizer
+    from theorylab.train.multiseed import StackedParams, default_seed_chunk, forward_backward, loss_columns
+
+    tasks = [make_task(c.task, c.seed) for c in cfgs]
+    sp = StackedParams.from_models([build_model_for(c) for c in cfgs])
+    tc, mcfg = cfgs[0].train, cfgs[0].model
+    opt = make_optimizer(tc, sp.tensors)
+    tokens = torch.stack([t.train_set.tokens for t in tasks])
+    targets = torch.stack([t.train_set.targets for t in tasks])
+    cols = loss_columns(targets)
+    ch = default_seed_chunk(torch.device("cpu")) if chunk == 0 else chunk
+    state = {"step": 0}
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            lr = lr_at(tc, state["step"])
+            for g in opt.param_groups:
+                g["lr"] = lr
+            forward_backward(mcfg, sp, opt, tokens, targets, cols, ch)
+            opt.step()
+            state["step"] += 1
+
+    return run
+
+
+def plain_stepper(cfg):
+    """theorylab's single-seed trainer step (what train() does per step): Transformer.forward."""
+    from theorylab.train import build, lr_at, make_optimizer
+
+    task, model = build(cfg)
+    tc = cfg.train
+    opt = make_optimizer(tc, model.parameters())
+    state = {"step": 0}
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(tc, state["step"])
+            batch = task.train_batch(state["step"], tc.batch_size)
+            loss, _ = task.loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["step"] += 1
+
+    return run
+
+
+def timed(fn, n: int) -> float:
     t0 = time.perf_counter()
-    fn()
-    return steps / (time.perf_counter() - t0)
+    fn(n)
+    return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--seed-steps", type=int, default=8, help="steps per seed in the multi-seed comparison")
+    ap.add_argument("--seed-steps", type=int, default=4, help="steps per seed in the multi-seed comparison")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--preset", default="grokking")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n = args.steps
-    timing = [f"train.steps={n}", f"train.eval_every={n + 1}", "train.checkpoint_every=null"]
-    cfg = build_run_config(args.preset, timing, seed=0)
+    cfg = build_run_config(args.preset, seed=0)
     print(f"preset {args.preset}: p={cfg.task.p}, train pairs={round(cfg.task.train_fraction * cfg.task.p ** 2)}, "
           f"d_model={cfg.model.d_model}, d_mlp={cfg.model.mlp_dim}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")
-    # warm-up
-    baseline_rate(cfg, 2)
-    train_many([cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})})], None, progress=False)
-    rates: dict[str, list[float]] = {"baseline": [], "multiseed": [], "train": []}
+    base = baseline_stepper(cfg)
+    fast = stacked_stepper([cfg])
+    plain = plain_stepper(cfg)
+    for f in (base, fast, plain):  # warm-up
+        f(2)
+    rates: dict[str, list[float]] = {"baseline": [], "vectorised": [], "train": []}
     for _ in range(args.rounds):
-        rates["baseline"].append(baseline_rate(cfg, n))
-        rates["multiseed"].append(run_rate(lambda: train_many([cfg], None, progress=False), n))
-        rates["train"].append(run_rate(lambda: train(cfg, None, progress=False), n))
+        rates["baseline"].append(n / timed(base, n))
+        rates["vectorised"].append(n / timed(fast, n))
+        rates["train"].append(n / timed(plain, n))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print("\n1. mainline full-batch step, steps/s (median of rounds; all rounds)")
+    print("\n1. mainline full-batch training step, steps/s (median of rounds; all rounds)")
     for k, label in (("baseline", "baseline: plain float32 nn.Module, all positions, torch AdamW"),
-                     ("multiseed", "theorylab vectorised trainer (train_many, 1 seed)"),
-                     ("train", "theorylab train() (single-seed trainer, Transformer.forward)")):
+                     ("vectorised", "theorylab vectorised trainer step (multiseed, 1 seed)"),
+                     ("train", "theorylab train() step (Transformer.forward, '=' row only)")):
         print(f"   {label:<62} {med[k]:7.2f}  {[round(x, 2) for x in rates[k]]}")
-    print(f"   ratio vectorised trainer / baseline: {med['multiseed'] / med['baseline']:.2f}x (target >= 3x)")
-    print(f"   ratio train() / baseline:            {med['train'] / med['baseline']:.2f}x")
+    print(f"   ratio vectorised trainer / baseline: {med['vectorised'] / med['baseline']:.2f}x (target >= 3x)")
+    print(f"   ratio train() step / baseline:       {med['train'] / med['baseline']:.2f}x")
+    t0 = time.perf_counter()
+    train_many([cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"steps": n, "eval_every": n, "checkpoint_every": None})})], None, progress=False)
+    print(f"   end to end train_many, {n} steps with 2 evaluations of all {cfg.task.p ** 2} pairs: "
+          f"{n / (time.perf_counter() - t0):.2f} steps/s (includes building the task and model)")
 
     S, k = args.seeds, args.seed_steps
-    tk = [f"train.steps={k}", f"train.eval_every={k + 1}", "train.checkpoint_every=null"]
-    cfgs = [build_run_config(args.preset, tk, seed=s) for s in range(S)]
-    t_at_once, t_seq, t_seq_plain = [], [], []
+    cfgs = [build_run_config(args.preset, seed=s) for s in range(S)]
+    at_once = stacked_stepper(cfgs)
+    one_pass = stacked_stepper(cfgs, chunk=None)
+    singles = [stacked_stepper([c]) for c in cfgs]
+    plains = [plain_stepper(c) for c in cfgs]
+    at_once(1)
+    one_pass(1)
+    for f in singles + plains:
+        f(1)
+    t_a, t_p, t_s, t_t = [], [], [], []
     for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        train_many(cfgs, None, progress=False)
-        t_at_once.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for c in cfgs:
-            train_many([c], None, progress=False)
-        t_seq.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for c in cfgs:
-            train(c, None, progress=False)
-        t_seq_plain.append(time.perf_counter() - t0)
-    a, s1, s2 = statistics.median(t_at_once), statistics.median(t_seq), statistics.median(t_seq_plain)
-    print(f"\n2. {S} seeds x {k} steps, wall seconds (median of rounds)")
-    print(f"   {S} at once (stacked):                          {a:7.2f}  {[round(x, 2) for x in t_at_once]}")
-    print(f"   {S} in sequence, vectorised trainer 1 seed each: {s1:7.2f}  {[round(x, 2) for x in t_seq]}")
-    print(f"   {S} in sequence, train():                        {s2:7.2f}  {[round(x, 2) for x in t_seq_plain]}")
-    print(f"   sequence / at once: {s1 / a:.2f}x (same step code), {s2 / a:.2f}x (vs train()); "
-          "target on CPU >= 1.0x")
+        t_a.append(timed(at_once, k))
+        t_p.append(timed(one_pass, k))
+        t_s.append(sum(timed(f, k) for f in singles))
+        t_t.append(sum(timed(f, k) for f in plains))
+    a, p1, s1, s2 = (statistics.median(x) for x in (t_a, t_p, t_s, t_t))
+    print(f"\n2. {S} seeds x {k} steps, wall seconds (median of rounds; all rounds)")
+    print(f"   {S} at once (stacked, default seed chunk on CPU = 1): {a:7.2f}  {[round(x, 2) for x in t_a]}")
+    print(f"   {S} at once in one pass (seed chunk = all):          {p1:7.2f}  {[round(x, 2) for x in t_p]}")
+    print(f"   {S} in sequence, vectorised step, 1 seed each:       {s1:7.2f}  {[round(x, 2) for x in t_s]}")
+    print(f"   {S} in sequence, train() step:                      {s2:7.2f}  {[round(x, 2) for x in t_t]}")
+    print(f"   sequence / at once: {s1 / a:.2f}x (same step code), {s2 / a:.2f}x (vs train() steps); one pass: "
+          f"{s1 / p1:.2f}x; target on CPU >= 1.0x")
 
 
 if __name__ == "__main__":

@@ -271,15 +271,31 @@ def forward_backward(cfg: TransformerConfig, sp: StackedParams, opt: torch.optim
     once).  A chunk whose loss is not finite gets no backward pass (the caller drops it).
     The optimizer step is the caller's: ``opt.step()``.
     """
-    opt.zero_grad(set_to_none=True)
     n = tokens.shape[0]
     size = n if chunk is None else max(1, min(chunk, n))
+    if size == n:
+        opt.zero_grad(set_to_none=True)
+        losses = stacked_losses(cfg, sp.as_dict(), tokens, targets, cols)
+        if bool(torch.isfinite(losses).all()):
+            losses.sum().backward()
+        return losses.detach()
+    # chunks: each chunk's parameters are detached views (leaves of their own graph), so
+    # backward allocates chunk-sized gradients, which are copied into the stacked .grad
+    for t in sp.tensors:
+        if t.grad is None:
+            t.grad = torch.zeros_like(t)
     parts = []
     for a in range(0, n, size):
-        p = sp.as_dict() if size == n else {k: v[a:a + size] for k, v in zip(sp.names, sp.tensors)}
-        part = stacked_losses(cfg, p, tokens[a:a + size], targets[a:a + size], cols)
-        if bool(torch.isfinite(part).all()):
+        views = [t.detach()[a:a + size].requires_grad_(True) for t in sp.tensors]
+        part = stacked_losses(cfg, dict(zip(sp.names, views)), tokens[a:a + size], targets[a:a + size], cols)
+        ok = bool(torch.isfinite(part).all())
+        if ok:
             part.sum().backward()
+        for t, v in zip(sp.tensors, views):
+            if ok and v.grad is not None:
+                t.grad[a:a + size].copy_(v.grad)
+            else:
+                t.grad[a:a + size].zero_()
         parts.append(part.detach())
     return torch.cat(parts)
 

@@ -1,0 +1,125 @@
+"""``theorylab claims``, ``theorylab check`` and ``theorylab report``."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import typer
+
+from theorylab.cli import JSON_OPT, app, console, emit
+from theorylab.errors import ConfigError
+
+
+def _store():
+    from theorylab.store import Store
+
+    return Store()
+
+
+@app.command("claims")
+def claims_cmd(as_json: bool = JSON_OPT) -> None:
+    """List claims: id, citation, statement, tiers and the last verdict."""
+    from theorylab.claims import claim_ids, get_claim
+    from theorylab.claims.engine import results
+
+    last: dict[str, object] = {}
+    for r in results(_store()):
+        if r.claim_id not in last or r.created > last[r.claim_id].created:  # type: ignore[attr-defined]
+            last[r.claim_id] = r
+    rows = []
+    for cid in claim_ids():
+        c = get_claim(cid)
+        r = last.get(cid)
+        rows.append({"id": cid, "title": c.title, "citation": c.citation.short(), "arxiv": c.citation.arxiv,
+                     "statement": c.statement, "tiers": list(c.tiers), "seeds": dict(c.seeds),
+                     "rule": c.rule.describe(),
+                     "last_verdict": None if r is None else r.verdict,  # type: ignore[attr-defined]
+                     "last_tier": None if r is None else r.tier})  # type: ignore[attr-defined]
+
+    def human():
+        from rich.table import Table
+
+        t = Table("id", "citation", "statement", "tiers", "last verdict", show_lines=True)
+        for x in rows:
+            lv = "" if x["last_verdict"] is None else f"{x['last_verdict']} ({x['last_tier']})"
+            t.add_row(x["id"], x["citation"], x["statement"], " ".join(x["tiers"]), lv)
+        console().print(t)
+
+    emit({"claims": rows}, as_json, human)
+
+
+@app.command("check")
+def check_cmd(
+    ids: list[str] | None = typer.Argument(None, help="claim ids (see `theorylab claims`)"),
+    all_: bool = typer.Option(False, "--all", help="check every registered claim"),
+    tier: str = typer.Option("quick", "--tier", help="smoke | quick | full"),
+    seeds: int | None = typer.Option(None, "--seeds", help="number of seeds (default: the claim's, per tier)"),
+    backend: str = typer.Option("local", "--backend", help="inprocess | local | ray"),
+    workers: int | None = typer.Option(None, "--workers", help="local pool size (default: cores)"),
+    force: bool = typer.Option(False, "--force", help="retrain the runs even if finished ones are stored"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Run claims at a tier over seeds and store each verdict."""
+    from theorylab.claims import TIERS, claim_ids, get_claim
+    from theorylab.claims.engine import BACKENDS, check
+
+    if all_ and ids:
+        raise ConfigError("ids: give claim ids or --all, not both")
+    if not all_ and not ids:
+        raise ConfigError("ids: give one or more claim ids, or --all (see `theorylab claims`)")
+    if tier not in TIERS:
+        raise ConfigError(f"--tier: {tier!r} is not allowed; allowed: {', '.join(TIERS)}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds: {seeds} is not allowed; give a count >= 1")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: {workers} is not allowed; give a count >= 1")
+    todo = claim_ids() if all_ else list(dict.fromkeys(ids or []))
+    for cid in todo:  # validate everything before anything runs
+        get_claim(cid).params(tier)
+    out = []
+    t0 = time.perf_counter()
+    show = not quiet and not as_json
+    for cid in todo:
+        if show:
+            print(f"checking {cid} [{tier}] ...", file=sys.stderr, flush=True)
+        r = check(cid, tier=tier, seeds=seeds, backend=backend, workers=workers, force=force, progress=show)
+        out.append(r)
+        if show:
+            _print_result(r)
+    total = time.perf_counter() - t0
+    if show and len(out) > 1:
+        counts: dict[str, int] = {}
+        for r in out:
+            counts[r.verdict] = counts.get(r.verdict, 0) + 1
+        console().print(f"{len(out)} claims in {total:.1f}s: "
+                        + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    emit({"results": [r.to_dict() for r in out], "wall_seconds": total}, as_json)
+
+
+def _print_result(r) -> None:
+    c = console()
+    color = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}.get(r.verdict, "white")
+    c.print(f"[bold]{r.claim_id}[/bold] [{r.tier}, {len(r.seeds)} seeds]: [{color}]{r.verdict}[/{color}] "
+            f"({r.wall_seconds:.1f}s; {r.runs_trained} runs trained, {r.runs_reused} reused)", highlight=False)
+    for q in r.stats:
+        c.print(f"  {q:32s} {r.stat(q).fmt()}", highlight=False)
+    for why in r.reasons:
+        c.print(f"  - {why}", highlight=False, markup=False)
+
+
+@app.command("report")
+def report_cmd(
+    out: str = typer.Option("report.html", "--out", help="HTML file to write (the Markdown summary goes beside it)"),
+    tier: str | None = typer.Option(None, "--tier", help="only results of this tier"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write a self-contained HTML report (and a Markdown summary) of stored claim results."""
+    from theorylab.report import write_report
+
+    paths = write_report(out, _store(), tier=tier)
+    emit(paths, as_json, f"wrote {paths['html']} and {paths.get('markdown')} ({paths['results']} results, "
+                         f"{len(paths['not_checked'])} claims not run)")

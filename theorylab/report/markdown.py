@@ -1,0 +1,50 @@
+"""The Markdown summary: a verdict table and each claim's measured values, for papers
+and READMEs.  Text from claims and configs is escaped so it cannot break the table or
+inject HTML into a renderer that passes HTML through."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from theorylab.report.html import num
+
+_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "`": "\\`", "*": "\\*", "[": "\\[", "]": "\\]", "<": "&lt;",
+               ">": "&gt;", "&": "&amp;"}
+
+
+def md(x: Any) -> str:
+    s = " ".join(("" if x is None else str(x)).split())  # no newlines inside a table cell
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in s)
+
+
+def _stat(s: dict[str, Any]) -> str:
+    if int(s.get("n", 0)) <= 1:
+        return f"{num(s.get('mean'))} (1 seed)"
+    return f"{num(s.get('mean'))} ± {num(s.get('sd'))} [95% CI {num(s.get('lo'))}, {num(s.get('hi'))}]"
+
+
+def render_markdown(rs: list[Any], unchecked: list[Any], html_name: str = "report.html") -> str:
+    out = ["# theorylab report", "",
+           f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; figures, configs and environment are in "
+           f"`{md(html_name)}`. Verdicts are decided by rules declared before the runs, on 95% intervals over "
+           "seeds.", "",
+           "| claim | citation | tier | seeds | verdict | wall time |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for r in rs:
+        out.append(f"| `{md(r.claim_id)}` | {md(r.citation.get('short', ''))} | {md(r.tier)} | {len(r.seeds)} | "
+                   f"**{md(r.verdict)}** | {num(r.wall_seconds, 3)} s |")
+    for c in unchecked:
+        out.append(f"| `{md(c.id)}` | {md(c.citation.short())} |  |  | not run |  |")
+    for r in rs:
+        out += ["", f"## `{md(r.claim_id)}` [{md(r.tier)}]: {md(r.verdict)}", "", md(r.statement), "",
+                f"Rule: {md(r.rule)}", ""]
+        rule_q = [c.get("quantity") for c in r.criteria]
+        out += ["| quantity | mean ± sd [95% CI] |", "| --- | --- |"]
+        for q in sorted(r.stats, key=lambda q: (q not in rule_q, q)):
+            out.append(f"| `{md(q)}`{' (rule)' if q in rule_q else ''} | {md(_stat(r.stats[q]))} |")
+        out.append("")
+        out += [f"- {md(x)}" for x in r.reasons]
+        if r.verdict == "inconclusive" and r.decides:
+            out.append(f"- what would decide it: {md(r.decides)}")
+    return "\n".join(out) + "\n"

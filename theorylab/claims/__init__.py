@@ -43,6 +43,7 @@ _BUILTIN: list[str] = [
     # one line per claims module, e.g. "theorylab.claims.modular"
     "theorylab.claims.grokking",
     "theorylab.claims.planning",
+    "theorylab.claims.modular",
 ]
 _loaded = False
 

@@ -75,5 +75,6 @@ def test_smoke_tier_through_the_engine(cid, tmp_path):
     engine = pytest.importorskip("theorylab.claims.engine")
     torch.set_num_threads(1)
     res = engine.check(cid, tier="smoke", backend="inprocess", store=Store(tmp_path))
-    verdict = getattr(res, "verdict", None) or (res.get("verdict") if isinstance(res, dict) else None)
-    assert verdict in ("supported", "refuted", "inconclusive")
+    assert res.verdict in ("supported", "refuted", "inconclusive")
+    assert set(get_claim(cid).rule.quantities()) <= set(res.stats)
+    assert res.runs_trained >= 1 and len(res.seeds) == get_claim(cid).seeds["smoke"]

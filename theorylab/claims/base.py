@@ -91,7 +91,9 @@ def summarize(name: str, values: list[float], level: float = 0.95) -> Stat:
     mean = float(v.mean())
     if not np.all(np.isfinite(v)):
         return Stat(name, v.tolist(), mean, math.nan, -math.inf, math.inf, n)
-    sd = float(v.std(ddof=1)) if n > 1 else 0.0
+    if np.all(v == v[0]):  # identical seeds: exactly that value, no rounding noise in mean or sd
+        mean = float(v[0])
+    sd = float(v.std(ddof=1)) if n > 1 and not np.all(v == v[0]) else 0.0
     if n == 1:
         return Stat(name, v.tolist(), mean, math.nan, -math.inf, math.inf, 1)
     if sd == 0.0:

@@ -393,13 +393,16 @@ class GraphPathTask(Task):
                  generator: torch.Generator | None = None, batch_size: int = 1024) -> torch.Tensor:
         """Completions of the prompts ``s t`` (``[M, max_new_tokens]``, ``pad`` after the end token)."""
         prompts = self.prompts(pairs)
+        param = next(model.parameters(), None)
+        if param is not None:
+            prompts = prompts.to(param.device)
         out = []
         for i in range(0, len(prompts), batch_size):
             out.append(generate_tokens(model, prompts[i:i + batch_size], self.max_new_tokens(), temperature,
                                        generator, self.eos, self.pad))
         if not out:
             return torch.zeros((0, self.max_new_tokens()), dtype=torch.long)
-        return torch.cat(out, 0)
+        return torch.cat(out, 0).cpu()
 
     def check_paths(self, pairs: np.ndarray | torch.Tensor, completions: torch.Tensor) -> np.ndarray:
         """Bool per row: the completion is ``s v1 .. t <eos>`` with every step an edge."""

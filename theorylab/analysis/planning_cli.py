@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ def planning(
     temperature: float = typer.Option(1.0, "--temperature", help="sampling temperature (0 = greedy; paper: 1)"),
     samples: int = typer.Option(1, "--samples", help="completions per test pair"),
     seed: int = typer.Option(0, "--seed", help="sampling seed"),
-    figures: Optional[str] = typer.Option(None, "--figures", help="folder to save the heatmaps (PNG) in"),
+    figures: str | None = typer.Option(None, "--figures", help="folder to save the heatmaps (PNG) in"),
     no_norms: bool = typer.Option(False, "--no-norms", help="read-outs without the layer norms (paper's formulas)"),
     as_json: bool = JSON_OPT,
 ) -> None:

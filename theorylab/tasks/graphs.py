@@ -38,7 +38,7 @@ composing observed reachability, which the paper argues the model cannot learn.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -47,7 +47,7 @@ from pydantic import Field
 
 from theorylab.errors import ConfigError
 from theorylab.tasks import register_task
-from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng, token_metrics, torch_generator
+from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, token_metrics, torch_generator
 
 # --------------------------------------------------------------------------- graphs
 
@@ -60,7 +60,6 @@ def random_dag(n: int, p: float, rng: np.random.Generator) -> np.ndarray:
 
 def transitive_closure(adj: np.ndarray) -> np.ndarray:
     """``reach[u, v]``: a path of one or more edges leads from ``u`` to ``v`` (any digraph)."""
-    n = adj.shape[0]
     reach = adj.copy()
     # repeated squaring on boolean matrices: O(n^3 log n) but vectorised (n <= a few hundred)
     while True:
@@ -298,7 +297,7 @@ class BlocksworldConfig(GraphPathConfig):
         return _num_blocksworld_states(self.n_blocks)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _num_blocksworld_states(n_blocks: int) -> int:
     return len(blocksworld_states(n_blocks))
 

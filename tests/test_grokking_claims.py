@@ -9,29 +9,11 @@ import pytest
 
 matplotlib.use("Agg")
 
-from theorylab.claims import Evidence, claim_ids, get_claim, summarize  # noqa: E402
-from theorylab.claims.runs import RunView  # noqa: E402
+from theorylab.claims import claim_ids, get_claim  # noqa: E402
 from theorylab.store import Store  # noqa: E402
 
 IDS = ["nanda2023.grokking_delay", "nanda2023.key_frequencies", "nanda2023.grokking_phases",
        "nanda2023.no_grokking_without_weight_decay"]
-
-
-def _run_by_hand(claim, store, tier="smoke"):
-    """What the engine does, in a few lines: experiment -> execute -> measure -> rule."""
-    seeds = list(range(claim.seeds[tier]))
-    runs = {s: claim.experiment(tier, s) for s in seeds}
-    claim.execute([c for r in runs.values() for c in r.values()], store, progress=False)
-    per_seed, series = {}, {}
-    views = {s: {k: RunView(c.run_id(), store) for k, c in r.items()} for s, r in runs.items()}
-    for s in seeds:
-        vals = claim.measure(tier, s, views[s])
-        per_seed[s] = {k: float(v) for k, v in vals.items() if isinstance(v, (int, float))}
-        series[s] = {k: v for k, v in vals.items() if not isinstance(v, (int, float))}
-    ev = Evidence(claim.id, tier, seeds, per_seed, views, series=series)
-    ev.stats = {q: summarize(q, ev.values(q)) for q in {k for d in per_seed.values() for k in d}}
-    verdict, reasons = claim.rule.decide(ev.stats)
-    return verdict, ev
 
 
 def test_claims_registered():
@@ -61,19 +43,18 @@ def smoke_store(tmp_path_factory):
 
 
 def _check(cid, store):
-    try:
-        from theorylab.claims import engine
-    except ImportError:
-        engine = None
-    if engine is not None and hasattr(engine, "check"):
-        res = engine.check(cid, tier="smoke", store=store)
-        return res
-    return _run_by_hand(get_claim(cid), store)
+    from theorylab.claims.engine import check
+
+    res = check(cid, tier="smoke", store=store)
+    return res.verdict, res.evidence, res
 
 
+@pytest.mark.slow  # ~10 s alone (imports, training, checkpoints, figures); minutes under load
 def test_smoke_delay_and_key_frequencies(smoke_store):
-    verdict, ev = _run_by_hand(get_claim(IDS[0]), smoke_store)
+    verdict, ev, res = _check(IDS[0], smoke_store)
     assert verdict in ("supported", "refuted", "inconclusive")
+    assert res.runs_trained == 2 and "claim.execute" in res.backend  # seeds trained vectorised
+    assert set(res.figures) == {"losses"}
     for s in ev.seeds:
         v = ev.per_seed[s]
         assert v["test_reached_99"] in (0.0, 1.0)
@@ -82,7 +63,8 @@ def test_smoke_delay_and_key_frequencies(smoke_store):
         assert c["steps"][0] == 0 and c["steps"][-1] == 150
     figs = get_claim(IDS[0]).figures(ev)
     assert "losses" in figs and figs["losses"].axes[0].get_xscale() == "log"
-    verdict, ev = _run_by_hand(get_claim(IDS[1]), smoke_store)
+    verdict, ev, res = _check(IDS[1], smoke_store)
+    assert res.runs_trained == 0 and res.runs_reused == 2  # the same runs as the delay claim
     for s in ev.seeds:
         keys = ev.series[s]["key_frequencies"]
         assert ev.per_seed[s]["n_key_frequencies"] == len(keys)
@@ -90,17 +72,19 @@ def test_smoke_delay_and_key_frequencies(smoke_store):
         assert all(1 <= k <= 6 for k in keys)
         fm = ev.series[s]["fourier"]
         assert fm["steps"] == [25, 50, 75, 100, 125, 150] and len(fm["restricted_loss"]) == 6
-    figs = get_claim(IDS[1]).figures(ev)
-    assert set(figs) == {"losses", "restricted_excluded", "gini_weight_norm", "embedding_spectrum"}
+    assert set(res.figures) == {"losses", "restricted_excluded", "gini_weight_norm", "embedding_spectrum"}
 
 
+@pytest.mark.slow
 def test_smoke_phases_and_no_weight_decay(smoke_store):
-    verdict, ev = _run_by_hand(get_claim(IDS[2]), smoke_store)
+    verdict, ev, res = _check(IDS[2], smoke_store)
+    assert verdict in ("supported", "refuted", "inconclusive") and len(res.reasons) == 5
     for s in ev.seeds:
         ph = ev.series[s]["phases"]
         assert set(ph) >= {"memorization_end", "circuit_formation_end", "cleanup_end"}
         assert all("rule" in ph[k] for k in ("memorization_end", "circuit_formation_end", "cleanup_end"))
-    verdict, ev = _run_by_hand(get_claim(IDS[3]), smoke_store)
+    verdict, ev, res = _check(IDS[3], smoke_store)
+    assert res.runs_trained == 2  # only the no-weight-decay runs are new
     for s in ev.seeds:
         runs = ev.runs[s]
         assert runs["no_wd"].config.train.weight_decay == 0.0 and runs["wd"].config.train.weight_decay == 1.0

@@ -86,7 +86,8 @@ def grokking_measures(view) -> dict[str, Any]:
     from theorylab.analysis.fourier import measure_run
     from theorylab.analysis.phases import detect_phases
 
-    key = (str(view.store.root), view.run_id)
+    rec = view.record
+    key = (str(view.store.root), view.run_id, rec.finished)  # a forced rerun has a new finish time
     if key in _CACHE:
         return _CACHE[key]
     steps, train_acc = view.series("train", "accuracy")

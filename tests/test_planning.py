@@ -175,3 +175,17 @@ def test_readout_needs_a_block():
     cfg = TransformerConfig(d_vocab=5, n_layers=0, d_model=8, n_heads=1)
     with pytest.raises(TheoryLabError):
         mlp_readout(Transformer(cfg), 3)
+
+
+def test_task_generation_matches_the_reference_loop(task):
+    """Greedy completions through task.generate (theorylab.decoding when present) equal a plain
+    full-recompute loop on a random model."""
+    cfg = TransformerConfig(d_vocab=task.n_nodes + 2, d_vocab_out=task.n_nodes + 1, n_ctx=task.n_nodes + 3,
+                            d_model=16, n_layers=1, n_heads=2, init_std=0.5)
+    m = Transformer(cfg, generator=torch.Generator().manual_seed(3)).eval()
+    pairs = task.test_pairs[:20]
+    got = task.generate(m, pairs, temperature=0.0)
+    ref = _sample_loop(m, task.prompts(pairs), task.max_new_tokens(), 0.0, None, task.eos, task.pad)
+    ref = torch.cat([ref, torch.full((len(ref), got.shape[1] - ref.shape[1]), task.pad)], 1)
+    assert got.shape == (len(pairs), task.max_new_tokens())
+    assert torch.equal(got, ref)

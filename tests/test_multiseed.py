@@ -144,3 +144,9 @@ def test_bad_seed_chunk():
 
     with pytest.raises(ConfigError, match="seed_chunk"):
         train_many(_cfgs(seeds=(0,)), None, progress=False, seed_chunk=-1)
+
+
+def test_repeated_config_trained_once():
+    cfgs = _cfgs(seeds=(0, 1))
+    res = train_many([cfgs[0], cfgs[1], cfgs[0]], None, progress=False)
+    assert res[2] is res[0] and res[1].run_id != res[0].run_id

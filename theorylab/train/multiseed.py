@@ -351,7 +351,13 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     if seed_chunk is not None and seed_chunk < 0:
         raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
     results: list[RunResult | None] = [None] * len(cfgs)
-    for group in group_configs(cfgs):
+    first: dict[str, int] = {}  # run id -> first index: a repeated config is trained once
+    for i, c in enumerate(cfgs):
+        first.setdefault(c.run_id(), i)
+    dupes = {i: first[c.run_id()] for i, c in enumerate(cfgs) if first[c.run_id()] != i}
+    keep = [i for i in range(len(cfgs)) if i not in dupes]
+    for sub in group_configs([cfgs[i] for i in keep]):
+        group = [keep[g] for g in sub]
         gcfgs = [cfgs[i] for i in group]
         if not vectorise or unsupported_reason(gcfgs[0]) is not None:
             for i in group:
@@ -379,6 +385,8 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
                                                  on_eval=on_eval, index=todo, stop_after=stop_after,
                                                  seed_chunk=seed_chunk)):
                 results[i] = r
+    for i, j in dupes.items():
+        results[i] = results[j]
     return results  # type: ignore[return-value]
 
 

@@ -140,7 +140,8 @@ class TransitivityGap(_MainRun):
                       "about 30 points); 'well below' = at least half that gap"),
     )
     extra_quantities = ("accuracy_observed", "accuracy_transitive", "accuracy", "accuracy_degree0",
-                        "accuracy_degree1", "accuracy_degree2", "accuracy_degree3", "n_transitive", "n_observed")
+                        "accuracy_degree1", "accuracy_degree2", "accuracy_degree3", "n_transitive", "n_observed",
+                        "n_degree0", "n_degree1", "n_degree2", "n_degree3")
     decides = "more seeds (each seed has only tens of transitive test pairs), or the full tier"
 
     def measure(self, tier, seed, runs):

@@ -173,8 +173,8 @@ class AccuracyFallsWithSize(Claim):
                       "of accuracy(smallest n) - accuracy(largest n) exclude zero"),
     )
     tiers = {
-        "smoke": {"sizes": [12, 24], "p": 0.2, "train_fraction": 0.5, "paths_per_pair": 5, "d_model": 16,
-                  "steps": 100, "samples": 1},
+        "smoke": {"sizes": [12, 30], "p": 0.2, "train_fraction": 0.5, "paths_per_pair": 5, "d_model": 32,
+                  "steps": 300, "samples": 1},
         # a fixed small model (d_model 32) and a short fixed budget, so that the fall shows on CPU-sized
         # graphs; at this tier the fall mixes capacity with training budget per pair (larger graphs have
         # more pairs for the same 1500 steps).  The full tier is the paper's sweep.

@@ -43,6 +43,19 @@ def test_boundaries_move_with_the_curves():
     assert b.cleanup_end.step - a.cleanup_end.step == pytest.approx(4000, abs=200)
 
 
+def test_transient_dip_does_not_end_circuit_formation():
+    steps, acc, tl = _curves()
+    ref = detect_phases(steps, acc, tl)
+    spiky = tl.copy()
+    i = int(np.searchsorted(steps, 3000))
+    spiky[i] = spiky[i] / 30.0  # a one-evaluation dip well past 10% of the log fall, then back up
+    spiky[i + 5] = spiky[i + 5] * 5.0  # and a spike
+    ph = detect_phases(steps, acc, spiky)
+    assert ph.circuit_formation_end.step == ref.circuit_formation_end.step
+    assert ph.cleanup_end.step == ref.cleanup_end.step
+    assert "from which on" in ph.circuit_formation_end.rule
+
+
 def test_no_collapse_no_cleanup():
     ph = detect_phases(*_curves(no_collapse=True))
     assert ph.memorization_end.step is not None

@@ -13,9 +13,14 @@ the end).
 
 * **end of memorization** ``t_mem``: the first step at which train accuracy reaches
   ``train_acc`` (0.99).
-* **end of circuit formation** ``t_circ``: the first step after the test loss peak at
-  which ``f >= start_frac`` (0.1): the test loss has begun to collapse.
-* **end of cleanup** ``t_clean``: the first step at which ``f >= end_frac`` (0.9).
+* **end of circuit formation** ``t_circ``: the first step after the test-loss peak from
+  which on ``f >= start_frac`` (0.1) holds at every later evaluation: the test loss has
+  begun its collapse for good.
+* **end of cleanup** ``t_clean``: the first step from which on ``f >= end_frac`` (0.9).
+
+"From which on" makes the rules robust to loss spikes: runs at these learning rates show
+transient spikes and dips of the test loss during circuit formation (seen on the mainline,
+p=113), and a first-crossing rule fired on a dip long before the collapse.
 
 A boundary that is never reached is ``None`` (for example, no weight decay: no
 collapse).  The rules are scale-free (log losses, fractions), so they apply to any
@@ -87,9 +92,10 @@ def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0
     if not 0 < start_frac < end_frac < 1:
         raise TheoryLabError("detect_phases: need 0 < start_frac < end_frac < 1")
     r_mem = f"first step with train accuracy >= {train_acc_threshold:g}"
-    r_circ = (f"first step after the test-loss peak (at or after memorization) where log test loss has fallen "
-              f"{start_frac:.0%} of the way from the peak to its final value")
-    r_clean = f"first step where log test loss has fallen {end_frac:.0%} of the way from the peak to its final value"
+    r_circ = (f"first step after the test-loss peak (at or after memorization) from which on log test loss stays "
+              f"{start_frac:.0%} or more of the way down from the peak to its final value")
+    r_clean = (f"first step from which on log test loss stays {end_frac:.0%} or more of the way down from the peak "
+               "to its final value")
     notes: list[str] = []
     t_mem = first_crossing(s, acc, train_acc_threshold, above=True)
     if t_mem is None:
@@ -109,6 +115,7 @@ def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0
         return Phases(Boundary(t_mem, r_mem), Boundary(None, r_circ), Boundary(None, r_clean), notes)
     frac = (hi - logs) / (hi - lo)
     frac = np.where(np.isfinite(frac), frac, -np.inf)
-    t_circ = first_crossing(s[i_mem:], frac, start_frac, above=True, start=i_peak)
-    t_clean = first_crossing(s[i_mem:], frac, end_frac, above=True, start=i_peak)
+    stays = np.minimum.accumulate(frac[::-1])[::-1]  # stays[i] = min(frac[i:])
+    t_circ = first_crossing(s[i_mem:], stays, start_frac, above=True, start=i_peak)
+    t_clean = first_crossing(s[i_mem:], stays, end_frac, above=True, start=i_peak)
     return Phases(Boundary(t_mem, r_mem), Boundary(t_circ, r_circ), Boundary(t_clean, r_clean), notes)

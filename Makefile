@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/theorylab train modular
+	$(BIN)/theorylab check --all --tier quick
+	$(BIN)/theorylab report --out report.html
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -10,8 +10,8 @@ import pytest
 
 matplotlib.use("Agg")
 
+import theorylab.claims.engine as engine  # noqa: E402
 from theorylab.claims import CLAIMS, Citation, Claim, Criterion, all_of, claim_ids, get_claim, summarize  # noqa: E402
-from theorylab.claims import engine  # noqa: E402
 from theorylab.claims.base import TIERS  # noqa: E402
 from theorylab.cli import main  # noqa: E402
 from theorylab.errors import ConfigError, TheoryLabError  # noqa: E402
@@ -119,7 +119,6 @@ def _decide(values: list[float], crit: Criterion):
     rule = all_of(crit)
     seeds = list(range(len(values)))
     measured = {s: {"x": v} for s, v in zip(seeds, values)}
-    object.__setattr__(claim, "rule", rule) if False else None
     claim.rule = rule  # instance attribute shadows the class rule
     ev, verdict, reasons = engine.evaluate(claim, "smoke", seeds, {}, measured)
     return verdict, ev.stats["x"], reasons

@@ -247,7 +247,7 @@ def _run_pool(todo, store, result, bar, total, workers, max_attempts) -> None:
 
     ctx = mp.get_context("spawn")  # fork after torch/threads is unsafe
     remaining = {c.run_id(): c for c in todo}
-    threads = max(1, default_workers() // max(1, min(workers, len(todo))))
+    threads = 1  # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
     while remaining:
         n = min(workers, len(remaining))
         broken = False

@@ -15,7 +15,6 @@ import json
 import sys
 from typing import Any, Optional
 
-import click
 import typer
 
 from theorylab.errors import TheoryLabError
@@ -203,21 +202,24 @@ def main(argv: list[str] | None = None) -> int:
     _load_command_modules()
     try:
         rv = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code or 0)
-    except click.exceptions.Abort:
-        print("theorylab: aborted", file=sys.stderr)
-        return 130
-    except click.ClickException as e:
-        msg = e.format_message().replace("\n", " ")
-        print(f"theorylab: error: {msg}", file=sys.stderr)
-        return 2
     except TheoryLabError as e:
         print(f"theorylab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("theorylab: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # click's (or typer's vendored click's) exceptions, by shape
+        name = type(e).__name__
+        if name == "Exit":
+            return int(getattr(e, "exit_code", 0) or 0)
+        if name == "Abort":
+            print("theorylab: aborted", file=sys.stderr)
+            return 130
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            msg = " ".join(str(e.format_message()).split())
+            print(f"theorylab: error: {msg}", file=sys.stderr)
+            return 2
+        raise
     return int(rv) if isinstance(rv, int) else 0
 
 

@@ -1,0 +1,29 @@
+"""Shared fixtures: every test gets its own store; torch uses one thread (2-core CI)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    from theorylab.store import Store
+
+    home = tmp_path / "runs"
+    monkeypatch.setenv("THEORYLAB_HOME", str(home))
+    return Store(home)
+
+
+@pytest.fixture()
+def cli_env(tmp_path):
+    """Environment for CLI subprocesses: a private store, one torch thread."""
+    env = dict(os.environ)
+    env["THEORYLAB_HOME"] = str(tmp_path / "runs")
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

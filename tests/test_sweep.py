@@ -150,3 +150,25 @@ def test_worker_killed_mid_sweep_every_run_exactly_once(tmp_path, monkeypatch):
     got = rec.summary["metrics"]
     for k in ("train/loss", "test/loss", "test/accuracy"):
         assert got[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-7), k
+
+
+def test_sweep_cli(tmp_path, monkeypatch, capsys):
+    import json
+
+    from theorylab.cli import main
+
+    monkeypatch.setenv("THEORYLAB_HOME", str(tmp_path))
+    argv = ["sweep", "modular", "task.p=5", "model.d_model=8", "model.n_heads=2", "model.d_mlp=16",
+            "train.steps=6", "train.eval_every=3", "train.weight_decay=0,1", "--seeds", "2", "--backend",
+            "inprocess", "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert len(d["run_ids"]) == 4 and len(d["trained"]) == 4 and set(d["status"].values()) == {"finished"}
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["trained"] == [] and len(d["reused"]) == 4
+    assert len(Store(tmp_path).list_runs()) == 4
+    assert main(["sweep", "modular", "task.p=4", "train.steps=6"]) == 2
+    assert "task.p" in capsys.readouterr().err
+    assert main(["sweep", "modular", "--backend", "mpi"]) == 2
+    assert "--backend" in capsys.readouterr().err

@@ -123,3 +123,59 @@ def report_cmd(
     paths = write_report(out, _store(), tier=tier)
     emit(paths, as_json, f"wrote {paths['html']} and {paths.get('markdown')} ({paths['results']} results, "
                          f"{len(paths['not_checked'])} claims not run)")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value for every run, key=v1,v2,... for an axis of the grid (e.g. train.weight_decay=0,1)"),
+    seeds: int = typer.Option(1, "--seeds", help="seeds 0..N-1 for every grid point"),
+    backend: str = typer.Option("local", "--backend", help="inprocess | local | ray"),
+    workers: int | None = typer.Option(None, "--workers", help="pool size (default: cores)"),
+    force: bool = typer.Option(False, "--force", help="retrain runs even if finished ones are stored"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train a grid of runs (every combination of the axes, every seed) on a backend."""
+    from theorylab.sweep import BACKENDS, grid, run_sweep
+    from theorylab.train import build_run_config
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds: {seeds} is not allowed; give a count >= 1")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: {workers} is not allowed; give a count >= 1")
+    fixed, axes = [], {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected key=value or key=v1,v2")
+        if "," in raw and not raw.lstrip().startswith(("[", "{")):
+            axes[key.strip()] = [v.strip() for v in raw.split(",")]
+        else:
+            fixed.append(item)
+    base = build_run_config(task, fixed)
+    cfgs = grid(base, axes, seeds=seeds)  # validates every grid point before anything runs
+    res = run_sweep(cfgs, backend=backend, workers=workers, force=force, progress=not quiet and not as_json,
+                    label=f"sweep {task}")
+
+    def human():
+        from rich.table import Table
+
+        t = Table("run", *axes, "seed", "status", "test acc", "test loss")
+        for c in cfgs:
+            rid = c.run_id()
+            m = res.metrics.get(rid, {})
+            vals = [str(c.to_dict()[k.split(".")[0]].get(k.split(".", 1)[1]) if "." in k else "") for k in axes]
+            t.add_row(rid, *vals, str(c.seed), res.status.get(rid, "?"),
+                      f"{m['test/accuracy']:.4f}" if "test/accuracy" in m else "",
+                      f"{m['test/loss']:.4g}" if "test/loss" in m else "")
+        console().print(t)
+        console().print(f"{len(res.run_ids)} runs ({len(res.trained)} trained, {len(res.reused)} reused) on "
+                        f"{backend} in {res.wall_seconds:.1f}s")
+
+    emit(res.to_dict(), as_json, human)
+    if not res.ok:
+        raise ConfigError("runs failed: " + "; ".join(f"{k}: {v}" for k, v in res.errors.items()))

@@ -4,9 +4,10 @@
 
 1. validate every argument (nothing is written before that);
 2. collect ``claim.experiment(tier, seed)`` for every seed;
-3. execute the runs that are not finished in the store: ``claim.execute`` when the
-   claim sets it (e.g. seeds vectorised in one process), else a sweep
-   (:func:`theorylab.sweep.run_sweep`) on the chosen backend; finished runs are reused;
+3. execute the runs that are not finished in the store: ``claim.execute(configs, store,
+   progress=..., backend=..., workers=...)`` when the claim sets it (e.g. seeds vectorised
+   in one process; accept ``**kwargs``), else a sweep (:func:`theorylab.sweep.run_sweep`)
+   on the chosen backend; finished runs are reused (``force=True`` retrains them);
 4. call ``claim.measure`` per seed on read-only :class:`RunView` handles; numbers
    become statistics over seeds (:func:`summarize`), anything else is kept in
    ``Evidence.series`` for figures;

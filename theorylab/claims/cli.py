@@ -82,11 +82,12 @@ def check_cmd(
         get_claim(cid).params(tier)
     out = []
     t0 = time.perf_counter()
-    show = not quiet and not as_json
+    show = not as_json  # results are printed unless --json; --quiet only drops progress
     for cid in todo:
-        if show:
+        if show and not quiet:
             print(f"checking {cid} [{tier}] ...", file=sys.stderr, flush=True)
-        r = check(cid, tier=tier, seeds=seeds, backend=backend, workers=workers, force=force, progress=show)
+        r = check(cid, tier=tier, seeds=seeds, backend=backend, workers=workers, force=force,
+                  progress=show and not quiet)
         out.append(r)
         if show:
             _print_result(r)

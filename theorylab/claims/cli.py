@@ -104,10 +104,13 @@ def check_cmd(
 def _print_result(r) -> None:
     c = console()
     color = {"supported": "green", "refuted": "red", "inconclusive": "yellow"}.get(r.verdict, "white")
-    c.print(f"[bold]{r.claim_id}[/bold] [{r.tier}, {len(r.seeds)} seeds]: [{color}]{r.verdict}[/{color}] "
+    from rich.markup import escape
+
+    c.print(f"[bold]{escape(r.claim_id)}[/bold] {escape(f'[{r.tier}, {len(r.seeds)} seeds]')}: "
+            f"[{color}]{r.verdict}[/{color}] "
             f"({r.wall_seconds:.1f}s; {r.runs_trained} runs trained, {r.runs_reused} reused)", highlight=False)
     for q in r.stats:
-        c.print(f"  {q:32s} {r.stat(q).fmt()}", highlight=False)
+        c.print(f"  {q:32s} {r.stat(q).fmt()}", highlight=False, markup=False)
     for why in r.reasons:
         c.print(f"  - {why}", highlight=False, markup=False)
 

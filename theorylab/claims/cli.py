@@ -38,12 +38,13 @@ def claims_cmd(as_json: bool = JSON_OPT) -> None:
                      "last_tier": None if r is None else r.tier})  # type: ignore[attr-defined]
 
     def human():
+        from rich.markup import escape
         from rich.table import Table
 
         t = Table("id", "citation", "statement", "tiers", "last verdict", show_lines=True)
         for x in rows:
             lv = "" if x["last_verdict"] is None else f"{x['last_verdict']} ({x['last_tier']})"
-            t.add_row(x["id"], x["citation"], x["statement"], " ".join(x["tiers"]), lv)
+            t.add_row(*(escape(v) for v in (x["id"], x["citation"], x["statement"], " ".join(x["tiers"]), lv)))
         console().print(t)
 
     emit({"claims": rows}, as_json, human)

@@ -74,13 +74,13 @@ def register_preset(name: str, config: dict[str, Any], description: str = "") ->
 register_preset(
     "modular",
     {
-        "task": {"name": "modular", "p": 97, "op": "+", "train_fraction": 0.3},
+        "task": {"name": "modular", "p": 47, "op": "+", "train_fraction": 0.5},
         "model": {"n_layers": 1, "d_model": 64, "n_heads": 4, "d_mlp": 256, "act": "relu", "norm": "none",
-                  "positional": "learned", "init_std": 0.1},
-        "train": {"steps": 2000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
-                  "eval_every": 100},
+                  "positional": "learned", "bias": False, "init_std": 0.125},
+        "train": {"steps": 3000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
+                  "eval_every": 50, "early_stop_metric": "test/accuracy", "early_stop_value": 0.99},
     },
-    "a op b mod p on a small one-layer transformer (quick demo)",
+    "(a + b) mod 47 on a one-layer transformer; stops once test accuracy reaches 99% (seconds on a CPU)",
 )
 
 

@@ -90,6 +90,8 @@ def train(
     def human():
         c = console()
         tag = " (reused from the store)" if result.reused else ""
+        if result.early_stopped:
+            tag += " (early stop: target metric reached)"
         c.print(f"run [bold]{result.run_id}[/bold]: {result.status} at step {result.step}{tag}")
         for k, v in sorted(result.metrics.items()):
             c.print(f"  {k:24s} {v:.6g}")

@@ -129,3 +129,25 @@ def test_keep_all_checkpoints(store):
               progress=False)
     steps = [a["step"] for a in store.artifacts(r.run_id, "checkpoint")]
     assert steps == [10, 20, 30]
+
+
+def test_a_failing_run_is_marked_failed_and_can_resume(store, monkeypatch):
+    from theorylab.tasks.modular import ModularTask
+
+    c = cfg("train.steps=30", "train.checkpoint_every=10")
+    real = ModularTask.train_batch
+
+    def flaky(self, step, bs):
+        if step == 15:
+            raise RuntimeError("disk on fire")
+        return real(self, step, bs)
+
+    monkeypatch.setattr(ModularTask, "train_batch", flaky)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(c, store, progress=False)
+    rec = store.get_run(c.run_id())
+    assert rec.status == "failed" and "disk on fire" in rec.summary["error"]
+    monkeypatch.setattr(ModularTask, "train_batch", real)
+    done = train(c, store, progress=False)
+    assert done.status == "finished" and done.step == 30
+    assert done.metrics == train(c, None, progress=False).metrics

@@ -113,9 +113,9 @@ def generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int, *
     filter_logits(torch.zeros(1, 2), temperature, top_k, top_p, min_tokens_to_keep)
     eos = _eos_list(eos_token_id)
     V = model.cfg.vocab_out
-    if model.cfg.d_vocab is not None and V != model.cfg.d_vocab:
-        raise ConfigError(f"vocabularies do not match: the model reads {model.cfg.d_vocab} tokens but writes {V}; "
-                          "generation feeds outputs back as inputs")
+    if model.cfg.d_vocab is None or V > model.cfg.d_vocab:
+        raise ConfigError(f"vocabularies do not match: the model writes {V} tokens but reads "
+                          f"{model.cfg.d_vocab}; generation feeds outputs back as inputs")
     for e in eos + ([pad_token_id] if pad_token_id is not None else []):
         if not 0 <= e < V:
             raise ConfigError(f"eos/pad token id {e} outside the vocabulary [0, {V})")

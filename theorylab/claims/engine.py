@@ -220,21 +220,24 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
                 store.delete_run(rid)
     pending = [cfg for rid, cfg in unique.items() if not _finished(store, rid)]
     reused = len(unique) - len(pending)
+    errors: dict[str, str] = {}
     if pending:
         if claim.execute is not None:
             claim.execute(pending, store, progress=progress, backend=backend, workers=workers)
         else:
             from theorylab.sweep import run_sweep
 
-            run_sweep(pending, store=store, backend=backend, workers=workers, progress=progress,
-                      label=f"{claim_id} [{tier}]")
+            sweep = run_sweep(pending, store=store, backend=backend, workers=workers, progress=progress,
+                              label=f"{claim_id} [{tier}]")
+            errors = dict(getattr(sweep, "errors", {}) or {})
     missing = [rid for rid in unique if not _finished(store, rid)]
     if missing:
         states = {rid: (store.get_run(rid).status if store.get_run(rid) else "absent") for rid in missing}
         from theorylab.errors import TheoryLabError
 
         raise TheoryLabError(f"claim {claim_id}: runs did not finish: "
-                             + ", ".join(f"{k} ({v})" for k, v in states.items()))
+                             + ", ".join(f"{k} ({v}{': ' + errors[k] if k in errors else ''})"
+                                         for k, v in states.items()))
 
     # 3. measure per seed
     views = {s: {name: RunView(cfg.run_id(), store) for name, cfg in experiment[s].items()} for s in seed_list}

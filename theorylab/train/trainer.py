@@ -204,6 +204,24 @@ def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
 
 def _train_loop(cfg: RunConfig, run_id: str, store: Store | None, *, progress: bool,
                 stop_after: int | None = None, on_eval=None) -> RunResult:
+    """Train, recording in the store why a run ended if it did not end normally:
+    ``failed`` (an exception, with its message) or ``stopped`` (interrupted).  Either
+    way the next ``train``/``resume`` continues from the last checkpoint."""
+    try:
+        return _train_steps(cfg, run_id, store, progress=progress, stop_after=stop_after, on_eval=on_eval)
+    except BaseException as err:
+        if store is not None:
+            status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
+            msg = (str(err).splitlines() or [type(err).__name__])[0]
+            try:
+                store.update_run(run_id, status=status, summary={"error": f"{type(err).__name__}: {msg}"})
+            except Exception:  # the store itself may be what failed
+                pass
+        raise
+
+
+def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, progress: bool,
+                 stop_after: int | None = None, on_eval=None) -> RunResult:
     tc = cfg.train
     device = resolve_device(tc.device)
     dtype = DTYPES[tc.dtype]

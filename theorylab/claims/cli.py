@@ -8,7 +8,7 @@ import time
 import typer
 
 from theorylab.cli import JSON_OPT, app, console, emit
-from theorylab.errors import ConfigError
+from theorylab.errors import ConfigError, TheoryLabError
 
 
 def _store():
@@ -82,13 +82,22 @@ def check_cmd(
     for cid in todo:  # validate everything before anything runs
         get_claim(cid).params(tier)
     out = []
+    failed: dict[str, str] = {}
     t0 = time.perf_counter()
     show = not as_json  # results are printed unless --json; --quiet only drops progress
     for cid in todo:
         if show and not quiet:
             print(f"checking {cid} [{tier}] ...", file=sys.stderr, flush=True)
-        r = check(cid, tier=tier, seeds=seeds, backend=backend, workers=workers, force=force,
-                  progress=show and not quiet)
+        try:
+            r = check(cid, tier=tier, seeds=seeds, backend=backend, workers=workers, force=force,
+                      progress=show and not quiet)
+        except TheoryLabError as err:
+            if len(todo) == 1:
+                raise
+            # one claim's failure does not lose the others' results; the command exits 1 at the end
+            failed[cid] = str(err)
+            print(f"theorylab: error: {err}", file=sys.stderr, flush=True)
+            continue
         out.append(r)
         if show:
             _print_result(r)
@@ -99,7 +108,9 @@ def check_cmd(
             counts[r.verdict] = counts.get(r.verdict, 0) + 1
         console().print(f"{len(out)} claims in {total:.1f}s: "
                         + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
-    emit({"results": [r.to_dict() for r in out], "wall_seconds": total}, as_json)
+    emit({"results": [r.to_dict() for r in out], "errors": failed, "wall_seconds": total}, as_json)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _print_result(r) -> None:

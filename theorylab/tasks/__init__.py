@@ -66,6 +66,7 @@ def _load_builtin() -> None:
 _BUILTIN = [
     "modular",
     "graphs",
+    "lm",
 ]
 
 __all__ = [

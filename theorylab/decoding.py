@@ -116,9 +116,10 @@ def generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int, *
     if model.cfg.d_vocab is None or V > model.cfg.d_vocab:
         raise ConfigError(f"vocabularies do not match: the model writes {V} tokens but reads "
                           f"{model.cfg.d_vocab}; generation feeds outputs back as inputs")
+    n_in = model.cfg.d_vocab  # eos and pad are fed back as inputs: they must be input tokens
     for e in eos + ([pad_token_id] if pad_token_id is not None else []):
-        if not 0 <= e < V:
-            raise ConfigError(f"eos/pad token id {e} outside the vocabulary [0, {V})")
+        if not 0 <= e < n_in:
+            raise ConfigError(f"eos/pad token id {e} outside the vocabulary [0, {n_in})")
     if eos and pad_token_id is None:
         pad_token_id = eos[0]
     was_training = model.training

@@ -29,7 +29,7 @@ VARIANTS = [
     {},
     {"positional": "none"}, {"positional": "sinusoidal"}, {"positional": "rotary"}, {"positional": "alibi"},
     {"position_features": ["frac", "cos_pi"]},
-    {"norm": "rmsnorm"}, {"norm": "none"}, {"norm_position": "post"}, {"norm_eps": 0.0},
+    {"norm": "rmsnorm"}, {"norm": "none"}, {"norm_position": "post"}, {"norm_position": "final"}, {"norm_eps": 0.0},
     {"act": "relu"}, {"act": "gelu_tanh"}, {"attn_only": True}, {"tied_embeddings": True},
     {"attention": "hard_unique"}, {"attention": "hard_average"}, {"log_length_scale": True},
     {"n_loops": 3}, {"bias": False}, {"d_head": 5}, {"d_vocab_out": 4}, {"architecture": "encoder"},
@@ -238,3 +238,12 @@ def test_clear_errors():
         m(torch.tensor([[V]]))
     with pytest.raises(Exception, match="rotary"):
         cfg(positional="rotary", d_head=5)
+
+
+def test_final_norm_only_normalizes_before_the_unembedding():
+    m = build_model(cfg(norm_position="final"), seed=0)
+    assert not [n for n in m.state_dict() if ".ln1." in n or ".ln2." in n]
+    x = toks()
+    _, cache = m.run_with_cache(x)
+    resid = cache["blocks.1.hook_resid_post"]
+    assert torch.allclose(m(x), m.ln_final(resid) @ m.W_U + m.unembed.b_U, atol=1e-5)

@@ -40,7 +40,8 @@ class TransformerConfig(Config):
     rotary_base: float = Field(10000.0, gt=0)
     norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
     norm_eps: float = Field(1e-5, ge=0)
-    norm_position: Literal["pre", "post"] = "pre"
+    norm_position: Literal["pre", "post", "final"] = Field(
+        "pre", description="pre-LN, post-LN, or 'final': no norm inside blocks, one before the unembedding")
     final_norm: bool = Field(True, description="a norm before the unembedding (pre-LN only)")
     tied_embeddings: bool = False
     bias: bool = True

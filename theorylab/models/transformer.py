@@ -88,9 +88,9 @@ def _act(name: str):
 
 
 class Norm(nn.Module):
-    def __init__(self, cfg: TransformerConfig, hooks: HookedMixin, name: str):
+    def __init__(self, cfg: TransformerConfig, hooks: HookedMixin, name: str, kind: str | None = None):
         super().__init__()
-        self.kind, self.eps = cfg.norm, cfg.norm_eps
+        self.kind, self.eps = (cfg.norm if kind is None else kind), cfg.norm_eps
         d = cfg.d_model
         if self.kind != "none":
             self.w = nn.Parameter(torch.ones(d))
@@ -288,18 +288,19 @@ class Block(nn.Module):
         self.cfg = cfg
         hp = hooks._register_hook_point
         self.hook_resid_pre = hp(f"{name}.hook_resid_pre")
-        self.ln1 = Norm(cfg, hooks, f"{name}.ln1")
+        inner = "none" if cfg.norm_position == "final" else None  # 'final': only ln_final normalizes
+        self.ln1 = Norm(cfg, hooks, f"{name}.ln1", inner)
         self.attn = Attention(cfg, hooks, f"{name}.attn")
         self.hook_attn_out = hp(f"{name}.hook_attn_out")
         self.hook_resid_mid = hp(f"{name}.hook_resid_mid")
         if cross:
-            self.ln_cross = Norm(cfg, hooks, f"{name}.ln_cross")
+            self.ln_cross = Norm(cfg, hooks, f"{name}.ln_cross", inner)
             self.cross_attn = Attention(cfg, hooks, f"{name}.cross_attn", cross=True)
             self.hook_cross_out = hp(f"{name}.hook_cross_out")
             self.hook_resid_cross = hp(f"{name}.hook_resid_cross")
         self.cross = cross
         if not cfg.attn_only:
-            self.ln2 = Norm(cfg, hooks, f"{name}.ln2")
+            self.ln2 = Norm(cfg, hooks, f"{name}.ln2", inner)
             self.mlp = MLP(cfg, hooks, f"{name}.mlp")
             self.hook_mlp_out = hp(f"{name}.hook_mlp_out")
         self.hook_resid_post = hp(f"{name}.hook_resid_post")
@@ -319,7 +320,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, ctx: _Ctx, keep: torch.Tensor | None = None) -> torch.Tensor:
         """``keep``: rows of ``x`` whose outputs are wanted (the rest only serve as keys)."""
         x = self.hook_resid_pre(x)
-        pre = self.cfg.norm_position == "pre"
+        pre = self.cfg.norm_position != "post"
         xn = self.ln1(x) if pre else x
         xq = xn if keep is None else xn[:, keep]
         if keep is not None:
@@ -378,11 +379,11 @@ class Transformer(HookedMixin, nn.Module):
         self.hook_pos_embed = hp("hook_pos_embed")
         self.blocks = nn.ModuleList([Block(cfg, self, f"blocks.{i}") for i in range(cfg.n_layers)])
         if cfg.architecture == "encoder_decoder":
-            if cfg.norm_position == "pre" and cfg.final_norm:
+            if cfg.norm_position != "post" and cfg.final_norm:
                 self.enc_ln_final = Norm(cfg, self, "enc_ln_final")
             self.decoder_blocks = nn.ModuleList(
                 [Block(cfg, self, f"decoder_blocks.{i}", cross=True) for i in range(cfg.decoder_layers)])
-        if cfg.norm_position == "pre" and cfg.final_norm and cfg.norm != "none":
+        if cfg.norm_position != "post" and cfg.final_norm and cfg.norm != "none":
             self.ln_final = Norm(cfg, self, "ln_final")
         self.unembed = nn.Module()
         if not cfg.tied_embeddings:

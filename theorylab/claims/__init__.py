@@ -44,6 +44,7 @@ _BUILTIN: list[str] = [
     "theorylab.claims.grokking",
     "theorylab.claims.planning",
     "theorylab.claims.modular",
+    "theorylab.claims.expressivity",
 ]
 _loaded = False
 

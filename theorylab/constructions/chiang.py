@@ -189,27 +189,40 @@ def labels(kind: str, bits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def class_logits(model: Transformer, kind: str, bits: torch.Tensor) -> torch.Tensor:
+    """The two class logits read at CLS: ``[B, 2]`` (PARITY: 0 = even; FIRST: 1 = first bit is 1)."""
+    if kind not in ("parity", "first"):
+        raise ConfigError(f"construction: {kind!r}; allowed: parity, first")
+    pos = bits.shape[1] if kind == "parity" else 0
+    return model(inputs(kind, bits), positions=torch.tensor([pos]))[:, 0].double()
+
+
+@torch.no_grad()
+def decision(model: Transformer, kind: str, bits: torch.Tensor) -> torch.Tensor:
+    """The predicted class (argmax; ties go to class 0)."""
+    return class_logits(model, kind, bits).argmax(-1)
+
+
+@torch.no_grad()
 def logit_gap(model: Transformer, kind: str, bits: torch.Tensor) -> torch.Tensor:
-    """The signed logit gap (correct class for a positive gap on PARITY's even / FIRST's 1)."""
-    pos = -1 if kind == "parity" else 0
-    out = model(inputs(kind, bits), positions=torch.tensor([pos % (bits.shape[1] + 1)]))[:, 0]
-    return (out[:, 0] - out[:, 1]) if kind == "parity" else (out[:, 1] - out[:, 0])
+    """Logit of the class the construction writes as positive (PARITY even, FIRST 1) minus the other."""
+    z = class_logits(model, kind, bits)
+    return (z[:, 0] - z[:, 1]) if kind == "parity" else (z[:, 1] - z[:, 0])
 
 
 @torch.no_grad()
 def evaluate(model: Transformer, kind: str, n: int, samples: int = 256, seed: int = 0) -> dict[str, float]:
-    """Accuracy and cross-entropy (bits per string) on uniformly random strings of length n."""
+    """Accuracy (argmax, ties to class 0) and cross-entropy (bits per string) on uniformly random
+    strings of length n."""
     if kind not in ("parity", "first"):
         raise ConfigError(f"construction: {kind!r}; allowed: parity, first")
     if n < 1 or samples < 1:
         raise ConfigError("n and samples must be >= 1")
     g = torch.Generator().manual_seed(seed)
     bits = torch.randint(0, 2, (samples, n), generator=g)
-    gap = logit_gap(model, kind, bits).double()
+    z = class_logits(model, kind, bits)
     y = labels(kind, bits)
-    # class with the positive gap: parity -> even (label 0); first -> bit 1 (label 1)
-    positive_is_correct = (y == 0) if kind == "parity" else (y == 1)
-    signed = torch.where(positive_is_correct, gap, -gap)
-    ce_bits = torch.nn.functional.softplus(-signed) / math.log(2)
-    return {"n": n, "samples": samples, "accuracy": float((signed > 0).double().mean()),
-            "cross_entropy_bits": float(ce_bits.mean()), "mean_abs_logit_gap": float(gap.abs().mean())}
+    nll = -torch.log_softmax(z, -1).gather(1, y[:, None]).squeeze(1)
+    gap = (z[:, 0] - z[:, 1]).abs()
+    return {"n": n, "samples": samples, "accuracy": float((z.argmax(-1) == y).double().mean()),
+            "cross_entropy_bits": float(nll.mean() / math.log(2)), "mean_abs_logit_gap": float(gap.mean())}

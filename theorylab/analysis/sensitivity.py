@@ -1,0 +1,91 @@
+"""Sensitivity measurements (Hahn 2020, "Theoretical Limitations of Self-Attention in Neural
+Sequence Models", TACL).
+
+For a model computing a Boolean function of n input bits:
+
+* per-bit sensitivity: the mean absolute change of the output (the logit gap) when one
+  input bit is flipped, over random strings and positions.  Hahn's Lemma 5: with Lipschitz
+  layers it is O(1/n) for soft attention, so its log-log slope against n is <= -1;
+* average sensitivity: the mean number of single-bit flips that change the decision
+  (PARITY's is n; a function of a bounded number of bits has a bounded one);
+* :func:`loglog_slope`: least-squares slope of log y on log n with a 95% interval.
+
+All measurements are pure functions of the model and a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from theorylab.errors import ConfigError
+
+OutputFn = Callable[[torch.Tensor], torch.Tensor]  # bits [B, n] -> real output [B]
+
+
+@dataclass
+class Slope:
+    slope: float
+    lo: float
+    hi: float
+    intercept: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+def loglog_slope(ns, values, level: float = 0.95) -> Slope:
+    """OLS fit of log(values) = a + b log(ns); b with a Student-t interval (exact fit: zero width)."""
+    from scipy import stats
+
+    x = np.log(np.asarray(ns, dtype=np.float64))
+    y = np.log(np.asarray(values, dtype=np.float64))
+    if len(x) < 2 or not np.all(np.isfinite(y)):
+        raise ConfigError("loglog_slope needs at least two positive finite values")
+    X = np.stack([np.ones_like(x), x], 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    b = float(coef[1])
+    if len(x) < 3:
+        return Slope(b, -math.inf, math.inf, float(coef[0]))
+    resid = y - X @ coef
+    s2 = float(resid @ resid) / (len(x) - 2)
+    se = math.sqrt(s2 / float(((x - x.mean()) ** 2).sum()))
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 2)) * se
+    return Slope(b, b - half, b + half, float(coef[0]))
+
+
+@torch.no_grad()
+def per_bit_sensitivity(output: OutputFn, n: int, samples: int, positions: int, seed: int) -> float:
+    """Mean |output(x) - output(x with one bit flipped)| over random x and random positions."""
+    g = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 2, (samples, n), generator=g)
+    base = output(bits)
+    k = min(positions, n)
+    pos = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(samples)])  # [samples, k]
+    flipped = bits.repeat_interleave(k, 0)
+    rows = torch.arange(samples * k)
+    cols = pos.reshape(-1)
+    flipped[rows, cols] = 1 - flipped[rows, cols]
+    delta = (output(flipped) - base.repeat_interleave(k, 0)).abs()
+    return float(delta.double().mean())
+
+
+@torch.no_grad()
+def average_sensitivity(decide: OutputFn, n: int, samples: int, seed: int, max_positions: int = 256) -> float:
+    """Expected number of positions whose flip changes the decision (estimated from
+    ``max_positions`` positions per string when n is larger, then scaled to n)."""
+    g = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 2, (samples, n), generator=g)
+    base = decide(bits)
+    k = min(max_positions, n)
+    pos = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(samples)])
+    flipped = bits.repeat_interleave(k, 0)
+    rows = torch.arange(samples * k)
+    cols = pos.reshape(-1)
+    flipped[rows, cols] = 1 - flipped[rows, cols]
+    changed = (decide(flipped) != base.repeat_interleave(k, 0)).double().view(samples, k)
+    return float(changed.mean(1).mean() * n)

@@ -193,8 +193,11 @@ def class_logits(model: Transformer, kind: str, bits: torch.Tensor) -> torch.Ten
     """The two class logits read at CLS: ``[B, 2]`` (PARITY: 0 = even; FIRST: 1 = first bit is 1)."""
     if kind not in ("parity", "first"):
         raise ConfigError(f"construction: {kind!r}; allowed: parity, first")
-    pos = bits.shape[1] if kind == "parity" else 0
-    return model(inputs(kind, bits), positions=torch.tensor([pos]))[:, 0].double()
+    pos = torch.tensor([bits.shape[1] if kind == "parity" else 0])
+    # chunks bound the memory of the explicit attention path (hard attention: [rows, heads, n, n])
+    rows = max(1, 2**22 // max(1, bits.shape[1] ** 2))
+    x = inputs(kind, bits)
+    return torch.cat([model(x[i:i + rows], positions=pos)[:, 0] for i in range(0, len(x), rows)]).double()
 
 
 @torch.no_grad()

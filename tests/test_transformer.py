@@ -141,7 +141,7 @@ def test_loop_equals_unrolled_weight_shared_stack():
     unrolled = build_model(cfg(n_layers=6), seed=0)
     w = looped.state_dict()
     sd = {}
-    for k, v in unrolled.state_dict().items():
+    for k, _v in unrolled.state_dict().items():
         if k.startswith("blocks."):
             i = int(k.split(".")[1])
             sd[k] = w[k.replace(f"blocks.{i}.", f"blocks.{i % 2}.", 1)]

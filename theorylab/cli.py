@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -73,15 +73,16 @@ def _store():
 @app.command(context_settings={"ignore_unknown_options": False})
 def train(
     task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. model.d_model=64 train.lr=3e-4"),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML or JSON config file"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="random seed (default 0)"),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. model.d_model=64 train.lr=3e-4"),
+    config: str | None = typer.Option(None, "--config", "-c", help="YAML or JSON config file"),
+    seed: int | None = typer.Option(None, "--seed", help="random seed (default 0)"),
     force: bool = typer.Option(False, "--force", help="retrain even if an identical finished run is stored"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train one model on one task with one seed and store the run."""
-    from theorylab.train import build_run_config, train as run_train
+    from theorylab.train import build_run_config
+    from theorylab.train import train as run_train
 
     cfg = build_run_config(task, overrides or [], config, seed)  # validates everything first
     result = run_train(cfg, _store(), force=force, progress=not quiet and not as_json)
@@ -114,7 +115,7 @@ def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
 
 
 @app.command()
-def runs(task: Optional[str] = typer.Option(None, "--task"), status: Optional[str] = typer.Option(None, "--status"),
+def runs(task: str | None = typer.Option(None, "--task"), status: str | None = typer.Option(None, "--status"),
          limit: int = typer.Option(50, "--limit"), as_json: bool = JSON_OPT) -> None:
     """List stored runs, newest first."""
     recs = _store().list_runs(task=task, status=status, limit=limit)

@@ -95,7 +95,7 @@ class TrainConfig(Config):
     device: str = "cpu"
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if (self.early_stop_metric is None) != (self.early_stop_value is None):
             raise ValueError("early_stop_metric and early_stop_value go together")
         if self.early_stop_metric is not None and "/" not in self.early_stop_metric:

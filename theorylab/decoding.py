@@ -216,7 +216,7 @@ def _beam(model, ids, max_new, nb, lp, early, eos, pad):
         best_possible = run_scores[:, :1] / float(best_len) ** lp
         worst = torch.where(fin_done, fin_scores.min(-1, keepdim=True).values, torch.full_like(fin_scores, NEG))
         open_ &= (best_possible > worst).any(-1)
-        if not open_.any() or ((fin_done.all() and early is True)) or bool(ends.all()):
+        if not open_.any() or (fin_done.all() and early is True) or bool(ends.all()):
             break
         flat_parent = (parent + torch.arange(B, device=dev)[:, None] * nb).reshape(-1)
         cache.reorder(flat_parent)

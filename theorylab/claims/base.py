@@ -20,8 +20,9 @@ applies the rule to the intervals, never to one seed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -205,16 +206,16 @@ class Claim:
             raise ConfigError(f"tier: {tier!r} is not a tier of {self.id}; allowed: {', '.join(self.tiers)}")
         return dict(self.tiers[tier])
 
-    def experiment(self, tier: str, seed: int) -> dict[str, "RunConfig"]:
+    def experiment(self, tier: str, seed: int) -> dict[str, RunConfig]:
         """Named runs one seed needs ({} for data-free claims)."""
         return {}
 
-    def measure(self, tier: str, seed: int, runs: dict[str, "RunView"]) -> dict[str, Any]:
+    def measure(self, tier: str, seed: int, runs: dict[str, RunView]) -> dict[str, Any]:
         """Per-seed quantities.  Numbers become statistics over seeds; any other value
         (a list, a dict of curves) is kept in ``Evidence.series[seed]`` for figures."""
         raise NotImplementedError
 
-    def figures(self, evidence: "Evidence") -> dict[str, Any]:
+    def figures(self, evidence: Evidence) -> dict[str, Any]:
         """name -> matplotlib Figure (the engine saves and closes them)."""
         return {}
 
@@ -233,7 +234,7 @@ class Evidence:
     tier: str
     seeds: list[int]
     per_seed: dict[int, dict[str, float]]
-    runs: dict[int, dict[str, "RunView"]] = field(default_factory=dict)
+    runs: dict[int, dict[str, RunView]] = field(default_factory=dict)
     stats: dict[str, Stat] = field(default_factory=dict)
     # non-numeric values a claim's measure() returned (curves, tables), per seed, for figures
     series: dict[int, dict[str, Any]] = field(default_factory=dict)

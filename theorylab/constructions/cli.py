@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from theorylab.cli import JSON_OPT, app, emit
@@ -14,10 +12,10 @@ from theorylab.errors import ConfigError
 def construct(
     kind: str = typer.Argument(..., help="parity | first"),
     n: int = typer.Option(100, "--n", help="input length (bits)"),
-    layernorm_eps: Optional[float] = typer.Option(None, "--layernorm-eps",
+    layernorm_eps: float | None = typer.Option(None, "--layernorm-eps",
                                                   help="use the layer-norm trick with this epsilon (0 = exact)"),
     log_length: bool = typer.Option(False, "--log-length", help="FIRST only: attention logits scaled by log n"),
-    hard: Optional[str] = typer.Option(None, "--attention", help="softmax | hard_unique | hard_average (PARITY)"),
+    hard: str | None = typer.Option(None, "--attention", help="softmax | hard_unique | hard_average (PARITY)"),
     samples: int = typer.Option(256, "--samples"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = JSON_OPT,

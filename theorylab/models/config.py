@@ -51,7 +51,7 @@ class TransformerConfig(Config):
     pad_token_id: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "TransformerConfig":
+    def _check(self) -> TransformerConfig:
         if self.d_vocab is None and self.input_dim is None:
             raise ValueError("one of d_vocab (token inputs) or input_dim (continuous inputs) is required")
         if self.d_head is None and self.d_model % self.n_heads:

@@ -8,8 +8,8 @@ the activation (ablation, patching), returning None leaves it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from typing import Callable, Iterable
 
 import torch
 

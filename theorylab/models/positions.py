@@ -9,7 +9,7 @@ each position ``i/n`` and ``cos(i*pi)``).  Register a new one with
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -41,7 +41,6 @@ from theorylab.models import positions as P
 from theorylab.models.config import TransformerConfig
 from theorylab.models.hooks import HookedMixin, HookPoint
 
-
 # --------------------------------------------------------------------------- helpers
 
 # Below this many keys the explicit softmax path is faster than torch's fused kernel on a
@@ -532,7 +531,6 @@ class Transformer(HookedMixin, nn.Module):
         return self._unembed(h, return_residual)
 
     def _decode(self, tokens, memory, memory_padding, positions, cache, return_residual):
-        cfg = self.cfg
         T = tokens.shape[1]
         offset = cache.length if cache is not None else 0
         pos = torch.arange(offset, offset + T, device=tokens.device)

@@ -40,7 +40,7 @@ class Batch:
         x = self.tokens if self.tokens is not None else self.inputs
         return 0 if x is None else int(x.shape[0])
 
-    def index(self, idx: torch.Tensor | slice) -> "Batch":
+    def index(self, idx: torch.Tensor | slice) -> Batch:
         def take(x):
             return None if x is None else x[idx]
 
@@ -52,7 +52,7 @@ class Batch:
             extras={k: v[idx] for k, v in self.extras.items()},
         )
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
         def mv(x):
             if x is None:
                 return None

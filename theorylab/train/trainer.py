@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from theorylab.errors import TheoryLabError
-from theorylab.models import Transformer, build_model
+from theorylab.models import Transformer
 from theorylab.store import Store
 from theorylab.tasks import Task, make_task
 from theorylab.tasks.base import torch_generator
@@ -92,7 +93,8 @@ class Progress:
         self.start = start
         self._bar = None
         if self.tty:
-            from rich.progress import BarColumn, Progress as RP, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RP
 
             self._bar = RP(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)

@@ -56,6 +56,16 @@ class Citation:
         return s
 
 
+# papers that several claim modules cite
+NANDA2023 = Citation(
+    authors="Neel Nanda, Lawrence Chan, Tom Lieberum, Jess Smith and Jacob Steinhardt",
+    year=2023,
+    title="Progress measures for grokking via mechanistic interpretability",
+    venue="ICLR",
+    arxiv="2301.05217",
+)
+
+
 # --------------------------------------------------------------------------- statistics
 
 

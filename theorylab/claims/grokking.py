@@ -23,15 +23,8 @@ from typing import Any
 import numpy as np
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Citation, Claim, Criterion, Evidence, all_of
-
-NANDA = Citation(
-    authors="Neel Nanda, Lawrence Chan, Tom Lieberum, Jess Smith and Jacob Steinhardt",
-    year=2023,
-    title="Progress measures for grokking via mechanistic interpretability",
-    venue="ICLR",
-    arxiv="2301.05217",
-)
+from theorylab.claims.base import NANDA2023 as NANDA
+from theorylab.claims.base import Claim, Criterion, Evidence, all_of
 
 _TIERS: dict[str, dict[str, Any]] = {
     "smoke": {"overrides": ["task.p=13", "task.train_fraction=0.5", "model.d_model=16", "model.d_head=4",

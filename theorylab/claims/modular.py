@@ -31,13 +31,6 @@ POWER = Citation(
     venue="ICLR 2022 MATH-AI workshop",
     arxiv="2201.02177",
 )
-NANDA = Citation(
-    authors="Neel Nanda, Lawrence Chan, Tom Lieberum, Jess Smith and Jacob Steinhardt",
-    year=2023,
-    title="Progress measures for grokking via mechanistic interpretability",
-    venue="ICLR",
-    arxiv="2301.05217",
-)
 
 GENERALIZED = 0.99  # "generalized" = 99% test accuracy, the criterion of Power et al. (Fig. 1)
 

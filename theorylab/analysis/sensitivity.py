@@ -58,19 +58,23 @@ def loglog_slope(ns, values, level: float = 0.95) -> Slope:
     return Slope(b, b - half, b + half, float(coef[0]))
 
 
-@torch.no_grad()
-def per_bit_sensitivity(output: OutputFn, n: int, samples: int, positions: int, seed: int) -> float:
-    """Mean |output(x) - output(x with one bit flipped)| over random x and random positions."""
+def _flips(n: int, samples: int, positions: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Random strings and, for each, copies with one of ``positions`` random bits flipped."""
     g = torch.Generator().manual_seed(seed)
     bits = torch.randint(0, 2, (samples, n), generator=g)
-    base = output(bits)
     k = min(positions, n)
     pos = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(samples)])  # [samples, k]
     flipped = bits.repeat_interleave(k, 0)
-    rows = torch.arange(samples * k)
-    cols = pos.reshape(-1)
+    rows, cols = torch.arange(samples * k), pos.reshape(-1)
     flipped[rows, cols] = 1 - flipped[rows, cols]
-    delta = (output(flipped) - base.repeat_interleave(k, 0)).abs()
+    return bits, flipped, k
+
+
+@torch.no_grad()
+def per_bit_sensitivity(output: OutputFn, n: int, samples: int, positions: int, seed: int) -> float:
+    """Mean |output(x) - output(x with one bit flipped)| over random x and random positions."""
+    bits, flipped, k = _flips(n, samples, positions, seed)
+    delta = (output(flipped) - output(bits).repeat_interleave(k, 0)).abs()
     return float(delta.double().mean())
 
 
@@ -78,14 +82,6 @@ def per_bit_sensitivity(output: OutputFn, n: int, samples: int, positions: int, 
 def average_sensitivity(decide: OutputFn, n: int, samples: int, seed: int, max_positions: int = 256) -> float:
     """Expected number of positions whose flip changes the decision (estimated from
     ``max_positions`` positions per string when n is larger, then scaled to n)."""
-    g = torch.Generator().manual_seed(seed)
-    bits = torch.randint(0, 2, (samples, n), generator=g)
-    base = decide(bits)
-    k = min(max_positions, n)
-    pos = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(samples)])
-    flipped = bits.repeat_interleave(k, 0)
-    rows = torch.arange(samples * k)
-    cols = pos.reshape(-1)
-    flipped[rows, cols] = 1 - flipped[rows, cols]
-    changed = (decide(flipped) != base.repeat_interleave(k, 0)).double().view(samples, k)
+    bits, flipped, k = _flips(n, samples, max_positions, seed)
+    changed = (decide(flipped) != decide(bits).repeat_interleave(k, 0)).double().view(samples, k)
     return float(changed.mean(1).mean() * n)

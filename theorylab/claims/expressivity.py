@@ -68,7 +68,8 @@ class _Construction(Claim):
     decides = "more random strings per length, or the full tier's longer lengths"
 
 
-def _fig_ce(evidence: Evidence, key_label: dict[str, str], title: str):
+def _fig_lines(evidence: Evidence, key_label: dict[str, str], title: str, sensitivity: bool):
+    """Cross-entropy (log x) or per-bit sensitivity (log-log, with fitted slopes) against n."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -78,33 +79,26 @@ def _fig_ce(evidence: Evidence, key_label: dict[str, str], title: str):
     seed = evidence.seeds[0]
     for key, label in key_label.items():
         c = evidence.series[seed][key]
-        ax.plot(c["ns"], c["ce"], marker="o", label=label)
+        if sensitivity:
+            ax.loglog(c["ns"], c["sens"], marker="o", label=f"{label} (slope {_slope(c):.2f})")
+        else:
+            ax.plot(c["ns"], c["ce"], marker="o", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("input length n (bits, log scale)")
-    ax.set_ylabel("cross-entropy (bits per string)")
+    ax.set_ylabel("mean |change of logit gap| per bit flip (nats, log scale)" if sensitivity
+                  else "cross-entropy (bits per string)")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def _fig_ce(evidence: Evidence, key_label: dict[str, str], title: str):
+    return _fig_lines(evidence, key_label, title, sensitivity=False)
 
 
 def _fig_sens(evidence: Evidence, key_label: dict[str, str], title: str):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    seed = evidence.seeds[0]
-    for key, label in key_label.items():
-        c = evidence.series[seed][key]
-        ax.loglog(c["ns"], c["sens"], marker="o", label=f"{label} (slope {_slope(c):.2f})")
-    ax.set_xlabel("input length n (bits, log scale)")
-    ax.set_ylabel("mean |change of logit gap| per bit flip (nats, log scale)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return _fig_lines(evidence, key_label, title, sensitivity=True)
 
 
 @register_claim

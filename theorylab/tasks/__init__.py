@@ -67,6 +67,7 @@ _BUILTIN = [
     "modular",
     "graphs",
     "lm",
+    "induction",
 ]
 
 __all__ = [

@@ -34,12 +34,27 @@ JSON_OPT = typer.Option(False, "--json", help="print exactly one JSON object on 
 def emit(obj: Any, as_json: bool, human: Any = None) -> None:
     """Print ``obj`` as one JSON object (``--json``) or call/print ``human``."""
     if as_json:
-        sys.stdout.write(json.dumps(obj, default=_default, sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps(_finite(obj), default=_default, sort_keys=True, allow_nan=False) + "\n")
         sys.stdout.flush()
     elif callable(human):
         human()
     elif human is not None:
         print(human)
+
+
+def _finite(o: Any) -> Any:
+    """NaN and infinities become null, so the output is strict JSON any parser reads."""
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float):
+        return o if o == o and o not in (float("inf"), float("-inf")) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _default(o: Any) -> Any:

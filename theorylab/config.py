@@ -18,10 +18,10 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from theorylab.errors import ConfigError
 
@@ -30,6 +30,17 @@ class Config(BaseModel):
     """Base for every theorylab config: strict keys, validated on assignment, JSON-able."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true/false as 1/0; a boolean where a number belongs is a mistake.
+        if isinstance(v, bool) and info.field_name in cls.model_fields:
+            ann = cls.model_fields[info.field_name].annotation
+            kinds = set(get_args(ann)) or {ann}
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError("must be a number, not true/false")
+        return v
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -92,7 +103,16 @@ class TrainConfig(Config):
     early_stop_value: float | None = None
     early_stop_mode: Literal["max", "min"] = "max"
     dtype: Literal["float32", "float64"] = "float32"
-    device: str = "cpu"
+    device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto (cuda when available)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", v):
+            raise ValueError("must be cpu, cuda, cuda:N, mps or auto")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -177,9 +178,12 @@ class Store:
             con.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id = ?", (*vals, run_id))
 
     def delete_run(self, run_id: str) -> None:
+        """Forget a run: its row, metrics, artifacts and its directory of checkpoints."""
         with self.transaction() as con:
             for table, col in (("metrics", "run_id"), ("artifacts", "run_id"), ("runs", "id")):
                 con.execute(f"DELETE FROM {table} WHERE {col} = ?", (run_id,))
+        if run_id and "/" not in run_id and run_id not in (".", ".."):
+            shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
     def _record(self, row: sqlite3.Row | tuple) -> RunRecord:
         (rid, task, config, seed, status, step, created, started, finished, wall, versions, commit, summary,
@@ -260,23 +264,40 @@ class Store:
         return out
 
     # ----------------------------------------------------------------- artifacts
+    # Paths under the store root are kept relative to it (so a store directory can be moved or
+    # copied whole) and handed back absolute.
+    def _rel(self, path: str | Path) -> str:
+        p = Path(path)
+        if p.is_absolute():
+            try:
+                return p.relative_to(self.root).as_posix()
+            except ValueError:
+                return str(p)
+        return p.as_posix()
+
+    def _abs(self, stored: str) -> str:
+        p = Path(stored)
+        return str(p if p.is_absolute() else self.root / p)
+
     def add_artifact(self, run_id: str, kind: str, path: str | Path, step: int | None = None) -> None:
         with self.transaction() as con:
             con.execute("INSERT OR REPLACE INTO artifacts (run_id, kind, step, path, created) VALUES (?, ?, ?, ?, ?)",
-                        (run_id, kind, step, str(path), time.time()))
+                        (run_id, kind, step, self._rel(path), time.time()))
 
     def remove_artifact(self, run_id: str, kind: str, path: str | Path) -> None:
         with self.transaction() as con:
-            con.execute("DELETE FROM artifacts WHERE run_id = ? AND kind = ? AND path = ?", (run_id, kind, str(path)))
+            con.execute("DELETE FROM artifacts WHERE run_id = ? AND kind = ? AND path IN (?, ?)",
+                        (run_id, kind, self._rel(path), str(path)))
 
     def artifacts(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """``[{"kind", "step", "path" (absolute), "created"}]`` in step order."""
         q, args = "SELECT kind, step, path, created FROM artifacts WHERE run_id = ?", [run_id]
         if kind:
             q += " AND kind = ?"
             args.append(kind)
         q += " ORDER BY step, created"
         with self.connect() as con:
-            return [{"kind": k, "step": s, "path": p, "created": c} for k, s, p, c in con.execute(q, args)]
+            return [{"kind": k, "step": s, "path": self._abs(p), "created": c} for k, s, p, c in con.execute(q, args)]
 
     # ----------------------------------------------------------------- claims
     def save_claim_result(self, claim_id: str, tier: str, seeds: list[int], verdict: str,

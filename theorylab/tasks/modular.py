@@ -29,7 +29,8 @@ OPS = ("+", "-", "*", "/")
 
 class ModularConfig(TaskConfig):
     name: Literal["modular"] = "modular"
-    p: int = Field(113, description="prime modulus")
+    # p^2 examples are held in memory: 2048 bounds that at about 4 million (a few hundred MB).
+    p: int = Field(113, ge=2, le=2048, description="prime modulus, 2..2048")
     op: Literal["+", "-", "*", "/"] = "+"
     train_fraction: float = Field(0.3, gt=0, lt=1)
     data_seed: int | None = Field(None, description="seed of the train/test split; none = the run seed")
@@ -52,7 +53,8 @@ def modular_table(p: int, op: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if op == "/":
         keep = b != 0
         a, b = a[keep], b[keep]
-        c = (a * np.array([pow(int(x), p - 2, p) for x in b])) % p
+        inverse = np.array([0] + [pow(x, p - 2, p) for x in range(1, p)])  # Fermat: b^(p-2) = 1/b mod p
+        c = (a * inverse[b]) % p
     elif op == "+":
         c = (a + b) % p
     elif op == "-":

@@ -1,8 +1,11 @@
-"""Checkpoints in safetensors: model, optimizer state and step; never pickle.
+"""Checkpoints in safetensors: model, optimizer state, RNG state and step; never pickle.
 
 A checkpoint file holds tensors ``model.<param>`` and ``optim.<i>.<state>`` and a
-metadata header with the step, the optimizer's param groups, the run config and a
-SHA-256 digest of every tensor's bytes.  Files are written to a temporary name and
+metadata header (JSON strings) with the step, the optimizer's class and param
+groups, the caller's ``extra`` (the trainer puts the run id, the wall time so far
+and the RNG state there) and a SHA-256 digest of every tensor's bytes.  The
+trainer draws every random number of step ``t`` from generators derived from
+(seed, ``t``), so its RNG state is exactly (seed, step) and is recorded as such.  Files are written to a temporary name and
 renamed into place, so a kill mid-write never leaves a half-written checkpoint.
 Loading checks the digest, the keys and the shapes and raises one
 :class:`~theorylab.errors.CheckpointError` line for any problem.
@@ -80,6 +83,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"checkpoint {str(path)!r}: not a theorylab checkpoint (format {meta.get('format')!r})")
     if meta.get("digest") != _digest(tensors):
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: tensor data does not match its digest")
+    try:
+        int(meta["step"])
+        for key in ("extra", "optim_param_groups"):
+            if key in meta:
+                json.loads(meta[key])
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: bad metadata ({type(err).__name__})") from None
     return tensors, meta
 
 
@@ -107,7 +117,17 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module,
             if k.startswith("optim."):
                 _, idx, key = k.split(".", 2)
                 state.setdefault(int(idx), {})[key] = v
-        groups = json.loads(meta["optim_param_groups"])
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
+        try:
+            groups = json.loads(meta["optim_param_groups"])
+            optimizer.load_state_dict({"state": state, "param_groups": groups})
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            msg = (str(err).splitlines() or [type(err).__name__])[0]
+            raise CheckpointError(f"checkpoint {str(path)!r}: optimizer state does not match the run: {msg}") from None
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        for p in params:
+            for key, val in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(val) and val.dim() > 0 and tuple(val.shape) != tuple(p.shape):
+                    raise CheckpointError(f"checkpoint {str(path)!r}: optimizer state {key!r} has shape "
+                                          f"{tuple(val.shape)}, its parameter {tuple(p.shape)}")
     extra = json.loads(meta["extra"]) if "extra" in meta else {}
     return {"step": int(meta["step"]), "extra": extra}

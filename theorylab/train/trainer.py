@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from theorylab.errors import TheoryLabError
+from theorylab.config import validate
+from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
 from theorylab.models import Transformer
 from theorylab.store import Store
 from theorylab.tasks import Task, make_task
@@ -42,6 +43,7 @@ class RunResult:
     reused: bool = False
     diverged_step: int | None = None
     early_stopped: bool = False
+    diverged_on: str | None = None  # what was not finite: an eval metric, train/batch_loss or train/grad_norm
     model: Transformer | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,13 +86,18 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 class Progress:
-    """A rich progress bar on a terminal; plain periodic lines on stderr otherwise."""
+    """A rich progress bar (step, loss, ETA) when stdout is a terminal; otherwise plain
+    ``[label] step t/T ... eta Ns`` lines on stderr, at most one per ``min_interval``
+    seconds (the first and the last always)."""
 
-    def __init__(self, total: int, label: str, enabled: bool = True, start: int = 0):
+    def __init__(self, total: int, label: str, enabled: bool = True, start: int = 0,
+                 min_interval: float = 1.0):
         self.total, self.label, self.enabled = total, label, enabled
         self.tty = enabled and sys.stdout.isatty()
         self.t0 = time.perf_counter()
         self.start = start
+        self.min_interval = min_interval
+        self._last_line: float | None = None
         self._bar = None
         if self.tty:
             from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
@@ -107,11 +114,15 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info)
             return
-        if force_line:
-            el = time.perf_counter() - self.t0
-            done = max(1, step - self.start)
-            eta = el / done * (self.total - step)
-            print(f"[{self.label}] step {step}/{self.total} {info} eta {eta:.0f}s", file=sys.stderr, flush=True)
+        if not force_line:
+            return
+        now = time.perf_counter()
+        if self._last_line is not None and step < self.total and now - self._last_line < self.min_interval:
+            return
+        self._last_line = now
+        done = max(1, step - self.start)
+        eta = (now - self.t0) / done * (self.total - step)
+        print(f"[{self.label}] step {step}/{self.total} {info} eta {eta:.0f}s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -167,63 +178,84 @@ def build_model_for(cfg: RunConfig) -> Transformer:
     return model.to(DTYPES[cfg.train.dtype])
 
 
+def _reused(rec) -> RunResult:
+    s = rec.summary
+    return RunResult(rec.id, rec.status, rec.step, s.get("metrics", {}), rec.wall_seconds or 0.0,
+                     s.get("steps_per_second", 0.0), reused=True, diverged_step=s.get("diverged_step"),
+                     early_stopped=s.get("early_stopped", False), diverged_on=s.get("diverged_on"))
+
+
 def train(cfg: RunConfig, store: Store | None = None, *, force: bool = False, progress: bool = True,
           stop_after: int | None = None, on_eval: Callable[[int, dict[str, float]], None] | None = None
           ) -> RunResult:
     """Train (or reuse, or resume) the run ``cfg`` and return its result.
 
     ``store=None`` trains in memory (no checkpoints, nothing written).  With a store,
-    an identical finished run is served from it unless ``force``; an unfinished one
-    (killed, stopped) resumes from its last checkpoint.  ``stop_after`` stops after
-    that many steps (for tests of resumption).
+    an identical finished (or diverged) run is served from it unless ``force``; an
+    unfinished one (killed, stopped, failed) resumes from its last checkpoint.
+    Everything that can be checked (device, task, model, the early-stop metric) is
+    checked before the store is written.  ``stop_after`` stops after that many steps
+    (for tests of resumption).
     """
     run_id = cfg.run_id()
-    if store is not None:
-        rec = store.get_run(run_id)
-        if rec is not None and force:
-            store.delete_run(run_id)
-            rec = None
-        if rec is not None and rec.status in ("finished", "diverged") and stop_after is None:
-            return RunResult(run_id, rec.status, rec.step, rec.summary.get("metrics", {}),
-                             rec.wall_seconds or 0.0, rec.summary.get("steps_per_second", 0.0), reused=True,
-                             diverged_step=rec.summary.get("diverged_step"),
-                             early_stopped=rec.summary.get("early_stopped", False))
-        if rec is None:
-            store.create_run(run_id, cfg.task.name, cfg.to_dict(), cfg.seed, cfg.tags)
-    return _train_loop(cfg, run_id, store, progress=progress, stop_after=stop_after, on_eval=on_eval)
+    rec = store.get_run(run_id) if store is not None and store.db_path.exists() else None
+    if rec is not None and not force and rec.status in ("finished", "diverged") and stop_after is None:
+        return _reused(rec)
+    fresh = rec is None or force
+    return _train_loop(cfg, run_id, store, fresh=fresh, replace=rec is not None and force, progress=progress,
+                       stop_after=stop_after, on_eval=on_eval)
 
 
 def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
-    """Continue a killed or stopped run from its last checkpoint."""
+    """Continue a killed or stopped run from its last checkpoint (a finished one is returned as is)."""
     rec = store.find_run(run_ref)
-    cfg = RunConfig.model_validate(rec.config)
     if rec.status in ("finished", "diverged"):
-        return RunResult(rec.id, rec.status, rec.step, rec.summary.get("metrics", {}), rec.wall_seconds or 0.0,
-                         rec.summary.get("steps_per_second", 0.0), reused=True,
-                         diverged_step=rec.summary.get("diverged_step"))
-    return _train_loop(cfg, rec.id, store, progress=progress)
+        return _reused(rec)
+    cfg = validate(RunConfig, rec.config)
+    return _train_loop(cfg, rec.id, store, fresh=False, progress=progress)
 
 
-def _train_loop(cfg: RunConfig, run_id: str, store: Store | None, *, progress: bool,
-                stop_after: int | None = None, on_eval=None) -> RunResult:
+def _train_loop(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: bool, progress: bool,
+                replace: bool = False, stop_after: int | None = None, on_eval=None) -> RunResult:
     """Train, recording in the store why a run ended if it did not end normally:
     ``failed`` (an exception, with its message) or ``stopped`` (interrupted).  Either
-    way the next ``train``/``resume`` continues from the last checkpoint."""
+    way the next ``train``/``resume`` continues from the last checkpoint.  A
+    :class:`TheoryLabError` (bad input, a corrupt checkpoint) leaves the record as it was."""
     try:
-        return _train_steps(cfg, run_id, store, progress=progress, stop_after=stop_after, on_eval=on_eval)
+        return _train_steps(cfg, run_id, store, fresh=fresh, replace=replace, progress=progress,
+                            stop_after=stop_after, on_eval=on_eval)
+    except TheoryLabError:
+        raise
     except BaseException as err:
         if store is not None:
             status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
             msg = (str(err).splitlines() or [type(err).__name__])[0]
             try:
-                store.update_run(run_id, status=status, summary={"error": f"{type(err).__name__}: {msg}"})
+                if store.get_run(run_id) is not None:
+                    store.update_run(run_id, status=status, summary={"error": f"{type(err).__name__}: {msg}"})
             except Exception:  # the store itself may be what failed
                 pass
         raise
 
 
-def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, progress: bool,
-                 stop_after: int | None = None, on_eval=None) -> RunResult:
+def _check_early_stop_metric(tc: TrainConfig, vals: dict[str, float]) -> None:
+    if tc.early_stop_metric is not None and tc.early_stop_metric not in vals:
+        raise ConfigError(f"train.early_stop_metric: {tc.early_stop_metric!r} is not a metric of this task; "
+                          f"known: {', '.join(sorted(vals))}")
+
+
+def _grad_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
+    """Global gradient norm (clipping to ``clip`` when given)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    if not params:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in params]))
+
+
+def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: bool, progress: bool,
+                 replace: bool = False, stop_after: int | None = None, on_eval=None) -> RunResult:
     tc = cfg.train
     device = resolve_device(tc.device)
     dtype = DTYPES[tc.dtype]
@@ -231,27 +263,42 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, progress: 
     opt = make_optimizer(tc, model.parameters())
     start = 0
     prior_wall = 0.0
+    found = None if (store is None or fresh) else latest_checkpoint(store, run_id)
+    if found is not None:
+        info = load_checkpoint(found[0], model, opt)
+        owner = info["extra"].get("run_id")
+        if owner is not None and owner != run_id:
+            raise CheckpointError(f"checkpoint {str(found[0])!r} belongs to run {owner}, not {run_id}")
+        start = info["step"]
+        prior_wall = float(info["extra"].get("wall_seconds", 0.0))
+    first: dict[str, float] | None = None
+    if start == 0:  # evaluated before anything is written, so a bad early-stop metric writes nothing
+        first = _evaluate(task, model, device, dtype, tc.eval_batch_size)
+        first["train/lr"] = lr_at(tc, 0)
+        _check_early_stop_metric(tc, first)
     if store is not None:
-        found = latest_checkpoint(store, run_id)
-        if found is not None:
-            info = load_checkpoint(found[0], model, opt)
-            start = info["step"]
-            prior_wall = float(info["extra"].get("wall_seconds", 0.0))
+        if replace:
+            store.delete_run(run_id)
+        if fresh:
+            store.create_run(run_id, cfg.task.name, cfg.to_dict(), cfg.seed, cfg.tags)
         store.truncate_metrics(run_id, start if found is not None else -1)
         store.update_run(run_id, status="running", started=time.time())
     model.train()
     bar = Progress(tc.steps, run_id, enabled=progress, start=start)
     t0 = time.perf_counter()
     last: dict[str, float] = {}
-    status, diverged_step, early = "finished", None, False
+    status, diverged_step, diverged_on, early = "finished", None, None, False
     step = start
 
     def checkpoint(at: int) -> None:
         if store is None:
             return
         path = _ckpt_path(store, run_id, at)
+        # Every random draw of step t comes from generators derived from (seed, t) (step_rng,
+        # torch_generator), so the seed and the step are the complete RNG state of the run.
+        rng = {"scheme": "derived from (seed, step)", "seed": cfg.seed, "next_step": at}
         save_checkpoint(path, model, opt, at, extra={"wall_seconds": prior_wall + time.perf_counter() - t0,
-                                                    "run_id": run_id})
+                                                    "run_id": run_id, "rng": rng})
         store.add_artifact(run_id, "checkpoint", path, at)
         if tc.keep_checkpoints == "last":
             for a in store.artifacts(run_id, "checkpoint"):
@@ -259,22 +306,25 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, progress: 
                     Path(a["path"]).unlink(missing_ok=True)
                     store.remove_artifact(run_id, "checkpoint", a["path"])
 
-    def evaluate(at: int) -> bool:
-        """Log eval metrics at step ``at``; True if the run must stop (diverged or early stop)."""
-        nonlocal last, status, diverged_step, early
-        vals = _evaluate(task, model, device, dtype, tc.eval_batch_size)
-        vals["train/lr"] = lr_at(tc, max(at - 1, 0))
+    def evaluate(at: int, vals: dict[str, float] | None = None) -> bool:
+        """Log eval metrics at step ``at``; True if the run must stop (diverged or early stop).
+        Non-finite values are never logged: the run is marked diverged at ``at`` instead."""
+        nonlocal last, status, diverged_step, diverged_on, early
+        if vals is None:
+            vals = _evaluate(task, model, device, dtype, tc.eval_batch_size)
+            vals["train/lr"] = lr_at(tc, max(at - 1, 0))
+        bad = sorted(k for k, v in vals.items() if not math.isfinite(v))
+        if bad:
+            status, diverged_step, diverged_on = "diverged", at, bad[0]
+            bar.update(at, f"diverged: {bad[0]} is not finite", force_line=True)
+            return True
         if store is not None:
             store.log_metric_rows(run_id, [(at, *k.split("/", 1), v) for k, v in vals.items()])
         if on_eval is not None:
             on_eval(at, vals)
-        bad = [k for k, v in vals.items() if not math.isfinite(v)]
         last = vals
         info = " ".join(f"{k}={v:.4g}" for k, v in vals.items() if k.endswith(("loss", "accuracy")))
         bar.update(at, info, force_line=True)
-        if bad:
-            status, diverged_step = "diverged", at
-            return True
         if tc.early_stop_metric is not None and tc.early_stop_metric in vals:
             v = vals[tc.early_stop_metric]
             hit = v >= tc.early_stop_value if tc.early_stop_mode == "max" else v <= tc.early_stop_value
@@ -285,9 +335,8 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, progress: 
 
     stop = False
     if start == 0:
-        stop = evaluate(0)
+        stop = evaluate(0, first)
     end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
-    step = start
     try:
         while not stop and step < end:
             lr = lr_at(tc, step)
@@ -301,13 +350,13 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, progress: 
             else:
                 loss, _ = task.loss(model, batch)
             if not torch.isfinite(loss):
-                status, diverged_step = "diverged", step
-                last = {**last, "train/loss": float("nan")}
+                status, diverged_step, diverged_on = "diverged", step, "train/batch_loss"
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            if not torch.isfinite(_grad_norm(model, tc.grad_clip)):
+                status, diverged_step, diverged_on = "diverged", step, "train/grad_norm"
+                break
             opt.step()
             step += 1
             if step % tc.eval_every == 0 or step == tc.steps:
@@ -325,19 +374,22 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, progress: 
     sps = done_steps / max(time.perf_counter() - t0, 1e-9)
     if status != "diverged" and stop_after is not None and step < tc.steps and not early:
         status = "stopped"
-    if status != "diverged":
+    if status == "diverged":
+        step = diverged_step
+    else:
         checkpoint(step)
-    summary = {"metrics": last, "steps_per_second": sps, "diverged_step": diverged_step, "early_stopped": early}
+    summary = {"metrics": last, "steps_per_second": sps, "diverged_step": diverged_step,
+               "diverged_on": diverged_on, "early_stopped": early}
     if store is not None:
         store.update_run(run_id, status=status, step=step, finished=time.time(), wall_seconds=wall, summary=summary)
     return RunResult(run_id, status, step, last, wall, sps, diverged_step=diverged_step, early_stopped=early,
-                     model=model)
+                     diverged_on=diverged_on, model=model)
 
 
 def load_run_model(store: Store, run_ref: str, step: int | None = None) -> tuple[RunConfig, Transformer]:
     """Rebuild a stored run's model from its checkpoint (the last, or the one at ``step``)."""
     rec = store.find_run(run_ref)
-    cfg = RunConfig.model_validate(rec.config)
+    cfg = validate(RunConfig, rec.config)
     model = build_model_for(cfg)
     arts = store.artifacts(rec.id, "checkpoint")
     if step is not None:

@@ -86,3 +86,36 @@ def test_pickle_is_never_used(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", boom)
     monkeypatch.setattr(pickle, "loads", boom)
     load_checkpoint(path, small())
+
+
+def test_wrong_optimizer_is_refused(tmp_path):
+    _, _, path = saved(tmp_path)
+    m = small()
+    with pytest.raises(CheckpointError, match="optimizer 'AdamW' but the run uses SGD"):
+        load_checkpoint(path, m, torch.optim.SGD(m.parameters(), lr=0.1))
+
+
+def test_optimizer_state_of_another_shape_is_refused(tmp_path):
+    _, _, path = saved(tmp_path)
+    m = small()
+    # same parameter names and shapes, but the optimizer covers only some of them
+    opt = torch.optim.AdamW(list(m.parameters())[:2], lr=1e-3)
+    with pytest.raises(CheckpointError, match="optimizer state"):
+        load_checkpoint(path, m, opt)
+
+
+def test_not_a_theorylab_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    p = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="not a theorylab checkpoint"):
+        read_checkpoint(p)
+
+
+def test_errors_are_one_line(tmp_path):
+    _, _, path = saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:10])
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)

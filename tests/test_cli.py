@@ -1,4 +1,8 @@
-"""CLI: exit codes, one JSON object with --json, nothing written on bad input, kill -9 + resume."""
+"""CLI: exit codes, one JSON object with --json, nothing written on bad input, kill -9 + resume.
+
+Most tests call ``theorylab.cli.main`` in-process (fast); the entry point itself and
+kill -9 are exercised in real subprocesses.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,36 @@ from pathlib import Path
 
 import pytest
 
+from theorylab.cli import main
+from theorylab.store import Store
+
 TINY = ["task.p=11", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "train.eval_every=10"]
+
+
+def strict_json(text: str):
+    def no_constants(name):
+        raise AssertionError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=no_constants)
+
+
+def one_json(stdout: str):
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, stdout
+    return strict_json(lines[0])
+
+
+@pytest.fixture()
+def cli(store, capsys):
+    """Run the CLI in-process against the test's own store: returns (exit code, stdout, stderr)."""
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
 
 
 def tl(args, env, timeout=120):
@@ -20,101 +53,159 @@ def tl(args, env, timeout=120):
                           timeout=timeout)
 
 
-def one_json(stdout: str):
-    lines = [ln for ln in stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, stdout
-    return json.loads(lines[0])
-
-
-def test_train_runs_show_json(cli_env):
-    r = tl(["train", "modular", *TINY, "train.steps=20", "--json"], cli_env)
-    assert r.returncode == 0, r.stderr
-    d = one_json(r.stdout)
-    assert d["status"] == "finished" and d["step"] == 20 and "test/accuracy" in d["metrics"]
-    again = one_json(tl(["train", "modular", *TINY, "train.steps=20", "--json"], cli_env).stdout)
-    assert again["reused"] and again["metrics"] == d["metrics"]
-    runs = one_json(tl(["runs", "--json"], cli_env).stdout)
+def test_train_runs_show_resume_json(cli, store):
+    rc, out, _ = cli("train", "modular", *TINY, "train.steps=20", "--json")
+    assert rc == 0
+    d = one_json(out)
+    assert d["status"] == "finished" and d["step"] == 20 and not d["reused"]
+    assert {"train/accuracy", "test/accuracy", "train/loss", "test/loss"} <= set(d["metrics"])
+    rc, out, _ = cli("train", "modular", *TINY, "train.steps=20", "--json")
+    again = one_json(out)
+    assert rc == 0 and again["reused"] and again["metrics"] == d["metrics"] and again["run_id"] == d["run_id"]
+    runs = one_json(cli("runs", "--json")[1])
     assert [x["id"] for x in runs["runs"]] == [d["run_id"]]
-    show = one_json(tl(["show", d["run_id"][:12], "--json"], cli_env).stdout)
-    assert show["id"] == d["run_id"] and show["artifacts"]
+    show = one_json(cli("show", d["run_id"][:12], "--json")[1])
+    assert show["id"] == d["run_id"] and show["status"] == "finished"
+    assert [a["step"] for a in show["artifacts"] if a["kind"] == "checkpoint"] == [20]
+    assert show["config"]["task"]["p"] == 11 and show["versions"]["torch"]
+    resumed = one_json(cli("resume", d["run_id"], "--json")[1])
+    assert resumed["reused"] and resumed["metrics"] == d["metrics"]
+    tasks = one_json(cli("tasks", "--json")[1])
+    assert "modular" in {t["name"] for t in tasks["tasks"]}
+
+
+def test_force_retrains(cli, store):
+    d = one_json(cli("train", "modular", *TINY, "train.steps=10", "--json")[1])
+    f = one_json(cli("train", "modular", *TINY, "train.steps=10", "--force", "--json")[1])
+    assert not f["reused"] and f["run_id"] == d["run_id"] and f["metrics"] == d["metrics"]
+    assert len(store.list_runs()) == 1
+
+
+def test_human_output(cli):
+    rc, out, _ = cli("train", "modular", *TINY, "train.steps=10", "--quiet")
+    assert rc == 0 and "finished at step 10" in out and "test/accuracy" in out and "steps/s" in out
+    rc, out, _ = cli("runs")
+    assert rc == 0 and "modular-" in out
 
 
 @pytest.mark.parametrize("args,needle", [
     (["train", "modular", "model.d_model=15", "model.n_heads=4"], "must divide"),
+    (["train", "modular", "model.d_model=0"], "model.d_model"),
+    (["train", "modular", "train.steps=-5"], "train.steps"),
     (["train", "nosuchtask"], "unknown task"),
+    (["train", "modular", "task.name=nosuchtask"], "unknown task"),
     (["train", "modular", "train.optimizer=lion"], "train.optimizer"),
     (["train", "modular", "model.bogus=1"], "unknown key"),
+    (["train", "modular", "model.d_model=wide"], "model.d_model"),
+    (["train", "modular", "model.d_model=true"], "not true/false"),
+    (["train", "modular", "train.device=tpu"], "train.device"),
+    (["train", "modular", *TINY, "train.early_stop_metric=test/acc", "train.early_stop_value=0.9"],
+     "train.early_stop_metric"),
     (["train", "modular", "--config", "/nonexistent.yaml"], "no such file"),
+    (["train", "modular", "justaword"], "expected key=value"),
     (["show", "nosuchrun"], "not in the store"),
     (["resume", "nosuchrun"], "not in the store"),
     (["train", "modular", "--seed", "x"], "seed"),
+    (["train", "modular", "--seed", "-3"], "seed"),
 ])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli_env, args, needle):
-    r = tl(args + ["--json"], cli_env)
-    assert r.returncode == 2
-    assert r.stdout == ""
-    err = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(err) == 1 and needle in err[0], r.stderr
-    home = Path(cli_env["THEORYLAB_HOME"])
-    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
-    if (home / "store.sqlite").exists():
-        from theorylab.store import Store
-
-        assert Store(home).list_runs() == []
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(cli, store, args, needle):
+    rc, out, err = cli(*args, "--json")
+    assert rc == 2
+    assert out == ""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("theorylab: error: ") and needle in lines[0], err
+    assert not (store.root / "runs").exists()
+    if store.db_path.exists():
+        assert store.list_runs() == []
 
 
-def test_unparsable_config_file(cli_env, tmp_path):
+def test_unparsable_config_file(cli, store, tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("model: {d_model: [1,\n")
-    r = tl(["train", "modular", "--config", str(p)], cli_env)
-    assert r.returncode == 2 and "does not parse" in r.stderr
+    rc, out, err = cli("train", "modular", "--config", p)
+    assert rc == 2 and out == "" and "does not parse" in err and len(err.strip().splitlines()) == 1
+    assert not store.db_path.exists()
 
 
-def test_corrupt_checkpoint_cli(cli_env):
-    d = one_json(tl(["train", "modular", *TINY, "train.steps=20", "train.checkpoint_every=10",
-                     "--json"], cli_env).stdout)
-    from theorylab.store import Store
+def test_entry_point_exit_codes(cli_env):
+    r = tl(["train", "modular", "model.d_model=15", "model.n_heads=4", "--json"], cli_env)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().count("\n") == 0 and "must divide" in r.stderr
+    assert not Path(cli_env["THEORYLAB_HOME"]).exists()
 
-    s = Store(cli_env["THEORYLAB_HOME"])
-    s.update_run(d["run_id"], status="stopped")
-    ck = Path(s.artifacts(d["run_id"], "checkpoint")[-1]["path"])
+
+def test_help(cli):
+    assert cli("--help")[0] == 0
+    rc, out, _ = cli("train", "--help")
+    assert rc == 0 and "key=value" in out and "--seed" in out and "--json" in out
+
+
+def test_corrupt_checkpoint_cli(cli, store):
+    d = one_json(cli("train", "modular", *TINY, "train.steps=20", "train.checkpoint_every=10", "--json")[1])
+    store.update_run(d["run_id"], status="stopped")
+    ck = Path(store.artifacts(d["run_id"], "checkpoint")[-1]["path"])
     ck.write_bytes(ck.read_bytes()[:100])
-    r = tl(["resume", d["run_id"]], cli_env)
-    assert r.returncode == 2 and "corrupt or truncated" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    rc, out, err = cli("resume", d["run_id"], "--json")
+    assert rc == 2 and out == "" and "corrupt or truncated" in err
+    assert len(err.strip().splitlines()) == 1
+    assert store.get_run(d["run_id"]).status == "stopped"  # the record is left as it was
 
 
-def test_plain_progress_lines_when_not_a_tty(cli_env):
-    r = tl(["train", "modular", *TINY, "train.steps=20"], cli_env)
-    assert r.returncode == 0
-    assert "step 10/20" in r.stderr and "eta" in r.stderr
+def test_checkpoint_of_another_run_is_refused(cli, store):
+    a = one_json(cli("train", "modular", *TINY, "train.steps=10", "--json")[1])
+    b = one_json(cli("train", "modular", *TINY, "train.steps=10", "--seed", "1", "--json")[1])
+    store.update_run(b["run_id"], status="stopped")
+    pa = Path(store.artifacts(a["run_id"], "checkpoint")[-1]["path"])
+    pb = Path(store.artifacts(b["run_id"], "checkpoint")[-1]["path"])
+    pb.write_bytes(pa.read_bytes())  # same shapes, wrong run
+    rc, _, err = cli("resume", b["run_id"])
+    assert rc == 2 and "belongs to run " + a["run_id"] in err
+
+
+def test_diverged_run_is_strict_json(cli):
+    rc, out, _ = cli("train", "modular", *TINY, "train.steps=30", "train.optimizer=sgd", "train.lr=1e30", "--json")
+    assert rc == 0
+    d = one_json(out)  # strict: no NaN or Infinity tokens
+    assert d["status"] == "diverged" and d["diverged_step"] is not None and d["diverged_on"]
+
+
+def test_plain_progress_lines_when_not_a_tty(cli):
+    rc, _, err = cli("train", "modular", *TINY, "train.steps=20")
+    assert rc == 0
+    lines = [ln for ln in err.splitlines() if ln.startswith("[modular-")]
+    assert lines and "step 0/20" in lines[0] and "step 20/20" in lines[-1]
+    assert all("eta" in ln and "test/loss=" in ln for ln in lines)
+    rc, _, err = cli("train", "modular", *TINY, "train.steps=20", "--seed", "1", "--quiet")
+    assert rc == 0 and err == ""
 
 
 def test_kill_9_then_resume_equals_uninterrupted(cli_env, tmp_path):
-    args = ["train", "modular", "task.p=23", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64",
-            "train.steps=1000", "train.eval_every=100", "train.checkpoint_every=100", "train.batch_size=64",
-            "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", "theorylab", *args], env=cli_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    runs_dir = Path(cli_env["THEORYLAB_HOME"]) / "runs"
+    from theorylab.train import build_run_config, train
+
+    overrides = ["task.p=23", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "train.steps=600",
+                 "train.eval_every=50", "train.checkpoint_every=25", "train.batch_size=64"]
+    proc = subprocess.Popen([sys.executable, "-m", "theorylab", "train", "modular", *overrides, "--quiet"],
+                            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_id = build_run_config("modular", overrides).run_id()
+    s = Store(cli_env["THEORYLAB_HOME"])
     deadline = time.time() + 120
-    while time.time() < deadline:
-        if list(runs_dir.glob("*/ckpt-*.safetensors")) and proc.poll() is None:
+    while time.time() < deadline and proc.poll() is None:  # until a checkpoint is registered in the store
+        if s.db_path.exists() and s.artifacts(run_id, "checkpoint"):
             break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run finished before it could be killed"
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    from theorylab.store import Store
-
-    s = Store(cli_env["THEORYLAB_HOME"])
     [rec] = s.list_runs()
     assert rec.status == "running"  # killed: never marked finished
-    r = tl(["resume", rec.id, "--json", "--quiet"], cli_env, timeout=300)
+    killed_at = max(a["step"] for a in s.artifacts(rec.id, "checkpoint"))
+    assert 0 < killed_at < 600
+    r = tl(["resume", rec.id[:10], "--json", "--quiet"], cli_env, timeout=300)
     assert r.returncode == 0, r.stderr
     resumed = one_json(r.stdout)
-    ref_env = {**cli_env, "THEORYLAB_HOME": str(tmp_path / "ref")}
-    ref = one_json(tl([*args, "--json"], ref_env, timeout=300).stdout)
-    assert resumed["status"] == "finished" and resumed["step"] == 1000
-    assert resumed["metrics"] == ref["metrics"]
-    assert s.metrics(rec.id) == Store(ref_env["THEORYLAB_HOME"]).metrics(ref["run_id"])
+    ref_store = Store(tmp_path / "ref")
+    ref = train(build_run_config("modular", overrides), ref_store, progress=False)
+    assert ref.run_id == rec.id
+    assert resumed["status"] == "finished" and resumed["step"] == 600
+    assert resumed["metrics"] == ref.metrics  # bit for bit
+    assert s.metrics(rec.id) == ref_store.metrics(ref.run_id)

@@ -108,3 +108,57 @@ def test_run_id_depends_on_config_and_seed_not_tags():
     d = build_run_config("modular", TINY + ["train.lr=0.002"], seed=0)
     assert a.run_id() == b.run_id()
     assert len({a.run_id(), c.run_id(), d.run_id()}) == 3
+
+
+@pytest.mark.parametrize("ov,match", [
+    (["model.d_model=true"], r"model\.d_model: must be a number, not true/false"),
+    (["train.lr=false"], r"train\.lr: must be a number"),
+    (["train.steps=2.5"], r"train\.steps"),
+    (["seed=-1"], r"seed"),
+    (["train.betas=[0.9]"], r"train\.betas"),
+    (["train.betas=[0.9, 1.5]"], r"betas must lie in \[0, 1\)"),
+    (["train.device=tpu"], r"train\.device: must be cpu, cuda, cuda:N, mps or auto"),
+    (["train.schedule=step"], r"train\.schedule"),
+    (["train.early_stop_metric=accuracy", "train.early_stop_value=0.9"], r"split/name"),
+    (["train.early_stop_value=null"], r"go together"),
+    (["model=3"], r"model"),
+    (["task.p=4099"], r"task\.p"),
+    (["task.p=1"], r"task\.p"),
+])
+def test_more_bad_values(ov, match):
+    bad(ov, match)
+
+
+def test_numbers_from_strings_and_yaml_floats():
+    # YAML reads 3e-4 as a string; it is still a valid float, and "true" stays a bool where one belongs
+    c = build_run_config("modular", TINY + ["train.lr=3e-4", "model.bias=true", "train.grad_clip=null"])
+    assert c.train.lr == 3e-4 and c.model.bias is True and c.train.grad_clip is None
+
+
+def test_config_round_trips_through_json():
+    from theorylab.config import validate
+    from theorylab.train import RunConfig
+
+    c = build_run_config("modular", TINY + ["train.batch_size=8", "tags.who=me"], seed=2)
+    back = validate(RunConfig, c.to_dict())
+    assert back == c and back.run_id() == c.run_id() and back.to_json() == c.to_json()
+
+
+def test_file_with_a_bad_value_names_the_field(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("task: {name: modular, p: 11}\nmodel: {d_model: 16, n_heads: 3}\n")
+    with pytest.raises(ConfigError, match="must divide"):
+        build_run_config(None, [], str(y))
+    y.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        build_run_config("modular", [], str(y))
+    y.write_text("model: {d_model: 16}\n")
+    with pytest.raises(ConfigError, match="task: required"):
+        build_run_config(None, [], str(y))
+
+
+def test_overrides_beat_file_beat_preset(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("train: {lr: 0.02, steps: 7}\n")
+    c = build_run_config("modular", ["train.steps=9"], str(y))
+    assert c.train.lr == 0.02 and c.train.steps == 9 and c.task.p == 47  # p from the preset

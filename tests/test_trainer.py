@@ -151,3 +151,147 @@ def test_a_failing_run_is_marked_failed_and_can_resume(store, monkeypatch):
     done = train(c, store, progress=False)
     assert done.status == "finished" and done.step == 30
     assert done.metrics == train(c, None, progress=False).metrics
+
+
+# --------------------------------------------------------------------------- divergence, validation, reuse
+
+
+def _patch_loss(monkeypatch, at_step, make_bad):
+    """Make the training loss of optimizer step ``at_step`` bad in the way ``make_bad`` says."""
+    from theorylab.tasks.modular import ModularTask
+
+    real_loss, real_batch = ModularTask.loss, ModularTask.train_batch
+    seen = {}
+
+    def train_batch(self, step, bs):
+        seen["step"] = step
+        return real_batch(self, step, bs)
+
+    def loss(self, model, batch):
+        value, out = real_loss(self, model, batch)
+        if model.training and seen.get("step") == at_step:
+            value = make_bad(value, model)
+        return value, out
+
+    monkeypatch.setattr(ModularTask, "train_batch", train_batch)
+    monkeypatch.setattr(ModularTask, "loss", loss)
+
+
+def _all_finite(store, run_id):
+    return all(math.isfinite(v) for sp in store.metrics(run_id).values() for rows in sp.values() for _, v in rows)
+
+
+def test_nan_loss_marks_diverged_at_that_step(store, monkeypatch):
+    _patch_loss(monkeypatch, 13, lambda v, m: v * float("nan"))
+    c = cfg("train.steps=40", "train.checkpoint_every=5", "train.keep_checkpoints=all")
+    r = train(c, store, progress=False)
+    assert r.status == "diverged" and r.diverged_step == 13 and r.step == 13 and r.diverged_on == "train/batch_loss"
+    rec = store.get_run(r.run_id)
+    assert rec.status == "diverged" and rec.step == 13
+    assert [a["step"] for a in store.artifacts(r.run_id, "checkpoint")] == [5, 10]  # none from the bad step
+    assert max(s for s, _ in store.metrics(r.run_id)["test"]["loss"]) == 10
+    assert _all_finite(store, r.run_id)
+    assert all(math.isfinite(v) for v in r.metrics.values())
+    again = train(c, store, progress=False)  # a diverged run is a result: served from the store
+    assert again.reused and again.status == "diverged" and again.diverged_step == 13
+
+
+def test_infinite_gradient_with_finite_loss_is_caught(store, monkeypatch):
+    # sqrt(0 * w) is 0 but its gradient is 0 * inf = nan: the loss stays finite, the update would not
+    _patch_loss(monkeypatch, 7, lambda v, m: v + torch.sqrt(0 * next(m.parameters()).sum()))
+    r = train(cfg("train.steps=40", "train.checkpoint_every=5"), store, progress=False)
+    assert r.status == "diverged" and r.diverged_step == 7 and r.diverged_on == "train/grad_norm"
+    assert all(torch.isfinite(p).all() for p in r.model.parameters())  # the bad update was never applied
+    assert latest_checkpoint(store, r.run_id)[1] == 5
+
+
+def test_unknown_early_stop_metric_writes_nothing(store):
+    from theorylab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.early_stop_metric: 'test/acc' is not a metric"):
+        train(cfg("train.steps=5", "train.early_stop_metric=test/acc", "train.early_stop_value=0.5"), store,
+              progress=False)
+    assert not store.db_path.exists()
+
+
+def test_unavailable_device_writes_nothing(store):
+    from theorylab.errors import TheoryLabError
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(TheoryLabError, match="train.device"):
+        train(cfg("train.steps=5", "train.device=cuda"), store, progress=False)
+    assert not store.db_path.exists()
+
+
+def test_force_replaces_checkpoints(store):
+    c = cfg("train.steps=20", "train.checkpoint_every=5", "train.keep_checkpoints=all")
+    a = train(c, store, progress=False)
+    stray = store.run_dir(a.run_id) / "ckpt-99999999.safetensors"
+    stray.write_bytes(b"old")
+    f = train(c, store, force=True, progress=False)
+    assert f.metrics == a.metrics and not stray.exists()
+    assert [a["step"] for a in store.artifacts(f.run_id, "checkpoint")] == [5, 10, 15, 20]
+
+
+def test_checkpoint_records_run_and_rng(store):
+    from theorylab.train.checkpoint import read_checkpoint
+
+    r = train(cfg("train.steps=10", seed=4), store, progress=False)
+    _, meta = read_checkpoint(latest_checkpoint(store, r.run_id)[0])
+    import json
+
+    extra = json.loads(meta["extra"])
+    assert extra["run_id"] == r.run_id and extra["rng"]["seed"] == 4 and extra["rng"]["next_step"] == 10
+    assert meta["step"] == "10" and meta["optim_class"] == "AdamW"
+
+
+def test_minibatch_and_full_batch_differ_and_both_are_deterministic():
+    full = train(cfg("train.steps=20"), None, progress=False)
+    mini = train(cfg("train.steps=20", "train.batch_size=8"), None, progress=False)
+    assert mini.metrics != full.metrics
+    assert train(cfg("train.steps=20", "train.batch_size=8"), None, progress=False).metrics == mini.metrics
+    big = train(cfg("train.steps=20", "train.batch_size=100000"), None, progress=False)  # >= split: full batch
+    assert big.metrics == full.metrics
+
+
+def test_gradient_clipping_bounds_the_norm():
+    from theorylab.train.trainer import _grad_norm
+
+    c = cfg("train.steps=1")
+    from theorylab.train import build
+
+    task, model = build(c)
+    loss, _ = task.loss(model, task.train_batch(0, None))
+    (loss * 1e6).backward()
+    before = _grad_norm(model, None)
+    assert before > 1.0
+    returned = _grad_norm(model, 0.5)
+    assert returned == pytest.approx(before.item())
+    assert _grad_norm(model, None) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_weight_decay_shrinks_weights():
+    plain = train(cfg("train.steps=30", "train.weight_decay=0"), None, progress=False)
+    decayed = train(cfg("train.steps=30", "train.weight_decay=5.0"), None, progress=False)
+
+    def norm(m):
+        return sum(float(p.detach().double().pow(2).sum()) for p in m.parameters())
+
+    assert norm(decayed.model) < norm(plain.model)
+
+
+def test_warmup_then_constant_and_lr_is_logged(store):
+    c = cfg("train.steps=20", "train.lr=0.01", "train.warmup_steps=4")
+    assert [lr_at(c.train, s) for s in range(6)] == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+    r = train(c, store, progress=False)
+    lrs = dict(store.metrics(r.run_id)["train"]["lr"])
+    assert lrs[10] == pytest.approx(0.01) and lrs[0] == pytest.approx(0.0025)
+
+
+def test_stored_metrics_equal_the_result(store):
+    r = train(cfg("train.steps=20", "train.batch_size=16"), store, progress=False)
+    m = store.metrics(r.run_id)
+    for key, value in r.metrics.items():
+        split, name = key.split("/", 1)
+        assert m[split][name][-1] == (20, value)

@@ -279,6 +279,8 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: boo
     if store is not None:
         if replace:
             store.delete_run(run_id)
+        for tmp in store.run_dir(run_id).glob("*.safetensors.tmp*"):  # left by a kill mid-write
+            tmp.unlink(missing_ok=True)
         if fresh:
             store.create_run(run_id, cfg.task.name, cfg.to_dict(), cfg.seed, cfg.tags)
         store.truncate_metrics(run_id, start if found is not None else -1)

@@ -103,18 +103,21 @@ def train(
     result = run_train(cfg, _store(), force=force, progress=not quiet and not as_json)
     d = result.to_dict()
 
-    def human():
-        c = console()
-        tag = " (reused from the store)" if result.reused else ""
-        if result.early_stopped:
-            tag += " (early stop: target metric reached)"
-        c.print(f"run [bold]{result.run_id}[/bold]: {result.status} at step {result.step}{tag}")
-        for k, v in sorted(result.metrics.items()):
-            c.print(f"  {k:24s} {v:.6g}")
-        if not result.reused:
-            c.print(f"  wall {result.wall_seconds:.2f}s, {result.steps_per_second:.1f} steps/s")
+    emit(d, as_json, lambda: _print_result(result))
 
-    emit(d, as_json, human)
+
+def _print_result(result) -> None:
+    c = console()
+    tag = " (reused from the store)" if result.reused else ""
+    if result.early_stopped:
+        tag += " (early stop: target metric reached)"
+    if result.status == "diverged":
+        tag += f" ({result.diverged_on} not finite; metrics are from the last finite evaluation)"
+    c.print(f"run [bold]{result.run_id}[/bold]: {result.status} at step {result.step}{tag}", soft_wrap=True)
+    for k, v in sorted(result.metrics.items()):
+        c.print(f"  {k:24s} {v:.6g}")
+    if not result.reused:
+        c.print(f"  wall {result.wall_seconds:.2f}s, {result.steps_per_second:.1f} steps/s")
 
 
 @app.command()
@@ -124,9 +127,7 @@ def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
     from theorylab.train import resume as run_resume
 
     result = run_resume(_store(), run, progress=not quiet and not as_json)
-    emit(result.to_dict(), as_json,
-         f"run {result.run_id}: {result.status} at step {result.step}; "
-         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items())))
+    emit(result.to_dict(), as_json, lambda: _print_result(result))
 
 
 @app.command()
@@ -158,13 +159,32 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
     d = {**rec.to_dict(), "artifacts": arts}
 
     def human():
+        import datetime
+
         c = console()
-        c.print(f"[bold]{rec.id}[/bold]  task={rec.task} seed={rec.seed} status={rec.status} step={rec.step}")
-        c.print_json(json.dumps(rec.config))
-        for k, v in sorted(rec.summary.get("metrics", {}).items()):
+        c.print(f"[bold]{rec.id}[/bold]  task={rec.task} seed={rec.seed} status={rec.status} step={rec.step}",
+                soft_wrap=True)
+        when = datetime.datetime.fromtimestamp(rec.created).isoformat(timespec="seconds")
+        sm = rec.summary
+        line = f"  created {when}"
+        if rec.wall_seconds is not None:
+            line += f", wall {rec.wall_seconds:.2f}s"
+        if sm.get("steps_per_second"):
+            line += f", {sm['steps_per_second']:.1f} steps/s"
+        c.print(line, soft_wrap=True)
+        if sm.get("diverged_step") is not None:
+            c.print(f"  diverged at step {sm['diverged_step']}: {sm.get('diverged_on')} not finite", soft_wrap=True)
+        if sm.get("error"):
+            c.print(f"  error: {sm['error']}", soft_wrap=True, markup=False)
+        for k, v in sorted(sm.get("metrics", {}).items()):
             c.print(f"  {k:24s} {v:.6g}")
         for a in arts:
-            c.print(f"  {a['kind']:10s} step {a['step']}: {a['path']}")
+            c.print(f"  {a['kind']:10s} step {a['step']}: {a['path']}", soft_wrap=True, markup=False)
+        for section in ("task", "model", "train"):
+            c.print(f"  {section}: {json.dumps(rec.config.get(section), sort_keys=True)}", soft_wrap=True,
+                    markup=False, highlight=False)
+        c.print(f"  versions: {json.dumps(rec.versions, sort_keys=True)}  commit: {rec.git_commit}", soft_wrap=True,
+                markup=False, highlight=False)
 
     emit(d, as_json, human)
 

@@ -62,3 +62,107 @@ def in_context_gain(loss_per_position: torch.Tensor, period: int) -> float:
     first = loss_per_position[..., 1:period].double().mean()
     later = loss_per_position[..., period:].double().mean()
     return float(first - later)
+
+
+# --------------------------------------------------------------------------- phase-change detection
+
+
+def _arrays(steps, values):
+    import numpy as np
+
+    s = np.asarray(steps, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if s.ndim != 1 or s.shape != v.shape or len(s) < 3:
+        raise ConfigError(f"steps and values must be 1-D, of equal length and at least 3 long (got {s.shape}, "
+                          f"{v.shape})")
+    if not np.all(np.isfinite(v)):
+        raise ConfigError("values must be finite")
+    return s, v
+
+
+def transition(steps, values, *, direction: str = "down", window_frac: float = 0.1) -> dict[str, float]:
+    """Where and how abruptly a curve moves from its start to its end.
+
+    ``direction`` "down" for a loss, "up" for a score.  Returns:
+
+    * ``step``: the first evaluated step from which on the curve stays at least halfway from
+      its first value to its last (a midpoint crossing that does not revert);
+    * ``change``: last minus first value, signed so that the expected direction is positive;
+    * ``sharpness``: the largest part of ``change`` achieved within any window of
+      ``window_frac`` of the run's steps, or one evaluation interval if that is longer (1 =
+      all of it at once; a linear curve gives about ``window_frac``).  An abrupt transition has a sharpness well above ``window_frac``.
+    """
+    import numpy as np
+
+    if direction not in ("down", "up"):
+        raise ConfigError(f"direction must be 'down' or 'up' (got {direction!r})")
+    if not 0 < window_frac < 1:
+        raise ConfigError(f"window_frac must lie in (0, 1) (got {window_frac})")
+    s, v = _arrays(steps, values)
+    x = -v if direction == "down" else v
+    change = float(x[-1] - x[0])
+    out = {"step": float("nan"), "change": change, "sharpness": 0.0}
+    if change <= 0:
+        return out
+    frac = (x - x[0]) / change
+    stays = np.minimum.accumulate(frac[::-1])[::-1]  # stays[i] = min(frac[i:])
+    out["step"] = float(s[int(np.argmax(stays >= 0.5))])
+    width = window_frac * (s[-1] - s[0])
+    best = 0.0
+    for i in range(len(s)):
+        # at least one evaluation interval, when the window is shorter than that
+        j = min(max(int(np.searchsorted(s, s[i] + width, side="right")) - 1, i + 1), len(s) - 1)
+        best = max(best, float(x[j] - x[i]) / change)
+    out["sharpness"] = best
+    return out
+
+
+# --------------------------------------------------------------------------- a hand-built induction head
+
+
+def hand_built_induction_model(vocab: int, n_ctx: int, scale: float = 40.0):
+    """A two-layer attention-only Transformer whose weights implement an induction head.
+
+    Residual stream: [token one-hot (vocab) | position one-hot (n_ctx) | previous token
+    (vocab) | output (vocab)].  Layer 0's head attends from i to i - 1 by position and
+    writes the token it finds into the previous-token subspace; layer 1's head queries
+    with the current token against keys' previous tokens (prefix matching) and copies the
+    attended token into the output subspace, which the unembedding reads.  No norms.
+    """
+    from theorylab.models import Transformer, TransformerConfig
+
+    V, T = vocab, n_ctx
+    d = 3 * V + T
+    dh = max(V, T)
+    cfg = TransformerConfig(d_vocab=V, n_ctx=T, d_model=d, n_layers=2, n_heads=1, d_head=dh, attn_only=True,
+                            norm="none", positional="learned", bias=False)
+    model = Transformer(cfg)
+    tok, pos, prev, out = slice(0, V), slice(V, V + T), slice(V + T, 2 * V + T), slice(2 * V + T, d)
+    w: dict[str, torch.Tensor] = {}
+    W_E = torch.zeros(V, d)
+    W_E[:, tok] = torch.eye(V)
+    W_pos = torch.zeros(T, d)
+    W_pos[:, pos] = torch.eye(T)
+    w["embed.W_E"], w["pos_embed.W_pos"] = W_E, W_pos
+    # layer 0: query at position i matches key at position i - 1
+    Q0, K0, V0, O0 = tuple(torch.zeros(1, d, dh) for _ in range(3)) + (torch.zeros(1, dh, d),)
+    Q0[0, pos, :T] = torch.eye(T)
+    K0[0, pos, :T] = scale * torch.eye(T, T).roll(1, dims=1)  # key j -> head dim j + 1
+    K0[0, V + T - 1, 0] = 0.0  # the last position has no successor (no wrap-around)
+    V0[0, tok, :V] = torch.eye(V)
+    O0[0, :V, prev] = torch.eye(V)
+    # layer 1: query token == key's previous token; copy the key's token to the output
+    Q1, K1, V1, O1 = tuple(torch.zeros(1, d, dh) for _ in range(3)) + (torch.zeros(1, dh, d),)
+    Q1[0, tok, :V] = torch.eye(V)
+    K1[0, prev, :V] = scale * torch.eye(V)
+    K1[0, V, :V] = -scale  # position 0 has no previous token (layer 0 made it attend to itself)
+    V1[0, tok, :V] = torch.eye(V)
+    O1[0, :V, out] = torch.eye(V)
+    for i, (q, k, v, o) in enumerate(((Q0, K0, V0, O0), (Q1, K1, V1, O1))):
+        w.update({f"blocks.{i}.attn.W_Q": q, f"blocks.{i}.attn.W_K": k, f"blocks.{i}.attn.W_V": v,
+                  f"blocks.{i}.attn.W_O": o})
+    W_U = torch.zeros(d, V)
+    W_U[out] = scale * torch.eye(V)
+    w["unembed.W_U"] = W_U
+    model.set_weights(w, strict=True)
+    return model.eval()

@@ -45,6 +45,7 @@ _BUILTIN: list[str] = [
     "theorylab.claims.planning",
     "theorylab.claims.modular",
     "theorylab.claims.expressivity",
+    "theorylab.claims.icl",
 ]
 _loaded = False
 

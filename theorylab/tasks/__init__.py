@@ -68,6 +68,7 @@ _BUILTIN = [
     "graphs",
     "lm",
     "induction",
+    "icl_regression",
 ]
 
 __all__ = [

@@ -1,0 +1,131 @@
+"""In-context linear regression (Garg, Tsipras, Liang & Valiant 2022, section 3).
+
+Each prompt draws ``w ~ N(0, I_d)`` and ``n_points`` inputs ``x_i ~ N(0, I_d)``, with
+``y_i = w . x_i + noise_std * eps_i``.  The prompt is the interleaved sequence
+``x_1, y_1, x_2, y_2, ...`` of ``2 n_points`` continuous vectors of width ``d + 1``: an
+``x`` position holds ``(x, 0)`` and a ``y`` position ``(0, ..., 0, y)`` (Garg et al. put
+``y`` in the first coordinate and tell the two apart by position; the separate last
+coordinate is our choice).  The model reads them through ``embed.W_in``
+(``input_dim = d + 1``) and writes one scalar per position (``d_vocab_out = 1``); the
+prediction of ``y_k`` is read at the position of ``x_k``, so it sees the ``k`` earlier
+pairs.  The loss is the squared error divided by ``d``, averaged over all ``k``, as in
+Garg et al.  Fresh prompts every step; a fixed test set of ``n_test`` prompts.
+
+Evaluation metrics (``test/...``): ``loss`` (against the noisy ``y``); ``err_k{k}`` the
+error against the noiseless ``w . x`` with ``k`` in-context examples, and the same for the
+least-squares baseline (``ls_err_k{k}``); ``err_past_d`` and ``ls_err_past_d``, the mean
+over ``k >= d + 2`` (from there least squares has finite expected error on noisy data).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from theorylab.tasks import register_task
+from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng
+
+
+class IclRegressionConfig(TaskConfig):
+    name: Literal["icl_regression"] = "icl_regression"
+    d: int = Field(5, gt=0, le=64, description="input dimension")
+    n_points: int = Field(16, gt=1, le=256, description="(x, y) pairs per prompt")
+    noise_std: float = Field(0.0, ge=0, description="label noise; 0 = noiseless as in Garg et al.")
+    n_test: int = Field(512, gt=0)
+
+    def model_defaults(self) -> dict[str, Any]:
+        return {"input_dim": self.d + 1, "d_vocab_out": 1, "n_ctx": 2 * self.n_points, "d_vocab": None}
+
+
+def sample_prompts(n: int, d: int, n_points: int, noise_std: float, rng: np.random.Generator):
+    """xs [n, n_points, d], noisy ys [n, n_points], noiseless f(x) [n, n_points], w [n, d] (float32)."""
+    w = rng.standard_normal((n, d))
+    xs = rng.standard_normal((n, n_points, d))
+    clean = np.einsum("bnd,bd->bn", xs, w)
+    ys = clean + noise_std * rng.standard_normal(clean.shape)
+    f = lambda a: torch.from_numpy(a).float()  # noqa: E731
+    return f(xs), f(ys), f(clean), f(w)
+
+
+def interleave(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """[B, 2n, d + 1]: x positions (x, 0), y positions (0, y)."""
+    B, n, d = xs.shape
+    seq = torch.zeros(B, 2 * n, d + 1, dtype=xs.dtype)
+    seq[:, 0::2, :d] = xs
+    seq[:, 1::2, d] = ys
+    return seq
+
+
+@register_task
+class IclRegressionTask(Task):
+    """Linear functions learned in context from (x, w.x) examples."""
+
+    Config = IclRegressionConfig
+    cfg: IclRegressionConfig
+
+    def __init__(self, cfg: IclRegressionConfig, seed: int = 0):
+        super().__init__(cfg, seed)
+        self.test_set = self._sample(cfg.n_test, np.random.default_rng([self.seed, 0x1C1]))
+
+    def _sample(self, n: int, rng: np.random.Generator) -> Batch:
+        c = self.cfg
+        xs, ys, clean, w = sample_prompts(n, c.d, c.n_points, c.noise_std, rng)
+        targets = torch.zeros(n, 2 * c.n_points)
+        targets[:, 0::2] = ys
+        mask = torch.zeros(n, 2 * c.n_points, dtype=torch.bool)
+        mask[:, 0::2] = True
+        return Batch(inputs=interleave(xs, ys), targets=targets, mask=mask,
+                     extras={"xs": xs, "ys": ys, "clean": clean, "w": w})
+
+    def train_batch(self, step: int, batch_size: int | None) -> Batch:
+        return self._sample(batch_size or 64, step_rng(self.seed, step))
+
+    def eval_sets(self) -> dict[str, Batch]:
+        return {"test": self.test_set}
+
+    def predictions(self, model, batch: Batch) -> torch.Tensor:
+        """[B, n_points]: the model's prediction of each y_k from the k earlier pairs."""
+        return model(batch.inputs)[:, 0::2, 0]
+
+    def loss(self, model, batch: Batch):
+        pred = self.predictions(model, batch)
+        return (pred - batch.extras["ys"]).pow(2).mean() / self.cfg.d, pred
+
+    @torch.no_grad()
+    def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
+        from theorylab.analysis.icl import error_by_k, least_squares
+
+        d = self.cfg.d
+        pred = self.predictions(model, batch).double()
+        ys, clean = batch.extras["ys"].double(), batch.extras["clean"].double()
+        err = error_by_k(pred, clean, d)
+        ls = error_by_k(least_squares(batch.extras["xs"], batch.extras["ys"]), clean, d)
+        m = {"loss": float((pred - ys).pow(2).mean() / d)}
+        for k in range(len(err)):
+            m[f"err_k{k}"] = float(err[k])
+            m[f"ls_err_k{k}"] = float(ls[k])
+        if len(err) > d + 2:
+            m["err_past_d"] = float(err[d + 2:].mean())
+            m["ls_err_past_d"] = float(ls[d + 2:].mean())
+        return m
+
+
+def _register_preset() -> None:
+    from theorylab.train.config import register_preset
+
+    register_preset(
+        "icl_regression",
+        {
+            "task": {"name": "icl_regression", "d": 5, "n_points": 16},
+            "model": {"n_layers": 3, "d_model": 64, "n_heads": 4, "positional": "learned", "norm": "layernorm",
+                      "act": "gelu"},
+            "train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 250},
+        },
+        "in-context linear regression (Garg et al. 2022), d = 5, on a small decoder",
+    )
+
+
+_register_preset()

@@ -78,6 +78,13 @@ class _Ctx:
     loop: int = 0
 
 
+def _linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``x @ W + b`` for ``x [..., n]``, ``W [n, m]``: one fused multiply-add, no weight copy."""
+    if b is None:
+        return x @ W
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[-1])
+
+
 def _act(name: str):
     if name == "relu":
         return F.relu
@@ -135,10 +142,16 @@ class Attention(nn.Module):
     def _proj(self, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         # x [B, T, d], W [H, d, dh] -> [B, H, T, dh]
         H, d, dh = W.shape
-        y = x @ W.permute(1, 0, 2).reshape(d, H * dh)
-        if b is not None:
-            y = y + b.reshape(H * dh)
+        y = _linear(x, W.permute(1, 0, 2).reshape(d, H * dh), None if b is None else b.reshape(H * dh))
         return y.view(x.shape[0], x.shape[1], H, dh).transpose(1, 2)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's q, k, v [B, H, T, dh] from one matmul (one weight copy, not three)."""
+        H, d, dh = self.W_Q.shape
+        W = torch.stack([self.W_Q.permute(1, 0, 2), self.W_K.permute(1, 0, 2), self.W_V.permute(1, 0, 2)], dim=1)
+        b = torch.stack([self.b_Q, self.b_K, self.b_V]).view(3 * H * dh) if self.cfg.bias else None
+        y = _linear(x, W.view(d, 3 * H * dh), b).view(x.shape[0], x.shape[1], 3, H, dh)
+        return y[:, :, 0].transpose(1, 2), y[:, :, 1].transpose(1, 2), y[:, :, 2].transpose(1, 2)
 
     def forward(self, xq: torch.Tensor, xkv: torch.Tensor, ctx: _Ctx) -> torch.Tensor:
         cfg = self.cfg
@@ -152,10 +165,13 @@ class Attention(nn.Module):
                 v = self._proj(xkv, self.W_V, self.b_V if bias else None)
                 if ctx.cache is not None:
                     ctx.cache.layers[cache_key] = (k, v)
+            q = self._proj(xq, self.W_Q, self.b_Q if bias else None)
+        elif xq is xkv:
+            q, k, v = self._qkv(xkv)
         else:
             k = self._proj(xkv, self.W_K, self.b_K if bias else None)
             v = self._proj(xkv, self.W_V, self.b_V if bias else None)
-        q = self._proj(xq, self.W_Q, self.b_Q if bias else None)
+            q = self._proj(xq, self.W_Q, self.b_Q if bias else None)
         # [B, H, T, dh]; hooks see TransformerLens's [B, T, H, dh]
         if self.hook_q.active:
             q = self.hook_q(q.transpose(1, 2)).transpose(1, 2)
@@ -186,10 +202,8 @@ class Attention(nn.Module):
         if self.hook_z.active:
             z = self.hook_z(z.transpose(1, 2)).transpose(1, 2)
         B, H, Tq, dh = z.shape
-        out = z.transpose(1, 2).reshape(B, Tq, H * dh) @ self.W_O.reshape(H * dh, cfg.d_model)
-        if bias:
-            out = out + self.b_O
-        return out
+        return _linear(z.transpose(1, 2).reshape(B, Tq, H * dh), self.W_O.reshape(H * dh, cfg.d_model),
+                       self.b_O if bias else None)
 
     def _attend(self, q, k, v, q_pos, k_pos, causal, key_padding, ctx: _Ctx) -> torch.Tensor:
         cfg = self.cfg
@@ -273,12 +287,9 @@ class MLP(nn.Module):
         self.hook_post = hooks._register_hook_point(f"{name}.hook_post")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x @ self.W_in
-        if self.bias:
-            h = h + self.b_in
+        h = _linear(x, self.W_in, self.b_in if self.bias else None)
         h = self.hook_post(self.act(self.hook_pre(h)))
-        out = h @ self.W_out
-        return out + self.b_out if self.bias else out
+        return _linear(h, self.W_out, self.b_out if self.bias else None)
 
 
 class Block(nn.Module):
@@ -451,14 +462,16 @@ class Transformer(HookedMixin, nn.Module):
         else:
             if cfg.d_vocab is None:
                 raise ConfigError("model has input_dim: it takes float inputs, not token ids")
-            if x.numel() and (int(x.max()) >= cfg.d_vocab or int(x.min()) < 0):
-                raise ConfigError(f"token ids must lie in [0, {cfg.d_vocab}) (got {int(x.min())}..{int(x.max())})")
-            h = self.embed.W_E[x]
+            if x.numel():
+                lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
+                if lo < 0 or hi >= cfg.d_vocab:
+                    raise ConfigError(f"token ids must lie in [0, {cfg.d_vocab}) (got {lo}..{hi})")
+            h = F.embedding(x, self.embed.W_E)
         h = self.hook_embed(h)
         pe = None
         if cfg.positional == "learned":
-            if int(pos[-1]) >= cfg.n_ctx:
-                raise ConfigError(f"sequence length {int(pos[-1]) + 1} exceeds n_ctx={cfg.n_ctx} "
+            if n > cfg.n_ctx:  # n = last position + 1 (no device sync)
+                raise ConfigError(f"sequence length {n} exceeds n_ctx={cfg.n_ctx} "
                                   "(learned positions); raise model.n_ctx")
             pe = self.pos_embed.W_pos[pos]
         elif cfg.positional == "sinusoidal":
@@ -549,7 +562,7 @@ class Transformer(HookedMixin, nn.Module):
             h = self.ln_final(h)
         if return_residual:
             return h
-        return self.hook_logits(h @ self.W_U + self.unembed.b_U)
+        return self.hook_logits(_linear(h, self.W_U, self.unembed.b_U))
 
 
 def build_model(cfg: TransformerConfig, seed: int | None = None) -> Transformer:

@@ -79,3 +79,24 @@ def test_trains_from_run_config_with_continuous_inputs():
     for k in ("test/loss", "test/err_k0", "test/ls_err_k7", "test/err_past_d", "test/ls_err_past_d"):
         assert k in m
     assert m["test/ls_err_k7"] < 1e-8  # noiseless: least squares is exact from k = d on
+
+
+def test_paired_format_asks_one_query_per_forward_pass():
+    from theorylab.tasks.icl_regression import paired_inputs
+
+    task = IclRegressionTask(IclRegressionConfig(d=3, n_points=6, n_test=8, format="paired"), seed=0)
+    assert task.cfg.model_defaults() == {"input_dim": 5, "d_vocab_out": 1, "n_ctx": 6, "d_vocab": None}
+    b = task.train_batch(0, 4)
+    k = b.inputs.shape[1] - 1  # k examples and a query
+    assert 0 <= k <= 5 and torch.equal(b.inputs[:, :k, 3], b.extras["ys"][:, :k])
+    assert (b.inputs[:, -1, 3] == 0).all() and (b.inputs[:, -1, 4] == 1).all()  # the query hides its y
+    xs, ys = task.test_set.extras["xs"], task.test_set.extras["ys"]
+    seq = paired_inputs(xs, ys, 2)
+    assert seq.shape == (8, 3, 5) and torch.equal(seq[:, 2, :3], xs[:, 2])
+
+    class Oracle(torch.nn.Module):  # reads w from the task's extras: checks the metric plumbing
+        def forward(self, x):
+            return (x[..., :3] @ task.test_set.extras["w"][:, :, None])
+
+    m = task.metrics(Oracle(), task.test_set)
+    assert m["err_k0"] < 1e-10 and m["err_k5"] < 1e-10

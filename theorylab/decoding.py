@@ -136,9 +136,29 @@ def generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int, *
         model.train(was_training)
 
 
+class _Stepper:
+    """Next-token logits with a KV cache, or by recomputing the prefix when the model's position
+    features depend on the sequence length (then cached keys would be stale)."""
+
+    def __init__(self, model: Transformer):
+        self.model = model
+        self.cache = KVCache() if model.supports_kv_cache else None
+
+    def __call__(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Logits [N, V] after ``seqs [N, T]`` (with a cache only its new tokens are run)."""
+        if self.cache is None:
+            return self.model(seqs, positions=slice(-1, None))[:, -1].float()
+        new = seqs[:, self.cache.length:]
+        return self.model(new, cache=self.cache, positions=slice(-1, None))[:, -1].float()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
 def _greedy_or_sample(model, ids, max_new, do_sample, temperature, top_k, top_p, keep, eos, pad, generator):
-    cache = KVCache()
-    logits = model(ids, cache=cache)[:, -1].float()
+    step_logits = _Stepper(model)
+    logits = step_logits(ids)
     out = ids
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
     eos_t = torch.tensor(eos, device=ids.device) if eos else None
@@ -156,7 +176,7 @@ def _greedy_or_sample(model, ids, max_new, do_sample, temperature, top_k, top_p,
             if not unfinished.any():
                 break
         if step + 1 < max_new:
-            logits = model(nxt[:, None], cache=cache)[:, -1].float()
+            logits = step_logits(out)
     return out
 
 
@@ -178,8 +198,8 @@ def _beam(model, ids, max_new, nb, lp, early, eos, pad):
     open_ = torch.ones(B, dtype=torch.bool, device=dev)
     top_mask = torch.arange(K, device=dev) < nb
     eos_t = torch.tensor(eos, device=dev) if eos else None
-    cache = KVCache()
-    logits = model(running[:, :, :T0].reshape(B * nb, T0), cache=cache)[:, -1].float()
+    step_logits = _Stepper(model)
+    logits = step_logits(running[:, :, :T0].reshape(B * nb, T0))
     cur = T0
     while True:
         V = logits.shape[-1]
@@ -219,8 +239,8 @@ def _beam(model, ids, max_new, nb, lp, early, eos, pad):
         if not open_.any() or (fin_done.all() and early is True) or bool(ends.all()):
             break
         flat_parent = (parent + torch.arange(B, device=dev)[:, None] * nb).reshape(-1)
-        cache.reorder(flat_parent)
-        logits = model(running[:, :, cur - 1].reshape(B * nb, 1), cache=cache)[:, -1].float()
+        step_logits.reorder(flat_parent)
+        logits = step_logits(running[:, :, :cur].reshape(B * nb, cur))
     best = finished[:, 0]
     best_scores_done = fin_done[:, 0]
     # a batch row with no finished hypothesis (cannot happen once the length limit is reached) keeps its best beam

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from theorylab.config import Config
+from theorylab.config import Config, format_validation_error
+from theorylab.errors import ConfigError
 
 
 class TransformerConfig(Config):
@@ -49,6 +50,13 @@ class TransformerConfig(Config):
     n_loops: int = Field(1, ge=1, description="apply the block stack this many times with shared weights")
     init_std: float = Field(0.02, gt=0)
     pad_token_id: int | None = Field(None, ge=0)
+
+    def __init__(self, **data: Any) -> None:
+        # Built directly from Python (not through a run config): bad values are still one ConfigError line.
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, "model.")) from None
 
     @model_validator(mode="after")
     def _check(self) -> TransformerConfig:

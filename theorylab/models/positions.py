@@ -15,11 +15,20 @@ import torch
 
 # f(positions: float tensor [T], n: int) -> tensor [T]
 POSITION_FEATURES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {}
+# features whose value at a position changes when the sequence grows (i/n, is_last, log n): a model
+# using one cannot reuse cached keys and values, so decoding recomputes the whole prefix instead
+LENGTH_DEPENDENT: set[str] = set()
 
 
-def register_position_feature(name: str):
+def register_position_feature(name: str, uses_length: bool = True):
+    """Register ``fn(positions, n) -> values``.  ``uses_length=False`` promises the value at
+    position ``i`` does not depend on ``n`` (then incremental decoding may cache keys and values)."""
     def deco(fn):
         POSITION_FEATURES[name] = fn
+        if uses_length:
+            LENGTH_DEPENDENT.add(name)
+        else:
+            LENGTH_DEPENDENT.discard(name)
         return fn
 
     return deco
@@ -31,24 +40,24 @@ def _frac(i: torch.Tensor, n: int) -> torch.Tensor:
     return i / n
 
 
-@register_position_feature("cos_pi")
+@register_position_feature("cos_pi", uses_length=False)
 def _cos_pi(i: torch.Tensor, n: int) -> torch.Tensor:
     """cos(i * pi) = (-1)^i."""
     return 1.0 - 2.0 * torch.remainder(i, 2)
 
 
-@register_position_feature("one")
+@register_position_feature("one", uses_length=False)
 def _one(i: torch.Tensor, n: int) -> torch.Tensor:
     return torch.ones_like(i)
 
 
-@register_position_feature("is_first")
+@register_position_feature("is_first", uses_length=False)
 def _is_first(i: torch.Tensor, n: int) -> torch.Tensor:
     """1 at position 0, else 0."""
     return (i == 0).to(i.dtype)
 
 
-@register_position_feature("is_second")
+@register_position_feature("is_second", uses_length=False)
 def _is_second(i: torch.Tensor, n: int) -> torch.Tensor:
     """1 at position 1, else 0."""
     return (i == 1).to(i.dtype)

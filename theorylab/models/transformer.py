@@ -444,6 +444,11 @@ class Transformer(HookedMixin, nn.Module):
                                   f"{tuple(params[name].shape)}")
             params[name].copy_(t)
 
+    @property
+    def supports_kv_cache(self) -> bool:
+        """False when a position feature depends on the sequence length (cached keys would go stale)."""
+        return not (set(self.cfg.position_features) & P.LENGTH_DEPENDENT)
+
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
@@ -518,6 +523,9 @@ class Transformer(HookedMixin, nn.Module):
         if x.dim() not in (2, 3):
             raise ConfigError(f"input must be [batch, seq] tokens or [batch, seq, input_dim]; got shape "
                               f"{tuple(x.shape)}")
+        if cache is not None and cache.length and not self.supports_kv_cache:
+            raise ConfigError(f"position_features {sorted(set(cfg.position_features) & P.LENGTH_DEPENDENT)} "
+                              "depend on the sequence length: cached keys would be stale; recompute without a cache")
         if cfg.architecture == "encoder_decoder":
             if decoder_tokens is None:
                 raise ConfigError("encoder_decoder models need decoder_tokens")

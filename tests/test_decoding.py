@@ -70,6 +70,39 @@ def test_mismatched_vocabularies():
     assert generate(build_model(small, seed=0), prompts(0), 3)[:, 4:].max() < 7
 
 
+def test_top_k_one_sampling_is_greedy():
+    m = gpt2_model(3)
+    x = prompts(3)
+    assert torch.equal(generate(m, x, 8, strategy="sample", top_k=1, generator=torch.Generator().manual_seed(0)),
+                       generate(m, x, 8))
+
+
+def test_sampling_frequencies_follow_the_filtered_distribution():
+    m = gpt2_model(4)
+    x = prompts(4, b=1).expand(6000, -1)
+    kw = dict(temperature=0.8, top_k=6, top_p=0.9)
+    out = generate(m, x, 1, strategy="sample", generator=torch.Generator().manual_seed(1), **kw)[:, -1]
+    with torch.no_grad():
+        p = filter_logits(m(x[:1])[:, -1], **kw).softmax(-1)[0]
+    freq = torch.bincount(out, minlength=p.shape[0]).float() / out.shape[0]
+    assert torch.all(freq[p == 0] == 0)
+    # binomial standard error at 6000 draws is at most 0.0065: allow 4 of them
+    assert (freq - p).abs().max() < 0.026
+
+
+def test_length_dependent_features_decode_by_recomputing():
+    cfg = TransformerConfig(d_vocab=11, n_ctx=48, d_model=16, n_heads=2, n_layers=2, positional="none",
+                            position_features=["frac", "cos_pi"], init_std=0.5)
+    m = build_model(cfg, seed=0).eval()
+    x = prompts(0)
+    seq = x
+    for _ in range(6):
+        seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(generate(m, x, 6), seq)
+    beams = generate(m, x, 6, num_beams=3)
+    assert beams.shape == (3, 10)
+
+
 # ----------------------------------------------------------------------------- against Hugging Face
 
 transformers = pytest.importorskip("transformers", reason="the 'hf' extra (transformers) is not installed")
@@ -139,3 +172,38 @@ def test_filters_equal_hf_warpers(temperature, top_k, top_p, keep):
     ours = filter_logits(scores.clone(), temperature, top_k, top_p, keep)
     assert torch.equal(torch.isinf(ours), torch.isinf(ref))
     assert torch.allclose(ours[~torch.isinf(ours)], ref[~torch.isinf(ref)])
+
+
+@pytest.mark.parametrize("seed,kw", [(0, {}), (1, {"top_k": 5}), (2, {"top_p": 0.8, "temperature": 0.7}),
+                                     (3, {"top_k": 4, "top_p": 0.6, "temperature": 1.4})])
+def test_sampling_equals_hf_generate_under_the_same_seed(seed, kw):
+    """HF draws with torch.multinomial from the global generator; ours from a torch.Generator seeded
+    alike: the same filtered distribution gives the same tokens."""
+    from theorylab.interop.hf import to_hf
+
+    m = gpt2_model(seed)
+    hf = to_hf(m)
+    x = prompts(seed)
+    eos = int(generate(m, x, 3)[0, 5])
+    ours = generate(m, x, 10, strategy="sample", eos_token_id=eos, pad_token_id=0,
+                    generator=torch.Generator().manual_seed(seed), **kw)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        theirs = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=True, max_new_tokens=10,
+                             eos_token_id=eos, pad_token_id=0, top_k=kw.get("top_k", 0),
+                             top_p=kw.get("top_p", 1.0), temperature=kw.get("temperature", 1.0))
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_several_eos_ids_equal_hf(num_beams):
+    from theorylab.interop.hf import to_hf
+
+    m = gpt2_model(6)
+    hf = to_hf(m)
+    x = prompts(6)
+    plain = generate(m, x, 8)
+    eos = [int(plain[0, 6]), int(plain[2, 5])]
+    ours = generate(m, x, 10, num_beams=num_beams, eos_token_id=eos, pad_token_id=0)
+    theirs = hf_generate(hf, x, max_new_tokens=10, num_beams=num_beams, eos_token_id=eos, pad_token_id=0)
+    assert torch.equal(ours, theirs)

@@ -8,6 +8,7 @@ configs; nothing is downloaded.  The mapping (GPT-2's ``Conv1D`` stores weights 
 GPT-2                          theorylab
 =============================  ==========================================================
 transformer.wte.weight         embed.W_E (and, tied, the unembedding)
+lm_head.weight (untied)        unembed.W_U transposed
 transformer.wpe.weight         pos_embed.W_pos
 h.{i}.ln_1 / ln_2              blocks.{i}.ln1 / ln2 (.w, .b)
 h.{i}.attn.c_attn [d, 3d]      [W_Q | W_K | W_V], each W [H, d, dh] as [d, H*dh]
@@ -40,7 +41,7 @@ def check_gpt2_shaped(cfg: TransformerConfig) -> None:
     """Raise ConfigError naming the first field that GPT-2 cannot represent."""
     need = {
         "architecture": "decoder", "positional": "learned", "norm": "layernorm", "norm_position": "pre",
-        "final_norm": True, "tied_embeddings": True, "bias": True, "attention": "softmax",
+        "final_norm": True, "bias": True, "attention": "softmax",
         "log_length_scale": False, "attn_only": False, "n_loops": 1, "position_features": [], "input_dim": None,
     }
     for field, value in need.items():
@@ -65,7 +66,7 @@ def to_hf(model: Transformer, attn_implementation: str = "eager"):
         vocab_size=cfg.d_vocab, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers,
         n_head=cfg.n_heads, n_inner=cfg.mlp_dim, activation_function=_ACT_TO_HF[cfg.act],
         layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
-        attn_pdrop=cfg.dropout, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
+        attn_pdrop=cfg.dropout, tie_word_embeddings=cfg.tied_embeddings, bos_token_id=None, eos_token_id=None,
         pad_token_id=cfg.pad_token_id, attn_implementation=attn_implementation,
     )
     hf = tf.GPT2LMHeadModel(hf_cfg)
@@ -84,12 +85,13 @@ def to_hf(model: Transformer, attn_implementation: str = "eager"):
         sd[h + "attn.c_proj.bias"] = w[p + "attn.b_O"]
         sd[h + "mlp.c_fc.weight"], sd[h + "mlp.c_fc.bias"] = w[p + "mlp.W_in"], w[p + "mlp.b_in"]
         sd[h + "mlp.c_proj.weight"], sd[h + "mlp.c_proj.bias"] = w[p + "mlp.W_out"], w[p + "mlp.b_out"]
-    sd["lm_head.weight"] = w["embed.W_E"]
+    sd["lm_head.weight"] = w["embed.W_E"] if cfg.tied_embeddings else w["unembed.W_U"].T
     missing, unexpected = hf.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.endswith(("attn.bias", "attn.masked_bias"))]
     if missing or unexpected:  # pragma: no cover - guards against a transformers layout change
         raise ConfigError(f"GPT-2 layout mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    hf.tie_weights()
+    if cfg.tied_embeddings:
+        hf.tie_weights()
     return hf.to(next(model.parameters()).dtype).eval()
 
 
@@ -98,11 +100,17 @@ def from_hf(hf_model) -> Transformer:
     c = hf_model.config
     act = _ACT_FROM_HF.get(c.activation_function)
     if act is None:
-        raise ConfigError(f"activation_function {c.activation_function!r} has no theorylab equivalent")
+        raise ConfigError(f"activation_function {c.activation_function!r} has no theorylab equivalent; "
+                          f"allowed: {', '.join(_ACT_FROM_HF)}")
+    for field, value in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                         ("add_cross_attention", False)):
+        if bool(getattr(c, field, value)) != value:
+            raise ConfigError(f"GPT2Config.{field}={getattr(c, field)!r}: theorylab needs {value}")
+    tied = bool(getattr(c, "tie_word_embeddings", True))
     cfg = TransformerConfig(
         architecture="decoder", d_vocab=c.vocab_size, n_ctx=c.n_positions, d_model=c.n_embd, n_layers=c.n_layer,
         n_heads=c.n_head, d_mlp=c.n_inner or 4 * c.n_embd, act=act, positional="learned", norm="layernorm",
-        norm_eps=c.layer_norm_epsilon, norm_position="pre", tied_embeddings=True, bias=True,
+        norm_eps=c.layer_norm_epsilon, norm_position="pre", tied_embeddings=tied, bias=True,
         dropout=float(c.resid_pdrop or 0.0), pad_token_id=c.pad_token_id,
     )
     d, H, dh = cfg.d_model, cfg.n_heads, cfg.head_dim
@@ -110,6 +118,8 @@ def from_hf(hf_model) -> Transformer:
     w = {"embed.W_E": s["transformer.wte.weight"], "pos_embed.W_pos": s["transformer.wpe.weight"],
          "ln_final.w": s["transformer.ln_f.weight"], "ln_final.b": s["transformer.ln_f.bias"],
          "unembed.b_U": torch.zeros(cfg.d_vocab)}
+    if not tied:
+        w["unembed.W_U"] = s["lm_head.weight"].T
     for i in range(cfg.n_layers):
         p, h = f"blocks.{i}.", f"transformer.h.{i}."
         w[p + "ln1.w"], w[p + "ln1.b"] = s[h + "ln_1.weight"], s[h + "ln_1.bias"]

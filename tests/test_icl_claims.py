@@ -1,0 +1,69 @@
+"""olsson2022.* and garg2022.* claims: declarations, shared runs, smoke-tier measurements."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from theorylab.claims import claim_ids, get_claim
+from theorylab.claims.runs import RunView
+from theorylab.train import train
+
+INDUCTION = ("olsson2022.induction_head_forms", "olsson2022.one_layer_no_induction")
+REGRESSION = "garg2022.tracks_least_squares"
+
+
+def test_claims_are_registered_with_reasons_and_tiers():
+    for cid in (*INDUCTION, REGRESSION):
+        assert cid in claim_ids()
+        c = get_claim(cid)
+        assert set(c.tiers) == {"smoke", "quick", "full"}
+        assert all(cr.why for cr in c.rule.criteria)
+
+
+@pytest.mark.parametrize("tier", ["smoke", "quick", "full"])
+def test_induction_claims_share_the_two_layer_run_and_differ_only_in_depth(tier):
+    a = get_claim(INDUCTION[0]).experiment(tier, 2)
+    b = get_claim(INDUCTION[1]).experiment(tier, 2)
+    assert a["two_layer"].run_id() == b["two_layer"].run_id()
+    one, two = b["one_layer"], b["two_layer"]
+    assert (one.model.n_layers, two.model.n_layers) == (1, 2) and one.model.attn_only and two.model.attn_only
+    assert one.model.model_copy(update={"n_layers": 2}) == two.model and one.task == two.task
+
+
+def test_regression_quick_tier_is_d5_with_noise():
+    cfg = get_claim(REGRESSION).experiment("quick", 0)["main"]
+    assert cfg.task.d == 5 and cfg.task.noise_std > 0 and cfg.model.input_dim == 7 and cfg.model.d_vocab_out == 1
+
+
+def test_induction_smoke_measurements(store):
+    c = get_claim(INDUCTION[0])
+    cfg = c.experiment("smoke", 0)["two_layer"]
+    runs = {"two_layer": RunView(train(cfg, store, progress=False).run_id, store)}
+    m = c.measure("smoke", 0, runs)
+    assert 0 <= m["prefix_matching_final"] <= 1 and 0 <= m["loss_drop_sharpness"] <= 1
+    curves = m["curves_two_layer"]
+    assert curves["steps"][-1] == cfg.train.steps and len(curves["prefix_matching"]) == len(curves["steps"])
+    if math.isfinite(m["loss_drop_step"]) and math.isfinite(m["score_rise_step"]):
+        assert m["onset_gap_frac"] == pytest.approx(abs(m["loss_drop_step"] - m["score_rise_step"]) / cfg.train.steps)
+
+
+def test_regression_smoke_measurements(store):
+    c = get_claim(REGRESSION)
+    cfg = c.experiment("smoke", 0)["main"]
+    runs = {"main": RunView(train(cfg, store, progress=False).run_id, store)}
+    m = c.measure("smoke", 0, runs)
+    assert m["ratio_to_least_squares"] == pytest.approx(m["err_transformer"] / m["err_least_squares"])
+    # on noisy prompts with k >= 2d examples least squares beats averaging and the zero predictor
+    assert m["err_least_squares"] < m["err_averaging"] < 1.5
+    assert len(m["curves"]["transformer"]) == cfg.task.n_points
+
+
+@pytest.mark.slow
+def test_smoke_tier_runs_through_the_engine(store):
+    from theorylab.claims.engine import check
+
+    for cid in (*INDUCTION, REGRESSION):
+        r = check(cid, "smoke", backend="inprocess", store=store)
+        assert r.verdict in ("supported", "refuted", "inconclusive")

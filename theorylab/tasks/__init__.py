@@ -69,6 +69,7 @@ _BUILTIN = [
     "lm",
     "induction",
     "icl_regression",
+    "concepts",
 ]
 
 __all__ = [

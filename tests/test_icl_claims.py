@@ -64,6 +64,37 @@ def test_regression_smoke_measurements(store):
 def test_smoke_tier_runs_through_the_engine(store):
     from theorylab.claims.engine import check
 
-    for cid in (*INDUCTION, REGRESSION):
+    for cid in (*INDUCTION, REGRESSION, "bu2024.exponential_convergence", "bu2024.ood_generalization"):
         r = check(cid, "smoke", backend="inprocess", store=store)
         assert r.verdict in ("supported", "refuted", "inconclusive")
+
+
+CONCEPTS = ("bu2024.exponential_convergence", "bu2024.ood_generalization")
+
+
+def test_exponential_rate_recovers_a_known_rate():
+    import numpy as np
+
+    from theorylab.analysis.icl import exponential_rate
+
+    steps = np.arange(0, 500, 25)
+    err = np.minimum(0.5, 0.8 * np.exp(-0.01 * steps))
+    fit = exponential_rate(steps, err, floor=1e-3)
+    assert fit["rate"] == pytest.approx(0.01, rel=1e-6) and fit["r2"] == pytest.approx(1.0)
+    # the stretch stops at the first zero; too few points give NaN
+    err[8] = 0.0  # the error is first below 0.45 at index 3
+    assert exponential_rate(steps, err)["n"] == 5
+    assert math.isnan(exponential_rate(steps[:4], err[:4])["rate"])
+
+
+def test_concept_claims_smoke_measurements(store):
+    a, b = (get_claim(cid) for cid in CONCEPTS)
+    cfg = a.experiment("smoke", 0)["main"]
+    assert cfg.run_id() == b.experiment("smoke", 0)["main"].run_id()  # one shared run per seed
+    runs = {"main": RunView(train(cfg, store, progress=False).run_id, store)}
+    m = a.measure("smoke", 0, runs)
+    assert m["excess_error"] == pytest.approx(m["final_error01"] - m["bayes_error"])
+    assert set(m["curves"]) >= {"w_concept", "w_complement", "w_noise", "mlp_norm", "attn_same_label"}
+    o = b.measure("smoke", 0, runs)
+    for s in ("ood_short", "ood_long", "ood_skewed", "ood_switched"):
+        assert 0 <= o[f"{s}_error01"] <= 1

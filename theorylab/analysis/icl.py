@@ -99,3 +99,38 @@ def baseline_errors(xs: torch.Tensor, ys: torch.Tensor, target: torch.Tensor | N
     target = ys if target is None else target
     kw = {"ridge": {"lam": lam}, "knn": {"n_neighbors": n_neighbors}}
     return {m: error_by_k(predict(m, xs, ys, **kw.get(m, {})), target, d) for m in METHODS}
+
+
+def exponential_rate(steps, errors, *, start_below: float = 0.45, floor: float = 0.0) -> dict[str, float]:
+    """Fit ``log error = c - rate * step`` on the decreasing stretch of a 0-1 error curve.
+
+    The stretch runs from the first evaluation with error below ``start_below`` (past the
+    chance plateau) to the last one before the error first reaches ``floor`` or zero (log 0
+    is undefined).  Returns ``rate`` (per step), ``r2`` of the fit and ``n`` (points used;
+    fewer than 3 gives NaN rate and r2).
+    """
+    import numpy as np
+
+    s = np.asarray(steps, dtype=np.float64)
+    e = np.asarray(errors, dtype=np.float64)
+    if s.shape != e.shape or s.ndim != 1:
+        raise ConfigError(f"steps and errors must be 1-D of equal length (got {s.shape}, {e.shape})")
+    below = np.flatnonzero(e < start_below)
+    out = {"rate": float("nan"), "r2": float("nan"), "n": 0.0}
+    if not len(below):
+        return out
+    i0 = int(below[0])
+    end = len(e)
+    hit = np.flatnonzero((e[i0:] <= floor) | (e[i0:] <= 0))
+    if len(hit):
+        end = i0 + int(hit[0])
+    x, y = s[i0:end], np.log(e[i0:end])
+    out["n"] = float(len(x))
+    if len(x) < 3:
+        return out
+    slope, icpt = np.polyfit(x, y, 1)
+    resid = y - (slope * x + icpt)
+    ss = float(((y - y.mean()) ** 2).sum())
+    out["rate"] = float(-slope)
+    out["r2"] = float(1 - (resid ** 2).sum() / ss) if ss > 0 else float("nan")
+    return out

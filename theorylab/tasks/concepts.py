@@ -160,7 +160,32 @@ class ConceptsTask(Task):
             q = pat[:, :, -1, :-1].double().mean(1)  # [B, L]
             same = batch.extras["demo_labels"] == batch.targets[:, None]
             m["attn_same_label"] = float((q * same).sum(-1).mean())
+        m.update(self.weight_alignment(model))
         return m
+
+    @torch.no_grad()
+    def weight_alignment(self, model) -> dict[str, float]:
+        """Largest |<direction, column>| over the MLP's input neurons, read through the input
+        embedding (``embed.W_in @ mlp.W_in``, one column per neuron), for concept-specific
+        directions (b_k, r_k), their complements (a_k, q_k) and noise directions (the
+        orthogonal complement of the dictionary); and the Frobenius norms of the MLP weights."""
+        w = dict(model.named_parameters())
+        if "embed.W_in" not in w or "blocks.0.mlp.W_in" not in w:
+            return {}
+        c = self.cfg
+        eff = (w["embed.W_in"] @ w["blocks.0.mlp.W_in"]).double().cpu().numpy()  # [2d, d_mlp]
+        word, lab = eff[: c.d], eff[c.d:]
+
+        def top(dirs, mat):
+            return float(np.abs(dirs @ mat).max())
+
+        rot = np.linalg.qr(np.random.default_rng([self.seed, 0xC0C]).standard_normal((c.d, c.d)))[0]
+        noise = rot[:, 4 * c.K:].T  # directions outside the dictionary
+        out = {"w_concept": max(top(self.b, word), top(self.r, lab)),
+               "w_complement": max(top(self.a, word), top(self.q, lab)),
+               "w_noise": max(top(noise, word), top(noise, lab)) if len(noise) else 0.0,
+               "mlp_norm": float(w["blocks.0.mlp.W_in"].norm() + w["blocks.0.mlp.W_out"].norm())}
+        return out
 
 
 def _register_preset() -> None:

@@ -54,6 +54,22 @@ def test_recursive_grammar_expected_length_matches_samples():
     assert 0 < st["entropy_rate"] < math.log(len(DEFAULT_GRAMMAR))  + 3
 
 
+def test_sampler_follows_the_rule_probabilities():
+    """A sentence's first word is a determiner drawn with the Det rule's probabilities, and the
+    verbs of the training stream follow the V rule's (the sampler draws its uniforms in blocks)."""
+    rng = np.random.default_rng(1)
+    n = 6000
+    first = [sample_sentence(DEFAULT_GRAMMAR, rng)[0] for _ in range(n)]
+    for p, (word,) in DEFAULT_GRAMMAR["Det"]:
+        assert first.count(word) / n == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / n))
+    task = LMTask(LMConfig(seq_len=64, n_test=1), seed=0)
+    words = task.decode(task.train_batch(0, 200).tokens.flatten()).split()
+    verbs = {w: p for p, (w,) in DEFAULT_GRAMMAR["V"]}
+    seen = [w for w in words if w in verbs]
+    for w, p in verbs.items():
+        assert seen.count(w) / len(seen) == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / len(seen)))
+
+
 def test_bad_grammars():
     with pytest.raises(ConfigError, match="sum to 1"):
         grammar_stats({"S": [(0.5, ("a",))]})

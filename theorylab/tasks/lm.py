@@ -20,6 +20,8 @@ optimum up to edge effects of order ``1 / n_ctx``.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from typing import Any, Literal
 
@@ -90,20 +92,43 @@ def grammar_stats(g: Grammar, start: str = "S") -> dict[str, float]:
     return {"sentence_entropy": H, "expected_length": L, "entropy_rate": H / (L + 1.0)}
 
 
+class _Sampler:
+    """Draws sentences fast: cumulative rule probabilities per nonterminal, uniforms drawn in blocks."""
+
+    def __init__(self, g: Grammar, rng: np.random.Generator, start: str = "S", block: int = 4096):
+        self.rules = {a: ([rhs[::-1] for _, rhs in rules], list(itertools.accumulate(p for p, _ in rules)))
+                      for a, rules in g.items()}
+        self.rng, self.start, self.block = rng, start, block
+        self.u: list[float] = []
+        self.i = 0
+
+    def sentence(self, max_len: int = 10_000) -> list[str]:
+        out: list[str] = []
+        stack = [self.start]
+        rules = self.rules
+        while stack:
+            sym = stack.pop()
+            r = rules.get(sym)
+            if r is None:
+                out.append(sym)
+                if len(out) > max_len:
+                    raise ConfigError("grammar: a sentence exceeded the length limit")
+                continue
+            rhs, cum = r
+            if len(rhs) == 1:
+                stack.extend(rhs[0])
+                continue
+            if self.i == len(self.u):
+                self.u, self.i = self.rng.random(self.block).tolist(), 0
+            u = self.u[self.i] * cum[-1]
+            self.i += 1
+            stack.extend(rhs[min(bisect.bisect_right(cum, u), len(rhs) - 1)])
+        return out
+
+
 def sample_sentence(g: Grammar, rng: np.random.Generator, start: str = "S", max_len: int = 10_000) -> list[str]:
-    out: list[str] = []
-    stack = [start]
-    while stack:
-        sym = stack.pop()
-        if sym not in g:
-            out.append(sym)
-            if len(out) > max_len:
-                raise ConfigError("grammar: a sentence exceeded the length limit")
-            continue
-        rules = g[sym]
-        k = rng.choice(len(rules), p=[p for p, _ in rules]) if len(rules) > 1 else 0
-        stack.extend(reversed(rules[k][1]))
-    return out
+    """One sentence (a list of terminals) drawn from the grammar."""
+    return _Sampler(g, rng, start, block=64).sentence(max_len)
 
 
 class LMConfig(TaskConfig):
@@ -154,10 +179,12 @@ class LMTask(Task):
     def _windows(self, n: int, rng: np.random.Generator) -> Batch:
         T = self.cfg.seq_len
         rows = np.empty((n, T + 1), dtype=np.int64)
+        sampler = _Sampler(self.grammar, rng, self.cfg.start)
+        ids = self.ids
         for r in range(n):
             seq = [0]  # every window starts at a sentence boundary
             while len(seq) < T + 1:
-                seq.extend(self.ids[w] for w in sample_sentence(self.grammar, rng, self.cfg.start))
+                seq.extend([ids[w] for w in sampler.sentence()])
                 seq.append(0)
             rows[r] = seq[: T + 1]
         t = torch.from_numpy(rows)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from theorylab.errors import ConfigError
 from theorylab.models import KVCache, TransformerConfig, build_model
+from theorylab.models import Transformer as T_Transformer
 from theorylab.models.positions import alibi_slopes
 from theorylab.objectives import IGNORE, classification_loss, mask_tokens, masked_lm_loss, seq2seq_loss
 
@@ -367,3 +368,39 @@ def test_kv_cache_with_loops_and_log_length():
     cache = KVCache()
     parts = [m(x[:, :4], cache=cache)] + [m(x[:, i:i + 1], cache=cache) for i in range(4, 12)]
     assert torch.allclose(torch.cat(parts, 1), m(x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- devices and user features
+
+
+@pytest.mark.parametrize("kw", [{}, {"positional": "sinusoidal"}, {"positional": "rotary"}, {"positional": "alibi"},
+                                {"position_features": ["frac", "cos_pi"]}, {"attention": "hard_average"},
+                                {"log_length_scale": True}, {"n_loops": 2}, {"architecture": "encoder"},
+                                {"architecture": "encoder", "log_length_scale": True, "positional": "alibi"}])
+def test_every_tensor_follows_the_model_device(kw):
+    """On the meta device any table built on the CPU (positions, masks, slopes) raises at once,
+    standing in for a GPU this test machine lacks."""
+    c = TransformerConfig(input_dim=5, d_vocab_out=7, n_ctx=32, d_model=24, n_heads=3, n_layers=2, **kw)
+    with torch.device("meta"):
+        m = T_Transformer(c)
+    for T in (3, 20):  # the explicit and the fused attention paths
+        x = torch.randn(2, T, 5, device="meta")
+        assert m(x).device.type == "meta"
+        assert m(x, positions=slice(-1, None), attention_mask=torch.ones(2, T, device="meta")).shape == (2, 1, 7)
+
+
+def test_user_position_feature():
+    from theorylab.models.positions import LENGTH_DEPENDENT, POSITION_FEATURES, register_position_feature
+
+    @register_position_feature("test_half_n", uses_length=True)
+    def _half_n(i, n):
+        return torch.full_like(i, n / 2)
+
+    try:
+        m = build_model(cfg(positional="none", position_features=["test_half_n"]), seed=0)
+        _, cache = m.run_with_cache(toks(1, 6), names_filter="hook_pos_embed")
+        assert torch.allclose(cache["hook_pos_embed"], 3.0 * m.pos_feat.W.expand(6, -1))
+        assert not m.supports_kv_cache
+    finally:
+        POSITION_FEATURES.pop("test_half_n")
+        LENGTH_DEPENDENT.discard("test_half_n")

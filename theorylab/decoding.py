@@ -165,7 +165,11 @@ def _greedy_or_sample(model, ids, max_new, do_sample, temperature, top_k, top_p,
     for step in range(max_new):
         if do_sample:
             scores = filter_logits(logits, temperature, top_k, top_p, keep)
-            nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(-1)
+            probs = scores.softmax(-1)
+            if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, GPU model
+                nxt = torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)
+            else:
+                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         else:
             nxt = logits.argmax(-1)
         if eos_t is not None:

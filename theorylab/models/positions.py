@@ -80,12 +80,18 @@ def position_features(names: list[str], positions: torch.Tensor, n: int, dtype: 
     return torch.stack([POSITION_FEATURES[name](i, n) for name in names], dim=-1)
 
 
+def _wide(device: torch.device) -> torch.dtype:
+    """float64 for position tables where the device has it (angles of large positions need it)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def sinusoidal_table(positions: torch.Tensor, d_model: int, dtype: torch.dtype) -> torch.Tensor:
     """Vaswani et al. (2017): PE[i, 2k] = sin(i / 10000^(2k/d)), PE[i, 2k+1] = cos(...)."""
-    half = torch.arange(0, d_model, 2, dtype=torch.float64)
+    dev, wide = positions.device, _wide(positions.device)
+    half = torch.arange(0, d_model, 2, dtype=wide, device=dev)
     inv = torch.exp(-math.log(10000.0) * half / d_model)
-    ang = positions.to(torch.float64)[:, None] * inv[None, :]
-    pe = torch.zeros(len(positions), d_model, dtype=torch.float64)
+    ang = positions.to(wide)[:, None] * inv[None, :]
+    pe = torch.zeros(len(positions), d_model, dtype=wide, device=dev)
     pe[:, 0::2] = torch.sin(ang)
     pe[:, 1::2] = torch.cos(ang)[:, : d_model // 2]
     return pe.to(dtype)
@@ -93,8 +99,9 @@ def sinusoidal_table(positions: torch.Tensor, d_model: int, dtype: torch.dtype) 
 
 def rotary_cos_sin(positions: torch.Tensor, d_head: int, base: float, dtype: torch.dtype):
     """cos and sin tables [T, d_head] for rotate-half RoPE (Su et al. 2021)."""
-    inv = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head))
-    ang = positions.to(torch.float64)[:, None] * inv[None, :]
+    wide = _wide(positions.device)
+    inv = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=wide, device=positions.device) / d_head))
+    ang = positions.to(wide)[:, None] * inv[None, :]
     ang = torch.cat([ang, ang], dim=-1)
     return ang.cos().to(dtype), ang.sin().to(dtype)
 
@@ -122,5 +129,6 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 
 def alibi_bias(n_heads: int, q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[H, Tq, Tk] additive bias -slope * |i - j|."""
-    dist = (q_pos[:, None] - k_pos[None, :]).abs().to(torch.float64)
-    return (-alibi_slopes(n_heads)[:, None, None] * dist[None]).to(dtype)
+    wide = _wide(q_pos.device)
+    dist = (q_pos[:, None] - k_pos[None, :]).abs().to(wide)
+    return (-alibi_slopes(n_heads).to(q_pos.device, wide)[:, None, None] * dist[None]).to(dtype)

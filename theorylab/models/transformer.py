@@ -76,6 +76,7 @@ class _Ctx:
     memory: torch.Tensor | None = None  # encoder output, for cross-attention
     memory_padding: torch.Tensor | None = None
     loop: int = 0
+    aligned: bool = True  # query row t is key t (no cache offset, no row subset): plain causal masking
 
 
 def _linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -182,7 +183,7 @@ class Attention(nn.Module):
 
         if self.cross:
             q_pos = ctx.q_pos
-            k_pos = torch.arange(k.shape[2])
+            k_pos = torch.arange(k.shape[2], device=k.device)
             key_padding = ctx.memory_padding
             causal = False
         else:
@@ -224,7 +225,7 @@ class Attention(nn.Module):
             if causal:
                 visible = (q_pos + 1).clamp_min(1).to(q.dtype)
             else:
-                visible = torch.full((Tq,), float(Tk), dtype=q.dtype)
+                visible = torch.full((Tq,), float(Tk), dtype=q.dtype, device=q.device)
             qscale = torch.log(visible)  # [Tq]
 
         need_pattern = (cfg.attention != "softmax" or self.hook_pattern.active or self.hook_attn_scores.active
@@ -233,13 +234,13 @@ class Attention(nn.Module):
             # fused kernel: fold the log-length factor into q and everything else into one mask
             qq = q if qscale is None else q * qscale[:, None]
             drop = cfg.dropout if self.training else 0.0
-            plain_causal = causal and key_padding is None and Tq == Tk and int(q_pos[0]) == int(k_pos[0])
+            plain_causal = causal and key_padding is None and Tq == Tk and ctx.aligned
             if extra is None and (allowed is None or plain_causal):
                 return F.scaled_dot_product_attention(qq, k, v, is_causal=plain_causal and Tq > 1,
                                                       dropout_p=drop, scale=scale)
-            mask = torch.zeros((), dtype=q.dtype) if extra is None else extra
+            mask = torch.zeros((), dtype=q.dtype, device=q.device) if extra is None else extra
             if allowed is not None:
-                mask = torch.where(allowed, mask, torch.tensor(float("-inf"), dtype=q.dtype))
+                mask = torch.where(allowed, mask, torch.tensor(float("-inf"), dtype=q.dtype, device=q.device))
             return F.scaled_dot_product_attention(qq, k, v, attn_mask=mask, dropout_p=drop, scale=scale)
 
         small = Tk <= SMALL_KEYS  # tiny sequences: broadcast-multiply beats batched matmul on a CPU
@@ -334,7 +335,7 @@ class Block(nn.Module):
         xn = self.ln1(x) if pre else x
         xq = xn if keep is None else xn[:, keep]
         if keep is not None:
-            sub = _Ctx(**{**ctx.__dict__, "q_pos": ctx.q_pos[keep]})
+            sub = _Ctx(**{**ctx.__dict__, "q_pos": ctx.q_pos[keep], "aligned": False})
         else:
             sub = ctx
         resid = x if keep is None else x[:, keep]
@@ -545,7 +546,8 @@ class Transformer(HookedMixin, nn.Module):
             key_padding = attention_mask.bool()
             if key_padding.shape[1] != k_pos.shape[0]:
                 raise ConfigError(f"attention_mask covers {key_padding.shape[1]} positions, expected {n}")
-        ctx = _Ctx(q_pos=pos, k_pos=k_pos, n=n, causal=cfg.causal, key_padding=key_padding, cache=cache)
+        ctx = _Ctx(q_pos=pos, k_pos=k_pos, n=n, causal=cfg.causal, key_padding=key_padding, cache=cache,
+                   aligned=offset == 0)
         h = self._stack(self.blocks, h, ctx, keep)
         if cache is not None:
             cache.length = n
@@ -559,7 +561,7 @@ class Transformer(HookedMixin, nn.Module):
         keep = None if positions is None else torch.arange(T, device=tokens.device)[positions]
         ctx = _Ctx(q_pos=pos, k_pos=torch.arange(offset + T, device=tokens.device), n=offset + T, causal=True,
                    key_padding=None, cache=cache, memory=memory,
-                   memory_padding=None if memory_padding is None else memory_padding.bool())
+                   memory_padding=None if memory_padding is None else memory_padding.bool(), aligned=offset == 0)
         h = self._stack(self.decoder_blocks, h, ctx, keep)
         if cache is not None:
             cache.length = offset + T

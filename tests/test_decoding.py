@@ -61,6 +61,13 @@ def test_bad_arguments(kw, match):
         generate(gpt2_model(0), prompts(0), 3, **kw)
 
 
+def test_longer_than_learned_positions():
+    m = gpt2_model(0)  # n_ctx 48
+    assert generate(m, prompts(0, t=4), 45).shape == (3, 49)  # 48 positions fed, the last token is not
+    with pytest.raises(ConfigError, match="needs 49 positions; the model learned 48"):
+        generate(m, prompts(0, t=4), 46)
+
+
 def test_mismatched_vocabularies():
     cfg = TransformerConfig(d_vocab=11, d_vocab_out=17, d_model=8, n_heads=2, n_layers=1)
     with pytest.raises(ConfigError, match="vocabularies do not match"):

@@ -109,6 +109,10 @@ def generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int, *
         do_sample = strategy == "sample"
         if strategy == "greedy":
             num_beams = 1
+    longest = input_ids.shape[1] + max_new_tokens - 1  # the last new token is never fed back
+    if model.cfg.positional == "learned" and longest > model.cfg.n_ctx:
+        raise ConfigError(f"max_new_tokens: a {input_ids.shape[1]}-token prompt plus {max_new_tokens} new tokens "
+                          f"needs {longest} positions; the model learned {model.cfg.n_ctx} (n_ctx)")
     # validate filters up front even if unused
     filter_logits(torch.zeros(1, 2), temperature, top_k, top_p, min_tokens_to_keep)
     eos = _eos_list(eos_token_id)

@@ -214,3 +214,28 @@ def test_several_eos_ids_equal_hf(num_beams):
     ours = generate(m, x, 10, num_beams=num_beams, eos_token_id=eos, pad_token_id=0)
     theirs = hf_generate(hf, x, max_new_tokens=10, num_beams=num_beams, eos_token_id=eos, pad_token_id=0)
     assert torch.equal(ours, theirs)
+
+
+def test_beam_and_greedy_equal_hf_on_random_settings():
+    """30 random draws of vocabulary, depth, batch, prompt length, beams, length penalty,
+    early stopping, eos (none, one, two) and pad; all must match token for token."""
+    import random
+
+    from theorylab.interop.hf import to_hf
+
+    rnd = random.Random(0)
+    for seed in range(30):
+        V = rnd.choice([5, 11, 23])
+        cfg = TransformerConfig(d_vocab=V, n_ctx=40, d_model=16, n_heads=2, n_layers=rnd.choice([1, 2]),
+                                act="gelu_tanh", tied_embeddings=True, init_std=rnd.choice([0.3, 0.6, 1.0]))
+        m = build_model(cfg, seed=seed).eval()
+        hf = to_hf(m)
+        x = torch.randint(0, V, (rnd.choice([1, 2, 4]), rnd.choice([1, 3, 5])),
+                          generator=torch.Generator().manual_seed(seed))
+        eos = rnd.choice([None, rnd.randrange(V), [rnd.randrange(V), rnd.randrange(V)]])
+        kw = dict(num_beams=rnd.choice([1, 2, 3, 4, 6]), length_penalty=rnd.choice([-1.0, 0.0, 0.5, 1.0, 2.0]),
+                  early_stopping=rnd.choice([True, False, "never"]), eos_token_id=eos, pad_token_id=rnd.choice([0, 1]))
+        new = rnd.choice([1, 2, 7, 15])
+        ours = generate(m, x, new, **kw)
+        theirs = hf_generate(hf, x, max_new_tokens=new, **kw)
+        assert torch.equal(ours, theirs), (seed, kw, new)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from theorylab.errors import ConfigError
 from theorylab.tasks.lm import DEFAULT_GRAMMAR, LMConfig, LMTask, grammar_stats, sample_sentence
@@ -120,3 +121,26 @@ def test_train_and_generate_from_the_cli(store, capsys):
     assert main(["generate", run, "--prompt", "the unicorn"]) == 2
     assert "unknown words" in capsys.readouterr().err
     assert main(["generate", run, "--prompt", "the", "--strategy", "beam", "--num-beams", "0"]) == 2
+
+
+def test_masked_objective_trains_an_encoder(store, capsys):
+    from theorylab.cli import main
+    from theorylab.objectives import IGNORE
+    from theorylab.train import build_run_config, train
+
+    task = LMTask(LMConfig(seq_len=32, n_test=8, objective="masked"), seed=0)
+    assert task.vocab[-1] == "[MASK]"
+    b = task.train_batch(0, 200)
+    chosen = b.targets != IGNORE
+    assert chosen.float().mean().item() == pytest.approx(0.15, abs=0.01)
+    assert (b.tokens[chosen] == task.ids["[MASK]"]).float().mean().item() == pytest.approx(0.8, abs=0.03)
+    assert torch.equal(task.train_batch(0, 200).tokens, b.tokens)  # a pure function of (seed, step)
+    cfg = build_run_config("lm", ["task.objective=masked", "task.seq_len=16", "task.n_test=16", "model.d_model=32",
+                                  "model.n_layers=1", "train.steps=60", "train.eval_every=30",
+                                  "train.batch_size=16"])
+    assert cfg.model.architecture == "encoder" and cfg.model.d_vocab == len(task.vocab)
+    r = train(cfg, store, progress=False)
+    assert "test/optimal_loss" not in r.metrics
+    assert r.metrics["test/loss"] < math.log(len(task.vocab)) - 0.3
+    assert main(["generate", cfg.run_id(), "--prompt", "the dog"]) == 2
+    assert "decoder-only" in capsys.readouterr().err

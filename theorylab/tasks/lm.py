@@ -16,6 +16,11 @@ token, in nats) is ``H(sentence) / (E[length] + 1)`` (the ``+ 1`` is the ``<eos>
 which carries no information of its own: whether a sentence ends is part of the rule
 choices).  A model's loss on windows that start at a sentence boundary approaches this
 optimum up to edge effects of order ``1 / n_ctx``.
+
+``objective="masked"`` turns the stream into a masked-LM task for an encoder (BERT's
+corruption: 15% of positions chosen, 80% of those become ``[MASK]``, 10% a random word,
+10% unchanged; the loss is on the chosen positions).  Its optimum has no closed form here,
+so only loss, accuracy and perplexity are reported.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import torch
 from pydantic import Field
 
 from theorylab.errors import ConfigError
+from theorylab.objectives import mask_tokens
 from theorylab.tasks import register_task
 from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_entropy, token_metrics
 
 Grammar = dict[str, list[tuple[float, tuple[str, ...]]]]
 
 EOS = "<eos>"
+MASK = "[MASK]"
 
 DEFAULT_GRAMMAR: Grammar = {
     "S": [(1.0, ("NP", "VP"))],
@@ -138,10 +145,16 @@ class LMConfig(TaskConfig):
     grammar: dict[str, list[tuple[float, list[str]]]] | None = Field(
         None, description="a PCFG as {nonterminal: [[prob, [symbols...]], ...]}; none = the built-in grammar")
     start: str = "S"
+    objective: Literal["causal", "masked"] = Field(
+        "causal", description="causal: next-token prediction (decoder); masked: BERT-style masked LM (encoder)")
+    mask_prob: float = Field(0.15, gt=0, lt=1, description="masked objective: share of positions predicted")
 
     def model_defaults(self) -> dict[str, Any]:
         g = _grammar(self)
-        return {"d_vocab": len(terminals(g)) + 1, "n_ctx": self.seq_len}
+        d = {"d_vocab": len(terminals(g)) + 1 + (self.objective == "masked"), "n_ctx": self.seq_len}
+        if self.objective == "masked":
+            d["architecture"] = "encoder"
+        return d
 
 
 def _grammar(cfg: LMConfig) -> Grammar:
@@ -161,7 +174,7 @@ class LMTask(Task):
         super().__init__(cfg, seed)
         self.grammar = _grammar(cfg)
         self.stats = grammar_stats(self.grammar, cfg.start)
-        self.vocab = [EOS] + terminals(self.grammar)
+        self.vocab = [EOS] + terminals(self.grammar) + ([MASK] if cfg.objective == "masked" else [])
         self.ids = {w: i for i, w in enumerate(self.vocab)}
         self.test_set = self._windows(cfg.n_test, np.random.default_rng([self.seed, 0x1E57]))
 
@@ -188,6 +201,11 @@ class LMTask(Task):
                 seq.append(0)
             rows[r] = seq[: T + 1]
         t = torch.from_numpy(rows)
+        if self.cfg.objective == "masked":
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            inputs, labels = mask_tokens(t[:, :-1].contiguous(), self.ids[MASK], len(self.vocab), g,
+                                         self.cfg.mask_prob)
+            return Batch(tokens=inputs, targets=labels)
         return Batch(tokens=t[:, :-1].contiguous(), targets=t[:, 1:].contiguous())
 
     def train_batch(self, step: int, batch_size: int | None) -> Batch:
@@ -205,6 +223,8 @@ class LMTask(Task):
         logits = model(batch.tokens) if out is None else out
         m = token_metrics(logits, batch.targets)
         m.pop("seq_accuracy", None)
+        if self.cfg.objective == "masked":
+            return {**m, "perplexity": math.exp(m["loss"])}
         opt = self.stats["entropy_rate"]
         m.update({"perplexity": math.exp(m["loss"]), "optimal_loss": opt, "optimal_perplexity": math.exp(opt),
                   "excess_loss": m["loss"] - opt})

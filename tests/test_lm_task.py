@@ -99,6 +99,8 @@ def test_train_lm_reports_perplexity_beside_optimum():
     opt = grammar_stats(DEFAULT_GRAMMAR)["entropy_rate"]
     assert m["test/optimal_loss"] == pytest.approx(opt)
     assert m["test/perplexity"] == pytest.approx(math.exp(m["test/loss"]))
+    assert m["test/loss_bits"] == pytest.approx(m["test/loss"] / math.log(2))
+    assert m["test/optimal_perplexity"] == pytest.approx(math.exp(opt))
     assert m["test/loss"] < math.log(cfg.model.d_vocab)  # learned something beyond uniform
     assert m["test/excess_loss"] > -0.05  # cannot beat the entropy rate (up to edge effects)
 

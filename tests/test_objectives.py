@@ -58,3 +58,36 @@ def test_classification_reads_last_position():
     logits = torch.zeros(2, 3, 2)
     logits[:, -1, 1] = 50.0
     assert classification_loss(logits, torch.tensor([1, 1])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_mask_seq2seq_and_errors():
+    from theorylab.errors import ConfigError
+    from theorylab.objectives import cross_entropy, seq2seq_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=g)
+    tokens = torch.randint(0, 7, (2, 5), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]])
+    # the loss counts exactly the positions whose *target* is in the mask
+    lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, tokens[:, 1:, None])[..., 0]
+    keep = mask[:, 1:].bool()
+    assert causal_lm_loss(logits, tokens, mask).item() == pytest.approx(-lp[keep].mean().item(), rel=1e-6)
+    targets = tokens.clone()
+    targets[1, 3:] = IGNORE  # decoder padding
+    ref = torch.nn.functional.cross_entropy(logits[targets != IGNORE], targets[targets != IGNORE])
+    assert seq2seq_loss(logits, targets).item() == pytest.approx(ref.item(), rel=1e-6)
+    assert bits(math.log(8)) == pytest.approx(3.0) and perplexity(math.log(8)) == pytest.approx(8.0)
+    with pytest.raises(ConfigError, match="do not line up"):
+        cross_entropy(logits, tokens[:, :4])
+    with pytest.raises(ConfigError, match="mask_prob"):
+        mask_tokens(tokens, 0, 7, g, mask_prob=1.5)
+    with pytest.raises(ConfigError, match="mask_token_id"):
+        mask_tokens(tokens, 9, 7, g)
+
+
+def test_mlm_is_reproducible_from_the_generator():
+    tokens = torch.randint(0, 50, (8, 40), generator=torch.Generator().manual_seed(1))
+    a = mask_tokens(tokens, 3, 50, torch.Generator().manual_seed(7))
+    b = mask_tokens(tokens, 3, 50, torch.Generator().manual_seed(7))
+    c = mask_tokens(tokens, 3, 50, torch.Generator().manual_seed(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and not torch.equal(a[0], c[0])

@@ -35,7 +35,7 @@ import torch
 from pydantic import Field
 
 from theorylab.errors import ConfigError
-from theorylab.objectives import mask_tokens
+from theorylab.objectives import bits, mask_tokens, perplexity
 from theorylab.tasks import register_task
 from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_entropy, token_metrics
 
@@ -223,10 +223,11 @@ class LMTask(Task):
         logits = model(batch.tokens) if out is None else out
         m = token_metrics(logits, batch.targets)
         m.pop("seq_accuracy", None)
+        m.update({"loss_bits": bits(m["loss"]), "perplexity": perplexity(m["loss"])})
         if self.cfg.objective == "masked":
-            return {**m, "perplexity": math.exp(m["loss"])}
+            return m
         opt = self.stats["entropy_rate"]
-        m.update({"perplexity": math.exp(m["loss"]), "optimal_loss": opt, "optimal_perplexity": math.exp(opt),
+        m.update({"optimal_loss": opt, "optimal_loss_bits": bits(opt), "optimal_perplexity": perplexity(opt),
                   "excess_loss": m["loss"] - opt})
         return m
 

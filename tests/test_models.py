@@ -404,3 +404,41 @@ def test_user_position_feature():
     finally:
         POSITION_FEATURES.pop("test_half_n")
         LENGTH_DEPENDENT.discard("test_half_n")
+
+
+# ----------------------------------------------------------------------------- more causal variants, RoPE, eps=0
+
+
+@pytest.mark.parametrize("kw", [{"attention": "hard_average"}, {"positional": "sinusoidal"}, {"norm_position": "post"},
+                                {"norm": "rmsnorm"}, {"attn_only": True}, {"position_features": ["cos_pi", "frac"]},
+                                {"n_loops": 3, "positional": "rotary"}])
+def test_no_future_leakage_more_variants(kw):
+    m = build_model(cfg(**kw), seed=1).eval()
+    for T in (20, 6):  # the fused attention kernel, then the explicit path
+        x = toks(2, T)
+        y = x.clone()
+        y[:, T // 2:] = (y[:, T // 2:] + 1) % V
+        a, b = m(x), m(y)
+        assert torch.allclose(a[:, :T // 2], b[:, :T // 2], atol=1e-6)
+        assert not torch.allclose(a[:, T // 2:], b[:, T // 2:], atol=1e-6)
+
+
+def test_rope_model_scores_depend_on_offset_only():
+    """Equal tokens give every position the same query and key before rotation, so the first
+    layer's scores form a Toeplitz matrix: score(i, j) depends on i - j alone."""
+    m = build_model(cfg(positional="rotary", architecture="encoder", n_layers=1), seed=0)
+    s = scores_of(m, torch.full((1, 12), 4))[0]  # [H, T, T]
+    for d in range(-11, 12):
+        diag = torch.diagonal(s, offset=d, dim1=-2, dim2=-1)
+        assert torch.allclose(diag, diag[:, :1].expand_as(diag), atol=1e-5)
+    assert not torch.allclose(torch.diagonal(s, 1, -2, -1)[:, 0], torch.diagonal(s, 3, -2, -1)[:, 0])
+
+
+def test_eps0_layernorm_normalizes_tiny_residuals():
+    """eps = 0 keeps the normalization exact even when the residual's variance is far below eps
+    (the behaviour Chiang & Cholak's constructions rely on); eps = 1e-5 shrinks it."""
+    x = 1e-4 * torch.randn(1, 3, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    exact = build_model(cfg(norm_eps=0.0, n_layers=0), seed=0).double().ln_final(x)
+    damped = build_model(cfg(norm_eps=1e-5, n_layers=0), seed=0).double().ln_final(x)
+    assert torch.allclose(exact.pow(2).mean(-1), torch.ones(1, 3, dtype=torch.float64), atol=1e-10)
+    assert damped.pow(2).mean(-1).max() < 0.01

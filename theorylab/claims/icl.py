@@ -309,7 +309,11 @@ BU = Citation(
     arxiv="2411.02199",
 )
 # The task's defaults (d 32, K 4, L 8, sigma 0.1; see theorylab.tasks.concepts) and the
-# "concepts" preset: one softmax-attention + ReLU-MLP block, SGD lr 0.1, batch 64.
+# "concepts" preset: one softmax-attention + ReLU-MLP block, SGD lr 0.1, batch 64 (the paper
+# trains with SGD).  Pilots (seed 0): SGD at lr 0.1 (600 steps), lr 0.5 (400 steps) and lr 0.1
+# with momentum 0.9 and d_mlp 256 (1,000 steps) all stalled at a 0-1 error of about 0.25;
+# AdamW lr 3e-3 with d_mlp 256 reached 0 test error in 1,500 steps, with OOD short/long/skewed
+# errors at most 0.002 but 0.47 on switched label features.
 _CONCEPT_TIERS: dict[str, dict[str, Any]] = {
     "smoke": {"steps": 40, "eval_every": 10, "n_test": 128},
     "quick": {"steps": 600, "eval_every": 25, "n_test": 512},

@@ -110,14 +110,68 @@ def test_length_dependent_features_decode_by_recomputing():
     assert beams.shape == (3, 10)
 
 
+def left_pad(rows, pad=0):
+    T = max(len(r) for r in rows)
+    x = torch.full((len(rows), T), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, T - len(r):] = torch.tensor(r)
+        mask[i, T - len(r):] = 1
+    return x, mask
+
+
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal", "rotary", "alibi", "none"])
+def test_left_padded_rows_decode_as_if_alone(positional):
+    cfg = TransformerConfig(d_vocab=11, n_ctx=48, d_model=16, n_heads=2, n_layers=2, positional=positional,
+                            init_std=0.5)
+    m = build_model(cfg, seed=1).eval()
+    rows = [[3, 4, 5, 6, 7], [2, 9], [8, 1, 1, 5]]
+    x, mask = left_pad(rows)
+    for kw in ({}, {"num_beams": 3}):
+        batch = generate(m, x, 6, attention_mask=mask, **kw)
+        for i, r in enumerate(rows):
+            alone = generate(m, torch.tensor([r]), 6, **kw)
+            assert batch[i, x.shape[1]:].tolist() == alone[0, len(r):].tolist()
+
+
+def test_position_ids_shift_learned_positions():
+    m = build_model(TransformerConfig(d_vocab=11, n_ctx=16, d_model=16, n_heads=2, n_layers=2), seed=0).eval()
+    x, mask = left_pad([[3, 4, 5], [6, 7, 8, 9, 10]])
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = m(x, attention_mask=mask, position_ids=pos)
+    assert torch.allclose(out[0, 2:], m(torch.tensor([[3, 4, 5]]))[0], atol=1e-5)
+    with pytest.raises(ConfigError, match="position_ids must lie"):
+        m(x, position_ids=pos + 14)
+    with pytest.raises(ConfigError, match="position_ids: supported"):
+        alibi = build_model(TransformerConfig(d_vocab=11, d_model=16, n_heads=2, positional="alibi"), seed=0)
+        alibi(x, position_ids=pos)
+
+
+def test_bad_attention_masks():
+    m = gpt2_model(0)
+    x = prompts(0)
+    right = torch.ones_like(x)
+    right[0, -1] = 0
+    with pytest.raises(ConfigError, match="left padding"):
+        generate(m, x, 3, attention_mask=right)
+    with pytest.raises(ConfigError, match="prompts' shape"):
+        generate(m, x, 3, attention_mask=torch.ones(3, 2))
+    feat = build_model(TransformerConfig(d_vocab=11, d_model=16, n_heads=2, position_features=["cos_pi"]), seed=0)
+    left = torch.ones_like(x)
+    left[0, 0] = 0
+    with pytest.raises(ConfigError, match="position_features"):
+        generate(feat, x, 3, attention_mask=left)
+
+
 # ----------------------------------------------------------------------------- against Hugging Face
 
 transformers = pytest.importorskip("transformers", reason="the 'hf' extra (transformers) is not installed")
 
 
-def hf_generate(hf, x, **kw):
+def hf_generate(hf, x, attention_mask=None, **kw):
     with torch.no_grad():
-        return hf.generate(x, attention_mask=torch.ones_like(x), do_sample=False, **kw)
+        mask = torch.ones_like(x) if attention_mask is None else attention_mask
+        return hf.generate(x, attention_mask=mask, do_sample=False, **kw)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -239,3 +293,22 @@ def test_beam_and_greedy_equal_hf_on_random_settings():
         ours = generate(m, x, new, **kw)
         theirs = hf_generate(hf, x, max_new_tokens=new, **kw)
         assert torch.equal(ours, theirs), (seed, kw, new)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_left_padded_batches_equal_hf(seed):
+    from theorylab.interop.hf import to_hf
+
+    m = gpt2_model(seed)
+    hf = to_hf(m)
+    x, mask = left_pad([[3, 4, 5, 6, 7, 8], [2, 9, 1], [8, 1, 1, 5, 10]])
+    for kw in ({}, {"num_beams": 3}, {"num_beams": 2, "eos_token_id": 3, "early_stopping": True}):
+        ours = generate(m, x, 8, attention_mask=mask, pad_token_id=0, **kw)
+        theirs = hf_generate(hf, x, attention_mask=mask, max_new_tokens=8, pad_token_id=0, **kw)
+        assert torch.equal(ours, theirs), kw
+    ours = generate(m, x, 8, attention_mask=mask, strategy="sample", top_k=4,
+                    generator=torch.Generator().manual_seed(seed))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        theirs = hf.generate(x, attention_mask=mask, do_sample=True, top_k=4, max_new_tokens=8, pad_token_id=0)
+    assert torch.equal(ours, theirs)

@@ -87,11 +87,13 @@ def generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int, *
              num_beams: int = 1, length_penalty: float = 1.0, early_stopping: bool | str = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_tokens_to_keep: int = 1,
              eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Continue ``input_ids [B, T]`` by up to ``max_new_tokens`` tokens; returns ``[B, T + n]``.
 
     ``strategy`` overrides ``do_sample``/``num_beams`` ("greedy", "beam", "sample").  Note the
-    default ``top_k=0`` (no top-k filter), unlike Hugging Face's 50.
+    default ``top_k=0`` (no top-k filter), unlike Hugging Face's 50.  Prompts of different
+    lengths are left-padded with ``attention_mask`` (1 = token, 0 = padding); as in Hugging Face,
+    each row's positions then count from its first real token.
     """
     if model.cfg.architecture != "decoder":
         raise ConfigError("generate needs a decoder-only model (architecture='decoder')")
@@ -109,9 +111,11 @@ def generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int, *
         do_sample = strategy == "sample"
         if strategy == "greedy":
             num_beams = 1
-    longest = input_ids.shape[1] + max_new_tokens - 1  # the last new token is never fed back
+    mask = _check_mask(model, input_ids, attention_mask)
+    prompt_len = input_ids.shape[1] if mask is None else int(mask.sum(-1).max())
+    longest = prompt_len + max_new_tokens - 1  # the last new token is never fed back
     if model.cfg.positional == "learned" and longest > model.cfg.n_ctx:
-        raise ConfigError(f"max_new_tokens: a {input_ids.shape[1]}-token prompt plus {max_new_tokens} new tokens "
+        raise ConfigError(f"max_new_tokens: a {prompt_len}-token prompt plus {max_new_tokens} new tokens "
                           f"needs {longest} positions; the model learned {model.cfg.n_ctx} (n_ctx)")
     # validate filters up front even if unused
     filter_logits(torch.zeros(1, 2), temperature, top_k, top_p, min_tokens_to_keep)
@@ -131,37 +135,68 @@ def generate(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int, *
     try:
         if num_beams > 1 and not do_sample:
             return _beam(model, input_ids, max_new_tokens, num_beams, length_penalty, early_stopping, eos,
-                         pad_token_id)
+                         pad_token_id, mask)
         if num_beams > 1:
             raise ConfigError("beam sampling is not supported: use num_beams=1 with sampling")
         return _greedy_or_sample(model, input_ids, max_new_tokens, do_sample, temperature, top_k, top_p,
-                                 min_tokens_to_keep, eos, pad_token_id, generator)
+                                 min_tokens_to_keep, eos, pad_token_id, generator, mask)
     finally:
         model.train(was_training)
 
 
+def _check_mask(model: Transformer, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The prompt mask as booleans, or None when there is no padding."""
+    if mask is None:
+        return None
+    if mask.shape != ids.shape:
+        raise ConfigError(f"attention_mask must have the prompts' shape {tuple(ids.shape)} (got {tuple(mask.shape)})")
+    mask = mask.to(ids.device).bool()
+    if bool(mask.all()):
+        return None
+    if not bool(mask[:, -1].all()) or bool((mask[:, 1:].int() < mask[:, :-1].int()).any()):
+        raise ConfigError("attention_mask: generation needs left padding (zeros before each row's tokens, "
+                          "and a token in the last column)")
+    cfg = model.cfg
+    if cfg.position_features or cfg.log_length_scale:
+        raise ConfigError("attention_mask: left padding would shift position_features / log_length_scale, which "
+                          "read absolute positions; generate rows of equal length separately")
+    return mask
+
+
 class _Stepper:
     """Next-token logits with a KV cache, or by recomputing the prefix when the model's position
-    features depend on the sequence length (then cached keys would be stale)."""
+    features depend on the sequence length (then cached keys would be stale).  With a left-padding
+    ``mask`` the padding is masked out and positions count from each row's first token."""
 
-    def __init__(self, model: Transformer):
+    def __init__(self, model: Transformer, mask: torch.Tensor | None = None):
         self.model = model
         self.cache = KVCache() if model.supports_kv_cache else None
+        self.mask = mask
+        # absolute embeddings need per-row positions; relative ones (rotary, ALiBi) only the mask
+        self.shift = mask is not None and model.cfg.positional in ("learned", "sinusoidal")
 
     def __call__(self, seqs: torch.Tensor) -> torch.Tensor:
         """Logits [N, V] after ``seqs [N, T]`` (with a cache only its new tokens are run)."""
+        start = 0 if self.cache is None else self.cache.length
+        kw = {}
+        if self.mask is not None:
+            grow = seqs.shape[1] - self.mask.shape[1]
+            if grow > 0:
+                self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], grow)], 1)
+            kw["attention_mask"] = self.mask
+            if self.shift:
+                kw["position_ids"] = (self.mask.long().cumsum(-1) - 1).clamp_min(0)[:, start:]
         if self.cache is None:
-            return self.model(seqs, positions=slice(-1, None))[:, -1].float()
-        new = seqs[:, self.cache.length:]
-        return self.model(new, cache=self.cache, positions=slice(-1, None))[:, -1].float()
+            return self.model(seqs, positions=slice(-1, None), **kw)[:, -1].float()
+        return self.model(seqs[:, start:], cache=self.cache, positions=slice(-1, None), **kw)[:, -1].float()
 
     def reorder(self, index: torch.Tensor) -> None:
         if self.cache is not None:
             self.cache.reorder(index)
 
 
-def _greedy_or_sample(model, ids, max_new, do_sample, temperature, top_k, top_p, keep, eos, pad, generator):
-    step_logits = _Stepper(model)
+def _greedy_or_sample(model, ids, max_new, do_sample, temperature, top_k, top_p, keep, eos, pad, generator, mask):
+    step_logits = _Stepper(model, mask)
     logits = step_logits(ids)
     out = ids
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)
@@ -188,7 +223,7 @@ def _greedy_or_sample(model, ids, max_new, do_sample, temperature, top_k, top_p,
     return out
 
 
-def _beam(model, ids, max_new, nb, lp, early, eos, pad):
+def _beam(model, ids, max_new, nb, lp, early, eos, pad, mask):
     B, T0 = ids.shape
     L = T0 + max_new
     # As Hugging Face does: a pad id of 0 counts as unset, so finished beams are filled with eos.
@@ -206,7 +241,7 @@ def _beam(model, ids, max_new, nb, lp, early, eos, pad):
     open_ = torch.ones(B, dtype=torch.bool, device=dev)
     top_mask = torch.arange(K, device=dev) < nb
     eos_t = torch.tensor(eos, device=dev) if eos else None
-    step_logits = _Stepper(model)
+    step_logits = _Stepper(model, None if mask is None else mask.repeat_interleave(nb, 0))
     logits = step_logits(running[:, :, :T0].reshape(B * nb, T0))
     cur = T0
     while True:

@@ -98,10 +98,10 @@ def sinusoidal_table(positions: torch.Tensor, d_model: int, dtype: torch.dtype) 
 
 
 def rotary_cos_sin(positions: torch.Tensor, d_head: int, base: float, dtype: torch.dtype):
-    """cos and sin tables [T, d_head] for rotate-half RoPE (Su et al. 2021)."""
+    """cos and sin tables [..., T, d_head] for rotate-half RoPE (Su et al. 2021); positions [..., T]."""
     wide = _wide(positions.device)
     inv = 1.0 / (base ** (torch.arange(0, d_head, 2, dtype=wide, device=positions.device) / d_head))
-    ang = positions.to(wide)[:, None] * inv[None, :]
+    ang = positions.to(wide)[..., None] * inv  # [..., T, d_head / 2]
     ang = torch.cat([ang, ang], dim=-1)
     return ang.cos().to(dtype), ang.sin().to(dtype)
 

@@ -77,6 +77,8 @@ class _Ctx:
     memory_padding: torch.Tensor | None = None
     loop: int = 0
     aligned: bool = True  # query row t is key t (no cache offset, no row subset): plain causal masking
+    row_pos: torch.Tensor | None = None  # [B, Tq] per-row position ids of the query rows (position_ids=)
+    new_key_pos: torch.Tensor | None = None  # [B, T] per-row position ids of this call's keys
 
 
 def _linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -189,9 +191,11 @@ class Attention(nn.Module):
         else:
             q_pos, k_pos, key_padding, causal = ctx.q_pos, ctx.k_pos, ctx.key_padding, ctx.causal
             if cfg.positional == "rotary":
-                cq, sq = P.rotary_cos_sin(q_pos, cfg.head_dim, cfg.rotary_base, q.dtype)
+                qp = q_pos if ctx.row_pos is None else ctx.row_pos[:, None]  # [Tq] or [B, 1, Tq]
+                kp = k_pos[-k.shape[2]:] if ctx.new_key_pos is None else ctx.new_key_pos[:, None]
+                cq, sq = P.rotary_cos_sin(qp, cfg.head_dim, cfg.rotary_base, q.dtype)
                 q = P.apply_rotary(q, cq, sq)
-                ck, sk = P.rotary_cos_sin(k_pos[-k.shape[2]:], cfg.head_dim, cfg.rotary_base, k.dtype)
+                ck, sk = P.rotary_cos_sin(kp, cfg.head_dim, cfg.rotary_base, k.dtype)
                 k = P.apply_rotary(k, ck, sk)
             if ctx.cache is not None:
                 if cache_key in ctx.cache.layers:
@@ -335,7 +339,8 @@ class Block(nn.Module):
         xn = self.ln1(x) if pre else x
         xq = xn if keep is None else xn[:, keep]
         if keep is not None:
-            sub = _Ctx(**{**ctx.__dict__, "q_pos": ctx.q_pos[keep], "aligned": False})
+            sub = _Ctx(**{**ctx.__dict__, "q_pos": ctx.q_pos[keep], "aligned": False,
+                          "row_pos": None if ctx.row_pos is None else ctx.row_pos[:, keep]})
         else:
             sub = ctx
         resid = x if keep is None else x[:, keep]
@@ -365,7 +370,9 @@ class Transformer(HookedMixin, nn.Module):
       (the result is ``[B, len(positions), d_vocab_out]``);
     * ``decoder_tokens``: decoder input for encoder-decoder models (logits are over them);
     * ``attention_mask``: ``[B, T]`` with 1 for real tokens, 0 for padding;
-    * ``cache``: a :class:`KVCache` to read and extend (decoder-only incremental decoding).
+    * ``cache``: a :class:`KVCache` to read and extend (decoder-only incremental decoding);
+    * ``position_ids``: ``[B, T]`` positions per row instead of ``offset + arange(T)`` (left-padded
+      batches, as Hugging Face does); decoder models with learned, sinusoidal, rotary or no positions.
     """
 
     def __init__(self, cfg: TransformerConfig, generator: torch.Generator | None = None):
@@ -476,17 +483,18 @@ class Transformer(HookedMixin, nn.Module):
         h = self.hook_embed(h)
         pe = None
         if cfg.positional == "learned":
-            if n > cfg.n_ctx:  # n = last position + 1 (no device sync)
+            if pos.dim() == 1 and n > cfg.n_ctx:  # n = last position + 1 (position_ids are checked apart)
                 raise ConfigError(f"sequence length {n} exceeds n_ctx={cfg.n_ctx} "
                                   "(learned positions); raise model.n_ctx")
             pe = self.pos_embed.W_pos[pos]
         elif cfg.positional == "sinusoidal":
-            pe = P.sinusoidal_table(pos, cfg.d_model, h.dtype)
+            pe = P.sinusoidal_table(pos.reshape(-1), cfg.d_model, h.dtype).view(*pos.shape, cfg.d_model)
         if cfg.position_features:
             f = P.position_features(cfg.position_features, pos, n, h.dtype) @ self.pos_feat.W
             pe = f if pe is None else pe + f
         if pe is not None:
-            h = h + self.hook_pos_embed(pe)[None]
+            pe = self.hook_pos_embed(pe)
+            h = h + (pe if pe.dim() == 3 else pe[None])  # [B, T, d] with position_ids, else [T, d]
         if cfg.dropout > 0:
             h = F.dropout(h, cfg.dropout, self.training)
         return h
@@ -519,7 +527,8 @@ class Transformer(HookedMixin, nn.Module):
 
     def forward(self, x: torch.Tensor, *, positions: slice | torch.Tensor | None = None,
                 decoder_tokens: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, return_residual: bool = False) -> torch.Tensor:
+                cache: KVCache | None = None, return_residual: bool = False,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.cfg
         if x.dim() not in (2, 3):
             raise ConfigError(f"input must be [batch, seq] tokens or [batch, seq, input_dim]; got shape "
@@ -536,7 +545,9 @@ class Transformer(HookedMixin, nn.Module):
         offset = cache.length if cache is not None else 0
         pos = torch.arange(offset, offset + T, device=x.device)
         n = offset + T
-        h = self._embed(x, pos, n)
+        if position_ids is not None:
+            self._check_position_ids(position_ids, x)
+        h = self._embed(x, pos if position_ids is None else position_ids, n)
         keep = None
         if positions is not None:
             keep = torch.arange(T, device=x.device)[positions]
@@ -547,11 +558,24 @@ class Transformer(HookedMixin, nn.Module):
             if key_padding.shape[1] != k_pos.shape[0]:
                 raise ConfigError(f"attention_mask covers {key_padding.shape[1]} positions, expected {n}")
         ctx = _Ctx(q_pos=pos, k_pos=k_pos, n=n, causal=cfg.causal, key_padding=key_padding, cache=cache,
-                   aligned=offset == 0)
+                   aligned=offset == 0, row_pos=position_ids, new_key_pos=position_ids)
         h = self._stack(self.blocks, h, ctx, keep)
         if cache is not None:
             cache.length = n
         return self._unembed(h, return_residual)
+
+    def _check_position_ids(self, position_ids: torch.Tensor, x: torch.Tensor) -> None:
+        cfg = self.cfg
+        if cfg.architecture != "decoder" or cfg.positional == "alibi" or cfg.log_length_scale or cfg.position_features:
+            raise ConfigError("position_ids: supported for decoder models with learned, sinusoidal, rotary or no "
+                              "positions (not alibi, log_length_scale or position_features)")
+        if position_ids.shape != x.shape[:2] or position_ids.is_floating_point():
+            raise ConfigError(f"position_ids must be [batch, seq] integers like the input {tuple(x.shape[:2])} "
+                              f"(got {tuple(position_ids.shape)})")
+        if position_ids.numel() and cfg.positional == "learned":
+            lo, hi = torch.stack(torch.aminmax(position_ids)).tolist()
+            if lo < 0 or hi >= cfg.n_ctx:
+                raise ConfigError(f"position_ids must lie in [0, n_ctx={cfg.n_ctx}) (got {lo}..{hi})")
 
     def _decode(self, tokens, memory, memory_padding, positions, cache, return_residual):
         T = tokens.shape[1]

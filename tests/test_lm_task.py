@@ -120,6 +120,14 @@ def test_train_and_generate_from_the_cli(store, capsys):
         out = json.loads(capsys.readouterr().out)
         assert len(out["texts"]) == (2 if "sample" in extra else 1)
         assert all(len(t) <= 6 for t in out["tokens"])
+    # several prompts of different lengths: one left-padded batch, each row as if alone
+    alone = []
+    for p in ("the dog", "a big cat sees every"):
+        assert main(["generate", run, "-p", p, "-n", "6", "--json"]) == 0
+        alone += json.loads(capsys.readouterr().out)["tokens"]
+    assert main(["generate", run, "-p", "the dog", "-p", "a big cat sees every", "-n", "6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tokens"] == alone and out["prompts"] == ["the dog", "a big cat sees every"]
     assert main(["generate", run, "--prompt", "the unicorn"]) == 2
     assert "unknown words" in capsys.readouterr().err
     assert main(["generate", run, "--prompt", "the", "--strategy", "beam", "--num-beams", "0"]) == 2

@@ -12,8 +12,9 @@ from theorylab.errors import ConfigError
 @app.command()
 def generate(
     run: str = typer.Argument(..., help="run id or unique prefix"),
-    prompt: str = typer.Option(..., "--prompt", "-p",
-                               help="words for tasks with a vocabulary (e.g. lm), else space-separated token ids"),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p",
+                                     help="words for tasks with a vocabulary (e.g. lm), else space-separated token "
+                                          "ids; repeat for a batch (left-padded)"),
     strategy: str = typer.Option("greedy", "--strategy", help="greedy | beam | sample"),
     max_new_tokens: int = typer.Option(20, "--max-new-tokens", "-n"),
     num_beams: int = typer.Option(4, "--num-beams", help="beam search only"),
@@ -47,23 +48,33 @@ def generate(
     task = make_task(cfg.task, cfg.seed)
     encode = getattr(task, "encode", None)
     decode = getattr(task, "decode", None)
-    if encode is not None:
-        ids = encode(prompt)
-    else:
-        try:
-            ids = [int(t) for t in prompt.split()]
-        except ValueError:
-            raise ConfigError("--prompt: this task has no vocabulary; give space-separated token ids") from None
-    if not ids:
-        raise ConfigError("--prompt: empty")
+    batch = []
+    for text in prompt:
+        if encode is not None:
+            ids = encode(text)
+        else:
+            try:
+                ids = [int(t) for t in text.split()]
+            except ValueError:
+                raise ConfigError("--prompt: this task has no vocabulary; give space-separated token ids") from None
+        if not text.split():
+            raise ConfigError("--prompt: empty")
+        batch += [(text, ids)] * (num_samples if strategy == "sample" else 1)
     eos = 0 if (stop_at_eos and encode is not None) else None
-    x = torch.tensor([ids] * (num_samples if strategy == "sample" else 1))
+    width = max(len(ids) for _, ids in batch)
+    x = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros(len(batch), width, dtype=torch.long)
+    for i, (_, ids) in enumerate(batch):  # left padding: every row's last column is its last token
+        x[i, width - len(ids):] = torch.tensor(ids)
+        mask[i, width - len(ids):] = 1
     out = gen(model, x, max_new_tokens, strategy=strategy, num_beams=num_beams if strategy == "beam" else 1,
               length_penalty=length_penalty, early_stopping=es, temperature=temperature, top_k=top_k, top_p=top_p,
-              eos_token_id=eos, generator=torch.Generator().manual_seed(seed))
-    rows = [r[len(ids):].tolist() for r in out]
+              eos_token_id=eos, generator=torch.Generator().manual_seed(seed), attention_mask=mask)
+    rows = [r[width:].tolist() for r in out]
     if eos is not None:
         rows = [r[: r.index(eos) + 1] if eos in r else r for r in rows]
     texts = [decode(r) if decode is not None else " ".join(map(str, r)) for r in rows]
-    emit({"run_id": cfg.run_id(), "prompt": prompt, "strategy": strategy, "tokens": rows, "texts": texts},
-         as_json, lambda: [print(f"{prompt} | {t}") for t in texts])
+    prompts = [text for text, _ in batch]
+    emit({"run_id": cfg.run_id(), "prompt": prompt[0] if len(prompt) == 1 else prompt, "prompts": prompts,
+          "strategy": strategy, "tokens": rows, "texts": texts},
+         as_json, lambda: [print(f"{p} | {t}") for p, t in zip(prompts, texts, strict=True)])

@@ -70,6 +70,7 @@ _BUILTIN = [
     "induction",
     "icl_regression",
     "concepts",
+    "formal",
 ]
 
 __all__ = [

@@ -116,6 +116,12 @@ class Task:
         """Named fixed evaluation splits, e.g. ``{"train": ..., "test": ...}``."""
         raise NotImplementedError
 
+    def evaluate(self, model: torch.nn.Module, device: Any, dtype: Any, eval_bs: int) -> dict[str, float] | None:
+        """Optional: the whole evaluation as ``{"split/name": value}``, for tasks whose splits are
+        not single batches (per-length accuracy over many lengths).  ``None`` (the default) means
+        the trainer evaluates :meth:`metrics` on each of :meth:`eval_sets` in chunks."""
+        return None
+
     # ---------------------------------------------------------------- loss and metrics
     def forward(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """Model outputs for a batch (logits ``[B, T, V]`` for token tasks)."""

@@ -46,6 +46,7 @@ _BUILTIN: list[str] = [
     "theorylab.claims.modular",
     "theorylab.claims.expressivity",
     "theorylab.claims.icl",
+    "theorylab.claims.formal",
 ]
 _loaded = False
 

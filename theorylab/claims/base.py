@@ -229,6 +229,11 @@ class Claim:
         """name -> matplotlib Figure (the engine saves and closes them)."""
         return {}
 
+    def tables(self, evidence: Evidence) -> dict[str, dict[str, Any]]:
+        """name -> ``{"columns": [...], "rows": [[...], ...], "note": "..."}``: tables shown in the
+        report beside the figures (e.g. measured scores beside published ones)."""
+        return {}
+
     # Optional: a claim may train its runs itself, e.g. several seeds at once in one
     # vectorised process.  It must leave every RunConfig as its own finished run in the
     # store (same run id as ``cfg.run_id()``), so reuse and RunView work unchanged.

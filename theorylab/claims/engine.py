@@ -57,6 +57,8 @@ class ClaimResult:
     configs: dict[int, dict[str, dict[str, Any]]]  # seed -> run name -> RunConfig.to_dict()
     figures: dict[str, str]  # figure name -> PNG path
     title: str = ""
+    # name -> {"columns": [...], "rows": [[...], ...], "note": str}: tables a claim builds (score tables)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     statement: str = ""
     citation: dict[str, Any] = field(default_factory=dict)
     decides: str = ""
@@ -259,7 +261,7 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
                   for c in claim.rule.criteria],
         run_ids={s: {n: v.run_id for n, v in views[s].items()} for s in seed_list},
         configs={s: {n: c.to_dict() for n, c in experiment[s].items()} for s in seed_list},
-        figures=figures, title=claim.title, statement=claim.statement,
+        figures=figures, tables=claim.tables(ev) or {}, title=claim.title, statement=claim.statement,
         citation={**claim.citation.__dict__, "short": claim.citation.short(), "full": claim.citation.full()},
         decides=claim.decides, versions=versions(), device=device_description(), created=time.time(),
         backend=backend if claim.execute is None else f"{backend} (claim.execute)",

@@ -144,6 +144,14 @@ def _claim_section(r: Any) -> str:
         parts.append(f"<tr><td><code>{esc(q)}</code>{esc(mark)}</td>{_stat_cells(r.stats[q])}</tr>")
     parts.append("</tbody></table>")
 
+    for name, tab in (getattr(r, "tables", None) or {}).items():
+        parts.append(f"<h3>Table: {esc(name)}</h3>")
+        if tab.get("note"):
+            parts.append(f'<p class="meta">{esc(tab["note"])}</p>')
+        head = "".join(f"<th>{esc(c)}</th>" for c in tab.get("columns", []))
+        body = "".join("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in row) + "</tr>" for row in tab.get("rows", []))
+        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
     if r.figures:
         parts.append("<h3>Figures</h3>")
         for name, path in r.figures.items():

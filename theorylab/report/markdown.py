@@ -47,4 +47,9 @@ def render_markdown(rs: list[Any], unchecked: list[Any], html_name: str = "repor
         out += [f"- {md(x)}" for x in r.reasons]
         if r.verdict == "inconclusive" and r.decides:
             out.append(f"- what would decide it: {md(r.decides)}")
+        for name, tab in (getattr(r, "tables", None) or {}).items():
+            cols = tab.get("columns", [])
+            out += ["", f"**{md(name)}**" + (f": {md(tab['note'])}" if tab.get("note") else ""), "",
+                    "| " + " | ".join(md(c) for c in cols) + " |", "|" + " --- |" * len(cols)]
+            out += ["| " + " | ".join(md(x) for x in row) + " |" for row in tab.get("rows", [])]
     return "\n".join(out) + "\n"

@@ -245,12 +245,12 @@ class ParityEveryEncoding(Claim):
 
 
 FIRST_TIERS = {
-    "smoke": {"train_n": 10, "test_ns": [20, 40], "n_eval": 32, "steps": 60, "layers": 1, "d_model": 32,
-              "heads": 2, "batch": 32},
-    "quick": {"train_n": 50, "test_ns": [100, 200, 500, 1000], "n_eval": 128, "steps": 400, "layers": 2,
-              "d_model": 64, "heads": 4, "batch": 64},
-    "full": {"train_n": 50, "test_ns": [100, 200, 300, 500, 700, 1000], "n_eval": 512, "steps": 2000, "layers": 2,
-             "d_model": 64, "heads": 4, "batch": 64},
+    "smoke": {"train_n": 10, "test_min": 20, "test_max": 40, "stride": 10, "n_eval": 32, "steps": 60, "layers": 1,
+              "d_model": 32, "heads": 2, "batch": 32},
+    "quick": {"train_n": 50, "test_min": 100, "test_max": 1000, "stride": 300, "n_eval": 128, "steps": 400,
+              "layers": 2, "d_model": 64, "heads": 4, "batch": 64},
+    "full": {"train_n": 50, "test_min": 100, "test_max": 1000, "stride": 100, "n_eval": 512, "steps": 2000,
+             "layers": 2, "d_model": 64, "heads": 4, "batch": 64},
 }
 
 # The rule's runs use sinusoidal positions (the standard transformer).  The variant with no positional
@@ -279,8 +279,8 @@ class FirstLogLength(Claim):
 
     def experiment(self, tier, seed):
         p = self.params(tier)
-        common = dict(train_min=p["train_n"], train_max=p["train_n"], test_min=p["test_ns"][0],
-                      test_max=p["test_ns"][-1], stride=1, n_eval=p["n_eval"], steps=p["steps"], layers=p["layers"],
+        common = dict(train_min=p["train_n"], train_max=p["train_n"], test_min=p["test_min"],
+                      test_max=p["test_max"], stride=p["stride"], n_eval=p["n_eval"], steps=p["steps"], layers=p["layers"],
                       d_model=p["d_model"], heads=p["heads"], batch=p["batch"])
         runs = {}
         for variant, pos in FIRST_VARIANTS.items():
@@ -290,12 +290,14 @@ class FirstLogLength(Claim):
         return runs
 
     def measure(self, tier, seed, runs):
-        p = self.params(tier)
+        from theorylab.tasks.formal import per_length
+
         out: dict[str, Any] = {}
         for name, rv in runs.items():
             kind, variant = name.split("/")
             m = rv.final
-            curve = {"lengths": p["test_ns"], "acc": [m[f"test/acc_len_{n}"] for n in p["test_ns"]]}
+            lengths, accs = per_length(m, "test")
+            curve = {"lengths": lengths, "acc": accs}
             suffix = "" if variant == "sinusoidal" else f"_{variant}"
             out[f"acc_{kind}_at_max_n{suffix}"] = curve["acc"][-1]
             if not suffix:

@@ -216,6 +216,13 @@ def test_suite_claim_at_smoke_tier_has_a_score_table(tmp_path):
     assert "per_length_accuracy" in res.figures
     md = render_markdown([res], [])
     assert "**scores**" in md and "| reverse_string | dcf | sinusoidal |" in md
+    from theorylab.claims.engine import ClaimResult
+    from theorylab.report.html import render_html
+
+    again = ClaimResult.from_dict(res.to_dict())  # the table survives the store's JSON
+    assert again.tables == res.tables
+    html = render_html([again], [])
+    assert "Table: scores" in html and "<td>stack_manipulation</td>" in html
 
 
 @pytest.mark.slow

@@ -71,6 +71,7 @@ _BUILTIN = [
     "icl_regression",
     "concepts",
     "formal",
+    "bietti",
 ]
 
 __all__ = [

@@ -1,0 +1,228 @@
+"""Bigram data with trigger tokens (Bietti, Cabannes, Bouchacourt, Jégou & Bottou 2023, "Birth of a
+Transformer: A Memory Viewpoint", NeurIPS, arXiv 2306.00802), written from the paper's description.
+
+A global bigram Markov chain (initial distribution ``pi_1``, transition matrix ``pi_b``) over ``vocab``
+tokens generates each sequence, except after the ``n_triggers`` trigger tokens ``q_k``: each
+sequence draws its own output token ``o_k`` for every trigger, uniformly over the vocabulary (the
+paper's ``pi_o``), and wherever ``q_k`` occurs the next token is ``o_k``.  The triggers are the
+``n_triggers`` most likely tokens under the chain's stationary distribution, as the paper takes the
+most frequent characters.
+
+Predicting ``o_k`` at the *second and later* occurrences of ``q_k`` needs an induction head (look
+back to the previous occurrence of the current token and copy what followed it); the first
+occurrence is unpredictable (loss ``log vocab``); every other position is a global bigram that the
+weights can memorise (Bayes loss ``H(pi_b[z_t])``).
+
+Deviation: the paper estimates ``pi_1`` and ``pi_b`` from character-level Shakespeare, which cannot
+be downloaded here; we draw them from a Dirichlet(``concentration``) per row, fixed by
+``chain_seed`` (the same chain for every run seed, so seeds vary only the samples and the model).
+
+Metrics per evaluation: loss and accuracy overall; on in-context outputs (``icl_*``: second and
+later trigger occurrences), first occurrences (``first_*``) and bigram positions (``bigram_*``,
+with ``bigram_optimal_loss``, the Bayes loss on exactly those positions); per layer, the best
+head's previous-token score and trigger induction score (attention mass from a trigger's repeat
+to the tokens that followed its earlier occurrences); and the paper's memory-recall probes, read
+from the weights (:func:`memory_recall_probes`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from theorylab.tasks import register_task
+from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng, token_cross_entropy
+
+
+class BigramTriggersConfig(TaskConfig):
+    name: Literal["bigram_triggers"] = "bigram_triggers"
+    vocab: int = Field(64, gt=2, description="tokens (paper: 65 characters)")
+    seq_len: int = Field(64, gt=2, description="tokens per sequence (paper: 256)")
+    n_triggers: int = Field(5, ge=1, description="trigger tokens (paper: K = 5 most frequent)")
+    concentration: float = Field(0.5, gt=0, description="Dirichlet concentration of pi_1 and each row of pi_b")
+    chain_seed: int = Field(0, ge=0, description="seed of the bigram chain (shared by every run seed)")
+    n_test: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> BigramTriggersConfig:
+        if self.n_triggers >= self.vocab:
+            raise ValueError(f"n_triggers ({self.n_triggers}) must be below vocab ({self.vocab})")
+        return self
+
+    def model_defaults(self) -> dict[str, Any]:
+        return {"d_vocab": self.vocab, "n_ctx": self.seq_len}
+
+
+def bigram_chain(vocab: int, concentration: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pi_1 [V], pi_b [V, V]) drawn from Dirichlet(concentration), float64, rows summing to 1."""
+    rng = np.random.default_rng([int(seed), 0xB16])
+    alpha = np.full(vocab, concentration)
+    return rng.dirichlet(alpha), rng.dirichlet(alpha, size=vocab)
+
+
+def stationary(pi_b: np.ndarray) -> np.ndarray:
+    """The stationary distribution of a transition matrix (left eigenvector of eigenvalue 1)."""
+    w, v = np.linalg.eig(pi_b.T)
+    mu = np.real(v[:, np.argmin(np.abs(w - 1))])
+    return mu / mu.sum()
+
+
+def row_entropy(pi_b: np.ndarray) -> np.ndarray:
+    """[V]: entropy (nats) of each row, the Bayes loss of predicting the next token from the current one."""
+    p = np.clip(pi_b, 1e-300, 1)
+    return -(pi_b * np.log(p)).sum(1)
+
+
+@register_task
+class BigramTriggersTask(Task):
+    """Global bigrams plus sequence-specific trigger -> output pairs (needs an induction head)."""
+
+    Config = BigramTriggersConfig
+    cfg: BigramTriggersConfig
+
+    def __init__(self, cfg: BigramTriggersConfig, seed: int = 0):
+        super().__init__(cfg, seed)
+        self.pi_1, self.pi_b = bigram_chain(cfg.vocab, cfg.concentration, cfg.chain_seed)
+        self.triggers = np.sort(np.argsort(-stationary(self.pi_b), kind="stable")[: cfg.n_triggers])
+        self._cum_b = np.cumsum(self.pi_b, axis=1)
+        self._cum_1 = np.cumsum(self.pi_1)
+        self.test_set = self.sample(cfg.n_test, np.random.default_rng([self.seed, 0xB1E77]))
+
+    # ------------------------------------------------------------------ data
+    def sample(self, n: int, rng: np.random.Generator) -> Batch:
+        c = self.cfg
+        V, T = c.vocab, c.seq_len
+        out_tok = rng.integers(0, V, size=(n, c.n_triggers))  # o_k per sequence
+        trig_index = np.full(V, -1)
+        trig_index[self.triggers] = np.arange(c.n_triggers)
+        u = rng.random((n, T))
+        z = np.empty((n, T), dtype=np.int64)
+        z[:, 0] = np.minimum(np.searchsorted(self._cum_1, u[:, 0], side="right"), V - 1)
+        rows = np.arange(n)
+        for t in range(1, T):
+            prev = z[:, t - 1]
+            nxt = (self._cum_b[prev] < u[:, t, None]).sum(1)  # inverse-CDF draw from pi_b[prev]
+            k = trig_index[prev]
+            z[:, t] = np.where(k >= 0, out_tok[rows, np.maximum(k, 0)], np.minimum(nxt, V - 1))
+        tokens = torch.from_numpy(z)
+        targets = tokens.clone()
+        targets[:, :-1] = tokens[:, 1:]
+        targets[:, -1] = IGNORE
+        # kind of each prediction position t (predicting z_{t+1}): 2 = in-context output (a repeat of
+        # a trigger), 1 = first occurrence of a trigger, 0 = bigram
+        is_trig = trig_index[z] >= 0
+        seen = np.zeros((n, T), dtype=bool)
+        for k, q in enumerate(self.triggers):
+            occ = z == q
+            seen |= occ & (np.cumsum(occ, axis=1) >= 2)
+        kind = np.where(is_trig, np.where(seen, 2, 1), 0)
+        kind[:, -1] = -1  # no target at the last position
+        return Batch(tokens=tokens, targets=targets,
+                     extras={"kind": torch.from_numpy(kind), "outputs": torch.from_numpy(out_tok)})
+
+    def train_batch(self, step: int, batch_size: int | None) -> Batch:
+        return self.sample(batch_size or 64, step_rng(self.seed, step))
+
+    def eval_sets(self) -> dict[str, Batch]:
+        return {"test": self.test_set}
+
+    def loss(self, model, batch: Batch):
+        logits = model(batch.tokens)
+        return token_cross_entropy(logits, batch.targets), logits
+
+    # ------------------------------------------------------------------ metrics
+    @torch.no_grad()
+    def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
+        logits, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+        lp = torch.log_softmax(logits.double(), -1)
+        nll = -lp.gather(-1, batch.targets.clamp_min(0)[..., None]).squeeze(-1)
+        hit = (logits.argmax(-1) == batch.targets).double()
+        kind = batch.extras["kind"]
+        m: dict[str, float] = {"loss": float(nll[kind >= 0].mean()), "accuracy": float(hit[kind >= 0].mean())}
+        for name, code in (("bigram", 0), ("first", 1), ("icl", 2)):
+            sel = kind == code
+            if sel.any():
+                m[f"{name}_loss"], m[f"{name}_accuracy"] = float(nll[sel].mean()), float(hit[sel].mean())
+        big = (kind == 0).numpy()
+        m["bigram_optimal_loss"] = float(row_entropy(self.pi_b)[batch.tokens.numpy()[big]].mean())
+        from theorylab.analysis.induction import previous_token_score
+
+        for name, pat in cache.items():
+            layer = name.split(".")[1]
+            m[f"prev_token_score_l{layer}"] = float(previous_token_score(batch.tokens, pat).max())
+            m[f"trigger_induction_score_l{layer}"] = float(trigger_induction_score(batch.tokens, pat, kind).max())
+        if getattr(model.cfg, "attn_only", False):
+            m.update(memory_recall_probes(model))
+        return m
+
+
+def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+    """[H]: mean attention mass, from positions holding a repeated trigger (kind 2), on the positions
+    right after the trigger's earlier occurrences (where its output token sits)."""
+    B, T = tokens.shape
+    prev = torch.full_like(tokens, -1)
+    prev[:, 1:] = tokens[:, :-1]
+    match = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool).tril()[None]
+    rows = kind == 2
+    if not rows.any():
+        return torch.zeros(pattern.shape[1], dtype=torch.float64)
+    mass = (pattern.double() * match[:, None].double()).sum(-1)  # [B, H, Tq]
+    return (mass * rows[:, None]).sum(dim=(0, 2)) / rows.sum()
+
+
+@torch.no_grad()
+def memory_recall_probes(model) -> dict[str, float]:
+    """Bietti et al.'s memory-recall probes for a two-layer attention-only model, read from weights
+    (layer norms and biases ignored; best head, or head pair):
+
+    * ``probe_prev_token``: layer-0 positional key-query memory: the fraction of positions t >= 1
+      whose highest score ``(p_t W_Q)(p_s W_K)^T`` over s <= t is at s = t - 1 (learned positions only);
+    * ``probe_induction_key``: layer-1 key memory: the fraction of tokens k whose query
+      ``e_k W_Q^1`` scores highest against the key written by the layer-0 value/output path of the
+      same token, ``e_k W_V^0 W_O^0 W_K^1``, among all tokens j;
+    * ``probe_induction_output``: layer-1 output memory: the fraction of tokens k for which
+      ``e_k W_V^1 W_O^1 W_U`` has its largest logit at k (the head copies what it attends to).
+    """
+    blocks = model.blocks
+    if len(blocks) < 2:
+        return {}
+    W_E = model.embed.W_E.double()
+    W_U = (model.unembed.W_U if hasattr(model.unembed, "W_U") else model.embed.W_E.T).double()
+    V = W_E.shape[0]
+    a0, a1 = blocks[0].attn, blocks[1].attn
+    out: dict[str, float] = {}
+    ids = torch.arange(V)
+    ov1 = torch.einsum("vd,hde,hef,fu->hvu", W_E, a1.W_V.double(), a1.W_O.double(), W_U)
+    out["probe_induction_output"] = float((ov1.argmax(-1) == ids).double().mean(-1).max())
+    q1 = torch.einsum("vd,hde->hve", W_E, a1.W_Q.double())  # [H1, V, dh]
+    prev_written = torch.einsum("vd,hde,hef->hvf", W_E, a0.W_V.double(), a0.W_O.double())  # [H0, V, d]
+    k1 = torch.einsum("gvf,hfe->ghve", prev_written, a1.W_K.double())  # [H0, H1, V, dh]
+    scores = torch.einsum("hve,ghue->ghvu", q1, k1)
+    out["probe_induction_key"] = float((scores.argmax(-1) == ids).double().mean(-1).max())
+    if hasattr(model, "pos_embed"):
+        P = model.pos_embed.W_pos.double()
+        T = P.shape[0]
+        s = torch.einsum("hte,hse->hts", torch.einsum("td,hde->hte", P, a0.W_Q.double()),
+                         torch.einsum("sd,hde->hse", P, a0.W_K.double()))
+        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))[:, 1:]
+        out["probe_prev_token"] = float((s.argmax(-1) == torch.arange(T - 1)).double().mean(-1).max())
+    return out
+
+
+def _register_preset() -> None:
+    from theorylab.train.config import register_preset
+
+    register_preset(
+        "bigram_triggers",
+        {"task": {"name": "bigram_triggers", "vocab": 64, "seq_len": 64, "n_triggers": 5},
+         "model": {"n_layers": 2, "d_model": 128, "n_heads": 1, "attn_only": True, "positional": "learned",
+                   "norm": "none", "bias": False},
+         "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100}},
+        "Bietti et al. 2023: bigram sequences with trigger -> output pairs, 2-layer attention-only transformer",
+    )
+
+
+_register_preset()

@@ -115,7 +115,7 @@ class BigramTriggersTask(Task):
         # a trigger), 1 = first occurrence of a trigger, 0 = bigram
         is_trig = trig_index[z] >= 0
         seen = np.zeros((n, T), dtype=bool)
-        for k, q in enumerate(self.triggers):
+        for q in self.triggers:
             occ = z == q
             seen |= occ & (np.cumsum(occ, axis=1) >= 2)
         kind = np.where(is_trig, np.where(seen, 2, 1), 0)

@@ -119,3 +119,14 @@ def test_cli_trains_the_task_and_logs_probes(store, capsys):
     m = json.loads(out)["metrics"]
     assert {"test/icl_accuracy", "test/bigram_optimal_loss", "test/probe_induction_output", "test/probe_prev_token",
             "test/trigger_induction_score_l1"} <= set(m)
+
+
+@pytest.mark.slow
+def test_claim_runs_at_smoke_tier(tmp_path):
+    from theorylab.claims.engine import check
+    from theorylab.store import Store
+
+    res = check("bietti2023.induction_from_triggers", tier="smoke", backend="inprocess", store=Store(tmp_path))
+    assert res.verdict in ("supported", "refuted", "inconclusive")
+    assert {"icl_accuracy", "icl_minus_first_accuracy", "probe_induction_output", "icl_accuracy_one_layer"} <= set(res.stats)
+    assert "training_dynamics" in res.figures

@@ -218,9 +218,9 @@ def _register_preset() -> None:
     register_preset(
         "bigram_triggers",
         {"task": {"name": "bigram_triggers", "vocab": 64, "seq_len": 64, "n_triggers": 5},
-         "model": {"n_layers": 2, "d_model": 128, "n_heads": 1, "attn_only": True, "positional": "learned",
-                   "norm": "none", "bias": False},
-         "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100}},
+         "model": {"n_layers": 2, "d_model": 64, "n_heads": 1, "attn_only": True, "positional": "learned",
+                   "norm": "layernorm", "bias": False},
+         "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100}},
         "Bietti et al. 2023: bigram sequences with trigger -> output pairs, 2-layer attention-only transformer",
     )
 

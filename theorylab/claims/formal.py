@@ -146,8 +146,8 @@ class NoLengthGeneralization(Claim):
                  "and reported beside the paper's Transformer scores.")
     rule = all_of(*[
         Criterion(f"score_{t}", "<", 0.9,
-                  why="Delétang et al. read a score of 90% or more as generalizing; the claim is that the "
-                      "transformer does not reach it on this task") for t in NON_REGULAR_HARD])
+                  why="our line for 'generalizes': a 90% mean accuracy over the test lengths (chance is 33-50%); "
+                      "the claim is that the transformer stays below it on this task") for t in NON_REGULAR_HARD])
     tiers = SUITE_TIERS
     seeds = {"smoke": 2, "quick": 2, "full": 10}
     decides = "more seeds or the full tier (paper scale: train 1..40, test 41..500, every encoding)"

@@ -460,7 +460,7 @@ _TRIGGER_TIERS: dict[str, dict[str, Any]] = {
     "full": {"vocab": 65, "seq_len": 256, "d_model": 256, "steps": 10000, "eval_every": 250, "n_test": 512},
 }
 _TRIGGER_SERIES = ("icl_loss", "first_loss", "bigram_loss", "bigram_optimal_loss", "icl_accuracy",
-                   "probe_induction_output", "probe_induction_key", "probe_prev_token")
+                   "probe_induction_output", "probe_induction_key", "probe_induction_key_triggers", "probe_prev_token")
 
 
 def trigger_config(seed: int, n_layers: int, vocab: int, seq_len: int, d_model: int, steps: int, eval_every: int,
@@ -494,8 +494,9 @@ class InductionFromTriggers(Claim):
     tiers = _TRIGGER_TIERS
     seeds = {"smoke": 2, "quick": 3, "full": 5}
     decides = "more seeds or the full tier (longer sequences, more steps)"
-    extra_quantities = ("first_accuracy", "bigram_excess_loss", "probe_induction_key", "probe_prev_token",
-                        "trigger_induction_score_l1", "icl_accuracy_one_layer")
+    extra_quantities = ("first_accuracy", "bigram_excess_loss", "probe_induction_key", "probe_induction_key_triggers",
+                        "probe_prev_token", "prev_token_after_trigger_l0", "trigger_induction_score_l1",
+                        "icl_accuracy_one_layer")
 
     def experiment(self, tier, seed):
         p = self.params(tier)
@@ -511,6 +512,8 @@ class InductionFromTriggers(Claim):
                 "bigram_excess_loss": two["test/bigram_loss"] - two["test/bigram_optimal_loss"],
                 "probe_induction_output": two["test/probe_induction_output"],
                 "probe_induction_key": two["test/probe_induction_key"],
+                "probe_induction_key_triggers": two["test/probe_induction_key_triggers"],
+                "prev_token_after_trigger_l0": two["test/prev_token_after_trigger_l0"],
                 "probe_prev_token": two["test/probe_prev_token"],
                 "trigger_induction_score_l1": two["test/trigger_induction_score_l1"],
                 "icl_accuracy_one_layer": one["test/icl_accuracy"], "curves": curves}
@@ -528,7 +531,8 @@ class InductionFromTriggers(Claim):
             a.plot(c["steps"], c["bigram_loss"], "C2", label=lab("bigram positions"), **kw)
             a.plot(c["steps"], c["bigram_optimal_loss"], "C2:", label=lab("bigram Bayes loss"), **kw)
             for name, color in (("probe_induction_output", "C0"), ("probe_induction_key", "C1"),
-                                ("probe_prev_token", "C4"), ("icl_accuracy", "k")):
+                                ("probe_induction_key_triggers", "C5"), ("probe_prev_token", "C4"),
+                                ("icl_accuracy", "k")):
                 b.plot(c["steps"], c[name], color=color, label=lab(name), **kw)
         a.set(xlabel="step", ylabel="loss (nats)", title="losses by position kind (two layers)")
         b.set(xlabel="step", ylabel="recall / accuracy", title="memory-recall probes", ylim=(0, 1.02))

@@ -20,8 +20,9 @@ be downloaded here; we draw them from a Dirichlet(``concentration``) per row, fi
 Metrics per evaluation: loss and accuracy overall; on in-context outputs (``icl_*``: second and
 later trigger occurrences), first occurrences (``first_*``) and bigram positions (``bigram_*``,
 with ``bigram_optimal_loss``, the Bayes loss on exactly those positions); per layer, the best
-head's previous-token score and trigger induction score (attention mass from a trigger's repeat
-to the tokens that followed its earlier occurrences); and the paper's memory-recall probes, read
+head's previous-token score (over all positions, and ``prev_token_after_trigger_l*`` over the positions
+right after a trigger, the ones the induction head reads) and trigger induction score (attention mass
+from a trigger's repeat to the tokens that followed its earlier occurrences); and the paper's memory-recall probes, read
 from the weights (:func:`memory_recall_probes`).
 """
 
@@ -154,8 +155,10 @@ class BigramTriggersTask(Task):
             layer = name.split(".")[1]
             m[f"prev_token_score_l{layer}"] = float(previous_token_score(batch.tokens, pat).max())
             m[f"trigger_induction_score_l{layer}"] = float(trigger_induction_score(batch.tokens, pat, kind).max())
+            m[f"prev_token_after_trigger_l{layer}"] = float(
+                previous_token_after_trigger_score(batch.tokens, pat, self.triggers).max())
         if getattr(model.cfg, "attn_only", False):
-            m.update(memory_recall_probes(model))
+            m.update(memory_recall_probes(model, self.triggers))
         return m
 
 
@@ -173,8 +176,21 @@ def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: t
     return (mass * rows[:, None]).sum(dim=(0, 2)) / rows.sum()
 
 
+def previous_token_after_trigger_score(tokens: torch.Tensor, pattern: torch.Tensor, triggers) -> torch.Tensor:
+    """[H]: mean attention from t to t - 1 over the positions t whose previous token is a trigger (where an
+    output token sits: the only positions whose previous token the induction head needs)."""
+    trig = torch.as_tensor(np.asarray(triggers), dtype=tokens.dtype)
+    rows = torch.zeros_like(tokens, dtype=torch.bool)
+    rows[:, 1:] = torch.isin(tokens[:, :-1], trig)
+    if not rows.any():
+        return torch.zeros(pattern.shape[1], dtype=torch.float64)
+    diag = torch.zeros(pattern.shape[:3], dtype=torch.float64)
+    diag[..., 1:] = pattern.diagonal(offset=-1, dim1=-2, dim2=-1).double()
+    return (diag * rows[:, None]).sum(dim=(0, 2)) / rows.sum()
+
+
 @torch.no_grad()
-def memory_recall_probes(model) -> dict[str, float]:
+def memory_recall_probes(model, triggers=None) -> dict[str, float]:
     """Bietti et al.'s memory-recall probes for a two-layer attention-only model, read from weights
     (layer norms and biases ignored; best head, or head pair):
 
@@ -183,6 +199,9 @@ def memory_recall_probes(model) -> dict[str, float]:
     * ``probe_induction_key``: layer-1 key memory: the fraction of tokens k whose query
       ``e_k W_Q^1`` scores highest against the key written by the layer-0 value/output path of the
       same token, ``e_k W_V^0 W_O^0 W_K^1``, among all tokens j;
+    * ``probe_induction_key_triggers`` (when ``triggers`` is given): the same, over the trigger tokens k
+      only (argmax still over all j): with fixed triggers the task needs only these keys, so the
+      all-token probe can stay low while this one is high;
     * ``probe_induction_output``: layer-1 output memory: the fraction of tokens k for which
       ``e_k W_V^1 W_O^1 W_U`` has its largest logit at k (the head copies what it attends to).
     """
@@ -201,7 +220,10 @@ def memory_recall_probes(model) -> dict[str, float]:
     prev_written = torch.einsum("vd,hde,hef->hvf", W_E, a0.W_V.double(), a0.W_O.double())  # [H0, V, d]
     k1 = torch.einsum("gvf,hfe->ghve", prev_written, a1.W_K.double())  # [H0, H1, V, dh]
     scores = torch.einsum("hve,ghue->ghvu", q1, k1)
-    out["probe_induction_key"] = float((scores.argmax(-1) == ids).double().mean(-1).max())
+    recalled = (scores.argmax(-1) == ids).double()  # [H0, H1, V]
+    out["probe_induction_key"] = float(recalled.mean(-1).max())
+    if triggers is not None:
+        out["probe_induction_key_triggers"] = float(recalled[..., torch.as_tensor(np.asarray(triggers))].mean(-1).max())
     if hasattr(model, "pos_embed"):
         P = model.pos_embed.W_pos.double()
         T = P.shape[0]

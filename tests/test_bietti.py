@@ -90,15 +90,30 @@ def test_hand_built_induction_head_scores_one_and_random_model_scores_low():
     model = hand_built_induction_model(16, 32)
     probes = memory_recall_probes(model)
     assert probes == {"probe_induction_output": 1.0, "probe_induction_key": 1.0, "probe_prev_token": 1.0}
+    assert memory_recall_probes(model, task.triggers)["probe_induction_key_triggers"] == 1.0
     m = task.metrics(model, task.test_set)
     assert m["icl_accuracy"] == 1.0 and m["trigger_induction_score_l1"] > 0.95 and m["prev_token_score_l0"] > 0.95
+    assert m["prev_token_after_trigger_l0"] > 0.95 and m["probe_induction_key_triggers"] == 1.0
     assert m["first_accuracy"] < 0.5  # first occurrences cannot be predicted in context
     rand = Transformer(TransformerConfig(d_vocab=16, n_ctx=32, d_model=64, n_layers=2, n_heads=2, attn_only=True,
                                          norm="none"), generator=torch.Generator().manual_seed(0))
     r = memory_recall_probes(rand)
     assert r["probe_induction_output"] < 0.4 and r["probe_induction_key"] < 0.4 and r["probe_prev_token"] < 0.4
     mr = task.metrics(rand.eval(), task.test_set)
-    assert mr["icl_accuracy"] < 0.3
+    assert mr["icl_accuracy"] < 0.3 and mr["prev_token_after_trigger_l0"] < 0.3
+
+
+def test_previous_token_after_trigger_counts_only_rows_after_a_trigger():
+    from theorylab.tasks.bietti import previous_token_after_trigger_score
+
+    tokens = torch.tensor([[5, 1, 5, 2]])
+    pat = torch.zeros(1, 2, 4, 4)
+    pat[0, :, 0, 0] = 1.0
+    pat[0, 0, 1, 0] = 1.0  # head 0 attends to the trigger from the position after it
+    pat[0, 0, 3, 2] = 1.0
+    pat[0, 1, 1, 1] = pat[0, 1, 3, 3] = 1.0  # head 1 attends to itself
+    pat[0, :, 2, 2] = 1.0  # row 2 (previous token 1, not a trigger) is not counted
+    assert previous_token_after_trigger_score(tokens, pat, [5]).tolist() == [1.0, 0.0]
 
 
 def test_bad_config_is_one_clear_error(store, capsys):

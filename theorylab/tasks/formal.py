@@ -160,7 +160,10 @@ class FormalTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model, device, dtype, eval_bs: int) -> dict[str, float]:
-        """Per-length accuracy on every split; ``accuracy`` = the score (mean over lengths)."""
+        """Per-length accuracy on every split; ``accuracy`` = the score (mean over lengths).
+
+        Long strings make long inputs, so ``eval_bs`` is read as a budget of *tokens* per forward
+        pass here (rows per chunk = eval_bs // sequence length, at least one)."""
         out: dict[str, float] = {}
         for split, lengths in self.split_lengths().items():
             accs, losses, seqs = [], [], []

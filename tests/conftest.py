@@ -27,3 +27,17 @@ def cli_env(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture()
+def cli(store, capsys):
+    """Run the CLI in-process against the test's own store: returns (exit code, stdout, stderr)."""
+    from theorylab.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from theorylab.cli import main
 from theorylab.store import Store
 
 TINY = ["task.p=11", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "train.eval_every=10"]
@@ -33,19 +32,6 @@ def one_json(stdout: str):
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, stdout
     return strict_json(lines[0])
-
-
-@pytest.fixture()
-def cli(store, capsys):
-    """Run the CLI in-process against the test's own store: returns (exit code, stdout, stderr)."""
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 def tl(args, env, timeout=120):

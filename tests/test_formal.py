@@ -16,20 +16,6 @@ SUITE = ["even_pairs", "parity_check", "modular_arithmetic", "cycle_navigation",
          "stack_manipulation", "duplicate_string", "missing_duplicate", "bucket_sort", "first"]
 
 
-@pytest.fixture()
-def run_cli(store, capsys):
-    """The CLI in-process against the test's own store: (exit code, stdout, stderr)."""
-    from theorylab.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
-
-
 def _task(name: str, seed: int = 0, **kw):
     return make_task(build_task_config({"name": name, **kw}), seed)
 
@@ -172,15 +158,15 @@ def test_evaluation_strings_are_fixed_per_seed_and_length():
     assert not torch.equal(a.eval_batch("test", 57).tokens, _task("bucket_sort", seed=1).eval_batch("test", 57).tokens)
 
 
-def test_bad_lengths_are_one_clear_error(run_cli):
-    rc, out, err = run_cli("train", "parity_check", "task.train_min_length=9", "task.train_max_length=3")
+def test_bad_lengths_are_one_clear_error(cli):
+    rc, out, err = cli("train", "parity_check", "task.train_min_length=9", "task.train_max_length=3")
     assert rc == 2 and out == ""
     assert "train_min_length" in err and err.strip().count("\n") == 0
 
 
-def test_cli_trains_every_formal_task_and_logs_per_length_accuracy(run_cli):
+def test_cli_trains_every_formal_task_and_logs_per_length_accuracy(cli):
     for name in ["even_pairs", "missing_duplicate"]:
-        rc, out, err = run_cli("train", name, "train.steps=4", "task.train_max_length=4", "task.test_max_length=9",
+        rc, out, err = cli("train", name, "train.steps=4", "task.train_max_length=4", "task.test_max_length=9",
                     "task.test_stride=2", "task.n_eval=8", "model.n_layers=1", "model.d_model=16", "--json")
         assert rc == 0, err
         m = json.loads(out)["metrics"]

@@ -35,7 +35,7 @@ import torch
 from pydantic import Field, model_validator
 
 from theorylab.tasks import register_task
-from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng, token_cross_entropy
+from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng
 
 
 class BigramTriggersConfig(TaskConfig):
@@ -129,10 +129,6 @@ class BigramTriggersTask(Task):
 
     def eval_sets(self) -> dict[str, Batch]:
         return {"test": self.test_set}
-
-    def loss(self, model, batch: Batch):
-        logits = model(batch.tokens)
-        return token_cross_entropy(logits, batch.targets), logits
 
     # ------------------------------------------------------------------ metrics
     @torch.no_grad()

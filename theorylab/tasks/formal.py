@@ -49,7 +49,7 @@ import torch
 from pydantic import Field, model_validator
 
 from theorylab.tasks import register_task
-from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng, token_cross_entropy
+from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng
 
 LEVELS = {"regular": "regular", "dcf": "deterministic context-free", "cs": "context-sensitive"}
 
@@ -142,10 +142,6 @@ class FormalTask(Task):
     def eval_sets(self) -> dict[str, Batch]:
         """One batch per split, at its longest length (the trainer calls :meth:`evaluate` instead)."""
         return {s: self.eval_batch(s, lengths[-1]) for s, lengths in self.split_lengths().items()}
-
-    def loss(self, model, batch: Batch):
-        logits = model(batch.tokens)
-        return token_cross_entropy(logits, batch.targets), logits
 
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:

@@ -198,7 +198,8 @@ def test_suite_claim_at_smoke_tier_has_a_score_table(tmp_path):
     tab = res.tables["scores"]
     assert len(tab["rows"]) == 5 and tab["columns"][0] == "task"
     published = {row[0]: row[6] for row in tab["rows"]}
-    assert published["reverse_string"] == "62.3" and published["stack_manipulation"] == ""
+    assert published["reverse_string"] == "62.3" and published["missing_duplicate"] == ""
+    assert {row[0]: row[7] for row in tab["rows"]}["stack_manipulation"].startswith("unverified")
     assert "per_length_accuracy" in res.figures
     md = render_markdown([res], [])
     assert "**scores**" in md and "| reverse_string | dcf | sinusoidal |" in md

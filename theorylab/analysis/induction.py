@@ -42,15 +42,17 @@ def induction_score(tokens: torch.Tensor, pattern: torch.Tensor, period: int) ->
     return pattern.diagonal(offset=-(period - 1), dim1=-2, dim2=-1)[..., period - 1:].double().mean(dim=(0, 2))
 
 
-def prefix_matching_score(tokens: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
-    """[H]: attention on keys whose previous token equals the query's token, over rows that can match."""
+def prefix_matching_score(tokens: torch.Tensor, pattern: torch.Tensor,
+                          rows: torch.Tensor | None = None) -> torch.Tensor:
+    """[H]: attention on keys whose previous token equals the query's token, over rows that can match
+    (and, if ``rows`` [B, T] is given, only over those query rows)."""
     _check(tokens, pattern)
     B, T = tokens.shape
     prev = torch.full_like(tokens, -1)
     prev[:, 1:] = tokens[:, :-1]
     match = prev[:, None, :] == tokens[:, :, None]  # [B, Tq, Tk]: tokens[k-1] == tokens[q]
     match &= torch.ones(T, T, dtype=torch.bool).tril()[None]  # keys a causal query can see
-    rows = match.any(-1)  # [B, Tq]
+    rows = match.any(-1) if rows is None else match.any(-1) & rows  # [B, Tq]
     if not rows.any():
         raise ConfigError("no query row has a matching earlier token: use repeated sequences")
     mass = (pattern.double() * match[:, None].double()).sum(-1)  # [B, H, Tq]

@@ -24,6 +24,7 @@ import numpy as np
 
 from theorylab.claims import register_claim
 from theorylab.claims.base import Citation, Claim, Criterion, Evidence, all_of
+from theorylab.claims.expressivity import CHIANG
 
 DELETANG = Citation(
     authors="Gregoire Deletang, Anian Ruoss, Jordi Grau-Moya, Tim Genewein, Li Kevin Wenliang, Elliot Catt, "
@@ -33,8 +34,6 @@ BHATTAMISHRA = Citation(
     authors="Satwik Bhattamishra, Kabir Ahuja and Navin Goyal", year=2020,
     title="On the Ability and Limitations of Transformers to Recognize Formal Languages", venue="EMNLP",
     arxiv="2009.11264")
-CHIANG = Citation(authors="David Chiang and Peter Cholak", year=2022,
-                  title="Overcoming a Theoretical Limitation of Self-Attention", venue="ACL", arxiv="2202.12172")
 
 SUITE = ["even_pairs", "modular_arithmetic", "parity_check", "cycle_navigation", "reverse_string",
          "stack_manipulation", "duplicate_string", "missing_duplicate", "bucket_sort"]

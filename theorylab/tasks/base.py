@@ -142,6 +142,20 @@ class Task:
         return token_metrics(out, batch.targets)
 
 
+def chunked_metrics(task: Task, model: torch.nn.Module, batch: Batch, rows: int, device: Any = None,
+                    dtype: Any = None) -> dict[str, float]:
+    """``task.metrics`` over ``batch`` in chunks of ``rows`` examples, averaged with chunk sizes as weights."""
+    n = len(batch)
+    if n <= rows:
+        return task.metrics(model, batch.to(device or "cpu", dtype))
+    acc: dict[str, float] = {}
+    for i in range(0, n, rows):
+        part = batch.index(slice(i, i + rows)).to(device or "cpu", dtype)
+        for k, v in task.metrics(model, part).items():
+            acc[k] = acc.get(k, 0.0) + v * len(part)
+    return {k: v / n for k, v in acc.items()}
+
+
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy (nats) over the positions whose target is not IGNORE."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)

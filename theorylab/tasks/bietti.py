@@ -161,15 +161,12 @@ class BigramTriggersTask(Task):
 def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
     """[H]: mean attention mass, from positions holding a repeated trigger (kind 2), on the positions
     right after the trigger's earlier occurrences (where its output token sits)."""
-    B, T = tokens.shape
-    prev = torch.full_like(tokens, -1)
-    prev[:, 1:] = tokens[:, :-1]
-    match = (prev[:, None, :] == tokens[:, :, None]) & torch.ones(T, T, dtype=torch.bool).tril()[None]
-    rows = kind == 2
+    from theorylab.analysis.induction import prefix_matching_score
+
+    rows = kind == 2  # every repeat of a trigger has an earlier occurrence to match
     if not rows.any():
         return torch.zeros(pattern.shape[1], dtype=torch.float64)
-    mass = (pattern.double() * match[:, None].double()).sum(-1)  # [B, H, Tq]
-    return (mass * rows[:, None]).sum(dim=(0, 2)) / rows.sum()
+    return prefix_matching_score(tokens, pattern, rows=rows)
 
 
 def previous_token_after_trigger_score(tokens: torch.Tensor, pattern: torch.Tensor, triggers) -> torch.Tensor:

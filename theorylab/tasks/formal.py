@@ -49,7 +49,7 @@ import torch
 from pydantic import Field, model_validator
 
 from theorylab.tasks import register_task
-from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng
+from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, chunked_metrics, step_rng
 
 LEVELS = {"regular": "regular", "dcf": "deterministic context-free", "cs": "context-sensitive"}
 
@@ -164,12 +164,8 @@ class FormalTask(Task):
         for split, lengths in self.split_lengths().items():
             accs, losses, seqs = [], [], []
             for length in lengths:
-                batch = self.eval_batch(split, length)
                 rows = max(1, eval_bs // (length + self.output_length(length)))
-                parts = [self.metrics(model, batch.index(slice(i, i + rows)).to(device, dtype))
-                         for i in range(0, len(batch), rows)]
-                sizes = [min(rows, len(batch) - i) for i in range(0, len(batch), rows)]
-                m = {k: sum(p[k] * s for p, s in zip(parts, sizes)) / len(batch) for k in parts[0]}
+                m = chunked_metrics(self, model, self.eval_batch(split, length), rows, device, dtype)
                 accs.append(m["accuracy"])
                 losses.append(m["loss"])
                 seqs.append(m["seq_accuracy"])

@@ -25,7 +25,7 @@ from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
 from theorylab.models import Transformer
 from theorylab.store import Store
 from theorylab.tasks import Task, make_task
-from theorylab.tasks.base import torch_generator
+from theorylab.tasks.base import chunked_metrics, torch_generator
 from theorylab.train.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.train.config import RunConfig, TrainConfig
 
@@ -138,17 +138,7 @@ def _evaluate(task: Task, model: torch.nn.Module, device, dtype, eval_bs: int) -
         if custom is not None:  # the task evaluates itself (e.g. per-length accuracy)
             return custom
         for split, batch in task.eval_sets().items():
-            n = len(batch)
-            if n <= eval_bs:
-                vals = task.metrics(model, batch.to(device, dtype))
-            else:  # average over chunks, weighted by size
-                acc: dict[str, float] = {}
-                for i in range(0, n, eval_bs):
-                    part = batch.index(slice(i, i + eval_bs)).to(device, dtype)
-                    for k, v in task.metrics(model, part).items():
-                        acc[k] = acc.get(k, 0.0) + v * len(part)
-                vals = {k: v / n for k, v in acc.items()}
-            for k, v in vals.items():
+            for k, v in chunked_metrics(task, model, batch, eval_bs, device, dtype).items():
                 out[f"{split}/{k}"] = v
     finally:
         model.train(was_training)

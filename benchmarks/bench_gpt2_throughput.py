@@ -56,8 +56,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     peak = matmul_peak(device)
 
-    from theorylab.interop.hf import to_hf
     from theorylab.models import TransformerConfig, build_model
+    from theorylab.models.hf import to_hf
 
     cfg = TransformerConfig(d_vocab=65, n_ctx=256, d_model=384, n_heads=6, n_layers=6, act="gelu_tanh",
                             positional="learned", norm="layernorm", tied_embeddings=True, dropout=0.0)

@@ -83,7 +83,7 @@ def test_samples_are_deterministic_per_step():
 
 
 def test_hand_built_induction_head_scores_one_and_random_model_scores_low():
-    from theorylab.analysis.induction import hand_built_induction_model
+    from theorylab.measures.induction import hand_built_induction_model
     from theorylab.models import Transformer, TransformerConfig
 
     task = _task(vocab=16, seq_len=32, n_triggers=3, n_test=64)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from theorylab.decoding import filter_logits, generate
 from theorylab.errors import ConfigError
 from theorylab.models import TransformerConfig, build_model
+from theorylab.models.decoding import filter_logits, generate
 
 
 def gpt2_model(seed, vocab=11, layers=2):
@@ -176,7 +176,7 @@ def hf_generate(hf, x, attention_mask=None, **kw):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_greedy_equals_hf(seed):
-    from theorylab.interop.hf import to_hf
+    from theorylab.models.hf import to_hf
 
     m = gpt2_model(seed)
     hf = to_hf(m)
@@ -192,7 +192,7 @@ def test_greedy_equals_hf(seed):
     (5, 5, 1.0, "never"),
 ])
 def test_beam_equals_hf(seed, num_beams, length_penalty, early_stopping):
-    from theorylab.interop.hf import to_hf
+    from theorylab.models.hf import to_hf
 
     m = gpt2_model(seed)
     hf = to_hf(m)
@@ -240,7 +240,7 @@ def test_filters_equal_hf_warpers(temperature, top_k, top_p, keep):
 def test_sampling_equals_hf_generate_under_the_same_seed(seed, kw):
     """HF draws with torch.multinomial from the global generator; ours from a torch.Generator seeded
     alike: the same filtered distribution gives the same tokens."""
-    from theorylab.interop.hf import to_hf
+    from theorylab.models.hf import to_hf
 
     m = gpt2_model(seed)
     hf = to_hf(m)
@@ -258,7 +258,7 @@ def test_sampling_equals_hf_generate_under_the_same_seed(seed, kw):
 
 @pytest.mark.parametrize("num_beams", [1, 3])
 def test_several_eos_ids_equal_hf(num_beams):
-    from theorylab.interop.hf import to_hf
+    from theorylab.models.hf import to_hf
 
     m = gpt2_model(6)
     hf = to_hf(m)
@@ -275,7 +275,7 @@ def test_beam_and_greedy_equal_hf_on_random_settings():
     early stopping, eos (none, one, two) and pad; all must match token for token."""
     import random
 
-    from theorylab.interop.hf import to_hf
+    from theorylab.models.hf import to_hf
 
     rnd = random.Random(0)
     for seed in range(30):
@@ -297,7 +297,7 @@ def test_beam_and_greedy_equal_hf_on_random_settings():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_left_padded_batches_equal_hf(seed):
-    from theorylab.interop.hf import to_hf
+    from theorylab.models.hf import to_hf
 
     m = gpt2_model(seed)
     hf = to_hf(m)

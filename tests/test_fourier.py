@@ -1,4 +1,4 @@
-"""Fourier progress measures (theorylab.analysis.fourier)."""
+"""Fourier progress measures (theorylab.measures.fourier)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from theorylab.analysis import fourier as fo
 from theorylab.errors import TheoryLabError
+from theorylab.measures import fourier as fo
 
 
 @pytest.mark.parametrize("p", [3, 5, 13, 113])

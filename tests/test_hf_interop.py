@@ -8,8 +8,8 @@ import torch
 pytest.importorskip("transformers", reason="the 'hf' extra (transformers) is not installed")
 
 from theorylab.errors import ConfigError  # noqa: E402
-from theorylab.interop.hf import from_hf, to_hf  # noqa: E402
 from theorylab.models import TransformerConfig, build_model  # noqa: E402
+from theorylab.models.hf import from_hf, to_hf  # noqa: E402
 
 
 def gpt2_cfg(rng: torch.Generator) -> TransformerConfig:

@@ -75,7 +75,7 @@ CONCEPTS = ("bu2024.exponential_convergence", "bu2024.ood_generalization")
 def test_exponential_rate_recovers_a_known_rate():
     import numpy as np
 
-    from theorylab.analysis.icl import exponential_rate
+    from theorylab.measures.icl import exponential_rate
 
     steps = np.arange(0, 500, 25)
     err = np.minimum(0.5, 0.8 * np.exp(-0.01 * steps))

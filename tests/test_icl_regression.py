@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from theorylab.analysis.icl import METHODS, averaging, baseline_errors, error_by_k, knn, least_squares, predict, ridge
 from theorylab.errors import ConfigError
+from theorylab.measures.icl import METHODS, averaging, baseline_errors, error_by_k, knn, least_squares, predict, ridge
 from theorylab.tasks.icl_regression import IclRegressionConfig, IclRegressionTask, sample_prompts
 
 

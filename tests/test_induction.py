@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from theorylab.analysis.induction import (
+from theorylab.errors import ConfigError
+from theorylab.measures.induction import (
     hand_built_induction_model,
     induction_score,
     prefix_matching_score,
     previous_token_score,
     transition,
 )
-from theorylab.errors import ConfigError
 from theorylab.models import Transformer, TransformerConfig
 from theorylab.tasks.induction import InductionConfig, InductionTask
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from theorylab.analysis.induction import (
+from theorylab.errors import ConfigError
+from theorylab.measures.induction import (
     in_context_gain,
     induction_score,
     prefix_matching_score,
     previous_token_score,
 )
-from theorylab.errors import ConfigError
 
 
 def repeated(B=3, P=10, V=50, seed=0):

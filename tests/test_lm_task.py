@@ -135,7 +135,7 @@ def test_train_and_generate_from_the_cli(store, capsys):
 
 def test_masked_objective_trains_an_encoder(store, capsys):
     from theorylab.cli import main
-    from theorylab.objectives import IGNORE
+    from theorylab.models.objectives import IGNORE
     from theorylab.train import build_run_config, train
 
     task = LMTask(LMConfig(seq_len=32, n_test=8, objective="masked"), seed=0)

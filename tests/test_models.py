@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from theorylab.errors import ConfigError
 from theorylab.models import KVCache, TransformerConfig, build_model
 from theorylab.models import Transformer as T_Transformer
+from theorylab.models.objectives import IGNORE, classification_loss, mask_tokens, masked_lm_loss, seq2seq_loss
 from theorylab.models.positions import alibi_slopes
-from theorylab.objectives import IGNORE, classification_loss, mask_tokens, masked_lm_loss, seq2seq_loss
 
 V = 13
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from theorylab.objectives import (
+from theorylab.models.objectives import (
     IGNORE,
     bits,
     causal_lm_loss,
@@ -62,7 +62,7 @@ def test_classification_reads_last_position():
 
 def test_loss_mask_seq2seq_and_errors():
     from theorylab.errors import ConfigError
-    from theorylab.objectives import cross_entropy, seq2seq_loss
+    from theorylab.models.objectives import cross_entropy, seq2seq_loss
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 7, generator=g)

@@ -1,4 +1,4 @@
-"""Phase detection on synthetic grokking curves (theorylab.analysis.phases)."""
+"""Phase detection on synthetic grokking curves (theorylab.measures.phases)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from theorylab.analysis.phases import detect_phases, first_crossing
 from theorylab.errors import TheoryLabError
+from theorylab.measures.phases import detect_phases, first_crossing
 
 
 def _curves(t_mem=1000, collapse_mid=6000, width=600.0, no_collapse=False):

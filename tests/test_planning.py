@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from theorylab.analysis.planning import (
+from theorylab.errors import TheoryLabError
+from theorylab.measures.planning import (
     mean_gap,
     mlp_readout,
     path_accuracy_by_label,
@@ -17,7 +18,6 @@ from theorylab.analysis.planning import (
     value_readout,
     within_row_auc,
 )
-from theorylab.errors import TheoryLabError
 from theorylab.models import Transformer
 from theorylab.models.config import TransformerConfig
 from theorylab.tasks import build_task_config, make_task
@@ -178,7 +178,7 @@ def test_readout_needs_a_block():
 
 
 def test_task_generation_matches_the_reference_loop(task):
-    """Greedy completions through task.generate (theorylab.decoding when present) equal a plain
+    """Greedy completions through task.generate (theorylab.models.decoding when present) equal a plain
     full-recompute loop on a random model."""
     cfg = TransformerConfig(d_vocab=task.n_nodes + 2, d_vocab_out=task.n_nodes + 1, n_ctx=task.n_nodes + 3,
                             d_model=16, n_layers=1, n_heads=2, init_std=0.5)

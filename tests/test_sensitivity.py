@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from theorylab.analysis.sensitivity import average_sensitivity, loglog_slope, per_bit_sensitivity
 from theorylab.constructions import parity
 from theorylab.constructions.chiang import logit_gap
+from theorylab.measures.sensitivity import average_sensitivity, loglog_slope, per_bit_sensitivity
 
 
 def test_slope_estimator_on_synthetic_power_laws():

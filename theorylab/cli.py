@@ -223,7 +223,7 @@ _COMMAND_MODULES = [
     "theorylab.constructions.cli",
     "theorylab.decoding_cli",
     "theorylab.grokking_cli",
-    "theorylab.analysis.planning_cli",
+    "theorylab.measures.planning_cli",
 ]
 
 

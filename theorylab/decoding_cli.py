@@ -30,7 +30,7 @@ def generate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Generate from a trained run with greedy, beam or sampling decoding."""
-    from theorylab.decoding import generate as gen
+    from theorylab.models.decoding import generate as gen
     from theorylab.store import Store
     from theorylab.train import load_run_model
 

@@ -74,8 +74,8 @@ def fourier(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Fourier progress measures over a run's checkpoints, key frequencies and phase boundaries."""
-    from theorylab.analysis.fourier import measure_run
-    from theorylab.analysis.phases import detect_phases
+    from theorylab.measures.fourier import measure_run
+    from theorylab.measures.phases import detect_phases
 
     store = _store()
     rec = store.find_run(run)

@@ -37,8 +37,8 @@ SEEDS = {"smoke": 2, "quick": 3, "full": 5}
 def _curves(model, kind: str, ns: list[int], samples: int, positions: int, seed: int, *,
             acc_samples: int | None = None, per_bit: bool = True, average: bool = True) -> dict[str, list[float]]:
     """Cross-entropy, accuracy, per-bit and average sensitivity of a construction at each n."""
-    from theorylab.analysis.sensitivity import average_sensitivity, per_bit_sensitivity
     from theorylab.constructions.chiang import decision, evaluate, logit_gap
+    from theorylab.measures.sensitivity import average_sensitivity, per_bit_sensitivity
 
     out: dict[str, list] = {"ns": list(ns), "ce": [], "acc": [], "sens": [], "avg_sens": []}
     for n in ns:
@@ -56,7 +56,7 @@ def _curves(model, kind: str, ns: list[int], samples: int, positions: int, seed:
 
 
 def _slope(c: dict[str, list[float]]) -> float:
-    from theorylab.analysis.sensitivity import loglog_slope
+    from theorylab.measures.sensitivity import loglog_slope
 
     vals = [max(v, 1e-300) for v in c["sens"]]
     return loglog_slope(c["ns"], vals).slope

@@ -3,7 +3,7 @@
 Four claims share one experiment per seed: a run with weight decay (``wd``) and, for
 the fourth, the same run without weight decay (``no_wd``).  Runs are trained with
 seeds vectorised (:func:`theorylab.train.multiseed.train_many`) and measured from their
-checkpoints with :mod:`theorylab.analysis.fourier` and :mod:`theorylab.analysis.phases`.
+checkpoints with :mod:`theorylab.measures.fourier` and :mod:`theorylab.measures.phases`.
 
 Tiers
     * ``full``: the paper's mainline (the ``grokking`` preset: p=113, 30% of pairs,
@@ -76,8 +76,8 @@ def _at(steps: list[int], values: list[float], step: int) -> float:
 
 def grokking_measures(view) -> dict[str, Any]:
     """Everything the four claims read from one weight-decay run (cached per run)."""
-    from theorylab.analysis.fourier import measure_run
-    from theorylab.analysis.phases import detect_phases
+    from theorylab.measures.fourier import measure_run
+    from theorylab.measures.phases import detect_phases
 
     rec = view.record
     key = (str(view.store.root), view.run_id, rec.finished)  # a forced rerun has a new finish time
@@ -376,7 +376,7 @@ def fig_spectrum(evidence: Evidence):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from theorylab.analysis.fourier import basis_labels
+    from theorylab.measures.fourier import basis_labels
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     items = _seed_series(evidence, "fourier")

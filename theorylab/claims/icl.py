@@ -146,7 +146,7 @@ class InductionHeadForms(_InductionClaim):
         return {"two_layer": induction_config(seed, 2, **self.params(tier))}
 
     def measure(self, tier, seed, runs):
-        from theorylab.analysis.induction import transition
+        from theorylab.measures.induction import transition
 
         v = runs["two_layer"]
         c = induction_curves(v)
@@ -265,7 +265,7 @@ class TracksLeastSquares(Claim):
     def measure(self, tier, seed, runs):
         import torch
 
-        from theorylab.analysis.icl import baseline_errors, error_by_k
+        from theorylab.measures.icl import baseline_errors, error_by_k
 
         p = self.params(tier)
         rv = runs["main"]
@@ -391,7 +391,7 @@ class ExponentialConvergence(_ConceptClaim):
     extra_quantities = ("final_error01", "bayes_error", "fit_points", "attn_same_label_final")
 
     def measure(self, tier, seed, runs):
-        from theorylab.analysis.icl import exponential_rate
+        from theorylab.measures.icl import exponential_rate
         from theorylab.tasks.concepts import bayes_error
 
         v = runs["main"]

@@ -63,13 +63,13 @@ class _MainRun(Claim):
         return {"main": alpine_config(seed, **self.params(tier))}
 
     def _readouts(self, runs) -> dict[str, float]:
-        from theorylab.analysis.planning import readout_scores
+        from theorylab.measures.planning import readout_scores
 
         rv = runs["main"]
         return readout_scores(rv.model(), rv.task())
 
     def _heatmaps(self, evidence) -> dict[str, Any]:
-        from theorylab.analysis.planning import fig_adjacency, fig_reachability
+        from theorylab.measures.planning import fig_adjacency, fig_reachability
 
         if not evidence.seeds or evidence.seeds[0] not in evidence.runs:
             return {}
@@ -145,7 +145,7 @@ class TransitivityGap(_MainRun):
     decides = "more seeds (each seed has only tens of transitive test pairs), or the full tier"
 
     def measure(self, tier, seed, runs):
-        from theorylab.analysis.planning import path_accuracy_by_label
+        from theorylab.measures.planning import path_accuracy_by_label
 
         rv = runs["main"]
         p = self.params(tier)
@@ -155,7 +155,7 @@ class TransitivityGap(_MainRun):
         return out
 
     def figures(self, evidence):
-        from theorylab.analysis.planning import fig_accuracy_by_degree
+        from theorylab.measures.planning import fig_accuracy_by_degree
 
         return {"accuracy_by_degree": fig_accuracy_by_degree([evidence.per_seed[s] for s in evidence.seeds])}
 
@@ -193,7 +193,7 @@ class AccuracyFallsWithSize(Claim):
                 for n in p["sizes"]}
 
     def measure(self, tier, seed, runs):
-        from theorylab.analysis.planning import path_accuracy_by_label
+        from theorylab.measures.planning import path_accuracy_by_label
 
         p = self.params(tier)
         accs = []
@@ -209,7 +209,7 @@ class AccuracyFallsWithSize(Claim):
         return out
 
     def figures(self, evidence):
-        from theorylab.analysis.planning import fig_accuracy_vs_size
+        from theorylab.measures.planning import fig_accuracy_vs_size
 
         curves = [evidence.series.get(s, {}).get("curve") for s in evidence.seeds]
         curves = [c for c in curves if c]

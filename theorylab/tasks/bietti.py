@@ -145,7 +145,7 @@ class BigramTriggersTask(Task):
                 m[f"{name}_loss"], m[f"{name}_accuracy"] = float(nll[sel].mean()), float(hit[sel].mean())
         big = (kind == 0).numpy()
         m["bigram_optimal_loss"] = float(row_entropy(self.pi_b)[batch.tokens.numpy()[big]].mean())
-        from theorylab.analysis.induction import previous_token_score
+        from theorylab.measures.induction import previous_token_score
 
         for name, pat in cache.items():
             layer = name.split(".")[1]
@@ -161,7 +161,7 @@ class BigramTriggersTask(Task):
 def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
     """[H]: mean attention mass, from positions holding a repeated trigger (kind 2), on the positions
     right after the trigger's earlier occurrences (where its output token sits)."""
-    from theorylab.analysis.induction import prefix_matching_score
+    from theorylab.measures.induction import prefix_matching_score
 
     rows = kind == 2  # every repeat of a trigger has an earlier occurrence to match
     if not rows.any():

@@ -450,12 +450,12 @@ def _trim(b: Batch, pad: int) -> Batch:
 def generate_tokens(model: torch.nn.Module, prompts: torch.Tensor, max_new_tokens: int, temperature: float,
                     generator: torch.Generator | None, eos: int, pad: int) -> torch.Tensor:
     """Batched sampling (greedy at temperature 0) until every row has emitted ``eos``;
-    ``pad`` after it.  Uses :func:`theorylab.decoding.generate` when available."""
+    ``pad`` after it.  Uses :func:`theorylab.models.decoding.generate` when available."""
     was = model.training
     model.eval()
     try:
         try:
-            from theorylab.decoding import generate as _gen  # noqa: WPS433
+            from theorylab.models.decoding import generate as _gen  # noqa: WPS433
         except ImportError:
             _gen = None
         if _gen is not None:

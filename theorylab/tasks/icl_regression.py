@@ -131,7 +131,7 @@ class IclRegressionTask(Task):
 
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        from theorylab.analysis.icl import error_by_k, least_squares
+        from theorylab.measures.icl import error_by_k, least_squares
 
         d = self.cfg.d
         pred = self.predictions(model, batch).double()

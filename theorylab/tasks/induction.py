@@ -76,7 +76,7 @@ class InductionTask(Task):
 
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        from theorylab.analysis.induction import prefix_matching_score, previous_token_score
+        from theorylab.measures.induction import prefix_matching_score, previous_token_score
 
         logits, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
         lp = torch.log_softmax(logits.double(), -1)

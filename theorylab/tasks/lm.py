@@ -35,7 +35,7 @@ import torch
 from pydantic import Field
 
 from theorylab.errors import ConfigError
-from theorylab.objectives import bits, mask_tokens, perplexity
+from theorylab.models.objectives import bits, mask_tokens, perplexity
 from theorylab.tasks import register_task
 from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_entropy, token_metrics
 

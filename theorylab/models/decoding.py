@@ -1,7 +1,7 @@
 """Decoding: greedy, beam search and sampling with a KV cache.
 
 Semantics follow Hugging Face ``generate`` (so that a model exported with
-:func:`theorylab.interop.hf.to_hf` decodes to the same tokens):
+:func:`theorylab.models.hf.to_hf` decodes to the same tokens):
 
 * sampling filters run temperature -> top-k -> top-p; top-k keeps every token whose score
   ties the k-th; top-p keeps a token while the probability mass ranked above it is below

@@ -22,7 +22,7 @@ def planning(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Path accuracy by degree label and the adjacency / reachability read-outs (Wang et al. 2024)."""
-    from theorylab.analysis.planning import analyze, fig_adjacency, fig_reachability
+    from theorylab.measures.planning import analyze, fig_adjacency, fig_reachability
     from theorylab.tasks.graphs import GraphPathTask
     from theorylab.train import load_run_model
 

@@ -1,1 +1,0 @@
-"""Interoperability with other libraries (optional extras)."""

@@ -1,0 +1,1 @@
+"""Measurements: pure functions of a model, a series of checkpoints and a task (layer 1)."""

@@ -8,8 +8,8 @@ Measures in one process:
    position through attention, MLP and unembedding, then takes the last position's
    logits; ``torch.optim.AdamW`` with default implementation flags).  theorylab is timed
    twice, each as its trainer's loop does a step (learning rate, forward, backward,
-   AdamW): the vectorised trainer (:mod:`theorylab.train.multiseed`, the path the claims
-   and ``theorylab train-seeds`` use) and the single-seed :func:`theorylab.train.train`.
+   AdamW): the vectorised trainer (:mod:`theorylab.runs.stacked`, the path the claims
+   and ``theorylab train-seeds`` use) and the single-seed :func:`theorylab.runs.train`.
    An end-to-end ``train_many`` rate (with its evaluations) is printed as well.
 2. 8 seeds trained at once (stacked parameters, one optimizer) against the same 8 seeds
    trained one after another.
@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from theorylab.train import build_run_config
-from theorylab.train.multiseed import train_many
+from theorylab.runs import build_run_config
+from theorylab.runs.stacked import train_many
 
 
 class PlainTransformer(nn.Module):
@@ -96,9 +96,9 @@ def baseline_stepper(cfg):
 
 def stacked_stepper(cfgs, chunk=0):
     """theorylab's vectorised trainer step for these seeds: lr, forward/backward, AdamW."""
+    from theorylab.runs import build_model_for, lr_at, make_optimizer
+    from theorylab.runs.stacked import StackedParams, default_seed_chunk, forward_backward, loss_columns
     from theorylab.tasks import make_task
-    from theorylab.train import build_model_for, lr_at, make_optimizer
-    from theorylab.train.multiseed import StackedParams, default_seed_chunk, forward_backward, loss_columns
 
     tasks = [make_task(c.task, c.seed) for c in cfgs]
     sp = StackedParams.from_models([build_model_for(c) for c in cfgs])
@@ -124,7 +124,7 @@ def stacked_stepper(cfgs, chunk=0):
 
 def plain_stepper(cfg):
     """theorylab's single-seed trainer step (what train() does per step): Transformer.forward."""
-    from theorylab.train import build, lr_at, make_optimizer
+    from theorylab.runs import build, lr_at, make_optimizer
 
     task, model = build(cfg)
     tc = cfg.train

@@ -7,7 +7,7 @@ import torch
 
 from theorylab.errors import CheckpointError
 from theorylab.models import TransformerConfig, build_model
-from theorylab.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from theorylab.store.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 
 def small(d_model=16):

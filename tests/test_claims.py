@@ -254,7 +254,7 @@ def test_check_rejects_bad_arguments_before_writing(synthetic, tmp_path):
 
 def _tiny_claim_cls():
     from theorylab.config import validate
-    from theorylab.train import RunConfig
+    from theorylab.runs import RunConfig
 
     class Tiny(Claim):
         id = "tiny2024.trains"
@@ -305,7 +305,7 @@ def test_check_trains_then_reuses_runs(tmp_path):
 
 def test_claim_execute_hook_is_used(tmp_path):
     from theorylab.claims import register_claim
-    from theorylab.train import train
+    from theorylab.runs import train
 
     calls = []
 

@@ -166,7 +166,7 @@ def test_plain_progress_lines_when_not_a_tty(cli):
 
 
 def test_kill_9_then_resume_equals_uninterrupted(cli_env, tmp_path):
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
 
     overrides = ["task.p=23", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "train.steps=600",
                  "train.eval_every=50", "train.checkpoint_every=25", "train.batch_size=64"]

@@ -87,7 +87,7 @@ def test_bad_config():
 
 
 def test_trains_from_the_preset(store):
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
 
     cfg = build_run_config("concepts", ["task.n_test=32", "train.steps=5", "train.eval_every=5"])
     assert cfg.model.input_dim == 64 and cfg.model.d_vocab_out == 2 and cfg.train.optimizer == "sgd"
@@ -99,7 +99,7 @@ def test_trains_from_the_preset(store):
 
 
 def test_config_errors_surface_as_config_errors():
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     with pytest.raises(ConfigError, match="task"):
         build_run_config("concepts", ["task.d=4"])

@@ -6,7 +6,7 @@ import pytest
 
 from theorylab.config import apply_overrides, load_file
 from theorylab.errors import ConfigError
-from theorylab.train import build_run_config
+from theorylab.runs import build_run_config
 
 TINY = ["task.p=11", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "train.steps=5"]
 
@@ -137,7 +137,7 @@ def test_numbers_from_strings_and_yaml_floats():
 
 def test_config_round_trips_through_json():
     from theorylab.config import validate
-    from theorylab.train import RunConfig
+    from theorylab.runs import RunConfig
 
     c = build_run_config("modular", TINY + ["train.batch_size=8", "tags.who=me"], seed=2)
     back = validate(RunConfig, c.to_dict())

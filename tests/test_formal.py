@@ -176,8 +176,8 @@ def test_cli_trains_every_formal_task_and_logs_per_length_accuracy(cli):
 @pytest.mark.parametrize("pos", ["none", "sinusoidal", "learned", "rotary", "alibi"])
 def test_every_positional_encoding_trains_on_longer_test_strings(pos, tmp_path):
     from theorylab.claims.formal import formal_config
+    from theorylab.runs import train
     from theorylab.store import Store
-    from theorylab.train import train
 
     cfg = formal_config("reverse_string", 0, positional=pos, train_max=4, test_max=10, stride=3, n_eval=8, steps=3,
                         layers=1, d_model=16, heads=2, batch=8)

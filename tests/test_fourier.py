@@ -102,7 +102,7 @@ def test_gini_definition():
 
 
 def _model(p=13, d=32, seed=0):
-    from theorylab.train import build_model_for, build_run_config
+    from theorylab.runs import build_model_for, build_run_config
 
     cfg = build_run_config("grokking", [f"task.p={p}", f"model.d_model={d}", "model.d_head=8", "model.d_mlp=64"],
                            seed=seed)

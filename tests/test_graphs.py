@@ -269,7 +269,7 @@ def test_bad_config_raises():
 
 
 def test_alpine_preset_has_the_papers_defaults():
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     cfg = build_run_config("alpine", ["task.n=20"])
     m, t = cfg.model, cfg.train

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from theorylab.claims import claim_ids, get_claim
-from theorylab.claims.runs import RunView
-from theorylab.train import train
+from theorylab.runs import train
+from theorylab.runs.view import RunView
 
 INDUCTION = ("olsson2022.induction_head_forms", "olsson2022.one_layer_no_induction")
 REGRESSION = "garg2022.tracks_least_squares"

@@ -70,7 +70,7 @@ def test_bad_input():
 
 
 def test_trains_from_run_config_with_continuous_inputs():
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
 
     cfg = build_run_config("icl_regression", ["task.d=3", "task.n_points=8", "task.n_test=32", "model.d_model=16",
                                               "model.n_layers=1", "train.steps=5", "train.eval_every=5"])

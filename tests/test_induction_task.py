@@ -25,7 +25,7 @@ def test_sequences_repeat_a_block_of_variable_length():
 
 
 def test_training_reports_in_context_gain_and_scores():
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
 
     cfg = build_run_config("induction", ["task.vocab=20", "task.period=8", "task.min_period=4", "task.n_test=32",
                                          "model.d_model=32", "train.steps=20", "train.eval_every=10"])

@@ -90,7 +90,7 @@ def test_windows_start_at_boundaries_and_shift():
 
 
 def test_train_lm_reports_perplexity_beside_optimum():
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
 
     cfg = build_run_config("lm", ["task.seq_len=16", "task.n_test=16", "model.d_model=32", "model.n_layers=1",
                                   "train.steps=40", "train.eval_every=20", "train.batch_size=8"])
@@ -136,7 +136,7 @@ def test_train_and_generate_from_the_cli(store, capsys):
 def test_masked_objective_trains_an_encoder(store, capsys):
     from theorylab.cli import main
     from theorylab.models.objectives import IGNORE
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
 
     task = LMTask(LMConfig(seq_len=32, n_test=8, objective="masked"), seed=0)
     assert task.vocab[-1] == "[MASK]"

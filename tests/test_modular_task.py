@@ -93,7 +93,7 @@ def test_bad_task_configs(bad, match):
 
 
 def test_modular_preset_learns_addition_mod_small_p():
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
 
     torch.set_num_threads(1)
     r = train(build_run_config("modular", ["task.p=11", "task.train_fraction=0.8", "train.steps=300",

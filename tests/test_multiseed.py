@@ -1,18 +1,18 @@
-"""Vectorised multi-seed training (theorylab.train.multiseed)."""
+"""Vectorised multi-seed training (theorylab.runs.stacked)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from theorylab.store import Store
-from theorylab.train import build_run_config, resume, train
-from theorylab.train.multiseed import (
+from theorylab.runs import build_run_config, resume, train
+from theorylab.runs.stacked import (
     StackedParams,
     stacked_forward,
     supports_stacking,
     train_many,
 )
+from theorylab.store import Store
 
 SMALL = ["task.p=13", "model.d_model=16", "model.d_head=4", "model.d_mlp=32", "train.steps=12",
          "train.eval_every=4"]
@@ -29,7 +29,7 @@ def _cfgs(extra=(), seeds=(0, 1, 2), preset="grokking"):
     ["model.attn_only=true", "model.positional=none", "model.n_layers=2"],
 ])
 def test_stacked_forward_equals_model(extra):
-    from theorylab.train import build_model_for
+    from theorylab.runs import build_model_for
 
     cfgs = _cfgs(extra + ["train.dtype=float64"], seeds=(0, 1))
     models = [build_model_for(c).double() for c in cfgs]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from theorylab.claims import claim_ids, get_claim, summarize
-from theorylab.claims.runs import RunView
+from theorylab.runs import train
+from theorylab.runs.view import RunView
 from theorylab.store import Store
-from theorylab.train import train
 
 MAIN = ("wang2024.learns_adjacency", "wang2024.observed_reachability", "wang2024.transitivity_gap")
 SIZE = "wang2024.accuracy_falls_with_size"

@@ -123,7 +123,7 @@ TRAINER = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
     from theorylab.store import Store
-    from theorylab.train import build_run_config, train
+    from theorylab.runs import build_run_config, train
     cfg = build_run_config("modular", ["task.p=11", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32",
                                        "train.steps=40", "train.eval_every=2", "train.checkpoint_every=4"],
                            seed=int(sys.argv[2]))

@@ -13,9 +13,9 @@ import torch
 
 from theorylab.config import validate
 from theorylab.errors import ConfigError
+from theorylab.runs import RunConfig, train
 from theorylab.store import Store
 from theorylab.sweep import grid, run_sweep
-from theorylab.train import RunConfig, train
 
 
 def tiny(seed: int = 0, steps: int = 6, **train_kw) -> RunConfig:

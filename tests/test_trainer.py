@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from theorylab.train import build_run_config, lr_at, resume, train
-from theorylab.train.trainer import latest_checkpoint
+from theorylab.runs import build_run_config, lr_at, resume, train
+from theorylab.runs.loop import latest_checkpoint
 
 TINY = ["task.p=11", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "train.eval_every=10"]
 
@@ -235,7 +235,7 @@ def test_force_replaces_checkpoints(store):
 
 
 def test_checkpoint_records_run_and_rng(store):
-    from theorylab.train.checkpoint import read_checkpoint
+    from theorylab.store.checkpoint import read_checkpoint
 
     r = train(cfg("train.steps=10", seed=4), store, progress=False)
     _, meta = read_checkpoint(latest_checkpoint(store, r.run_id)[0])
@@ -256,10 +256,10 @@ def test_minibatch_and_full_batch_differ_and_both_are_deterministic():
 
 
 def test_gradient_clipping_bounds_the_norm():
-    from theorylab.train.trainer import _grad_norm
+    from theorylab.runs.loop import _grad_norm
 
     c = cfg("train.steps=1")
-    from theorylab.train import build
+    from theorylab.runs import build
 
     task, model = build(c)
     loss, _ = task.loss(model, task.train_batch(0, None))

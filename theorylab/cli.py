@@ -96,8 +96,8 @@ def train(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train one model on one task with one seed and store the run."""
-    from theorylab.train import build_run_config
-    from theorylab.train import train as run_train
+    from theorylab.runs import build_run_config
+    from theorylab.runs import train as run_train
 
     cfg = build_run_config(task, overrides or [], config, seed)  # validates everything first
     result = run_train(cfg, _store(), force=force, progress=not quiet and not as_json)
@@ -124,7 +124,7 @@ def _print_result(result) -> None:
 def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
            quiet: bool = typer.Option(False, "--quiet", "-q"), as_json: bool = JSON_OPT) -> None:
     """Continue a killed run from its last checkpoint."""
-    from theorylab.train import resume as run_resume
+    from theorylab.runs import resume as run_resume
 
     result = run_resume(_store(), run, progress=not quiet and not as_json)
     emit(result.to_dict(), as_json, lambda: _print_result(result))
@@ -192,8 +192,8 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
 @app.command()
 def tasks(as_json: bool = JSON_OPT) -> None:
     """List task families and presets."""
+    from theorylab.runs.config import PRESETS, preset_names
     from theorylab.tasks import get_task, task_names
-    from theorylab.train.config import PRESETS, preset_names
 
     rows = []
     for name in preset_names():

@@ -31,8 +31,8 @@ def generate(
 ) -> None:
     """Generate from a trained run with greedy, beam or sampling decoding."""
     from theorylab.models.decoding import generate as gen
+    from theorylab.runs import load_run_model
     from theorylab.store import Store
-    from theorylab.train import load_run_model
 
     if strategy not in ("greedy", "beam", "sample"):
         raise ConfigError(f"--strategy: {strategy!r} is not allowed; allowed: greedy, beam, sample")

@@ -43,8 +43,8 @@ def train_seeds(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train several seeds of one configuration at once (vectorised); each seed is its own run."""
-    from theorylab.train import build_run_config
-    from theorylab.train.multiseed import train_many, unsupported_reason
+    from theorylab.runs import build_run_config
+    from theorylab.runs.stacked import train_many, unsupported_reason
 
     seed_list = parse_seeds(seeds)
     cfgs = [build_run_config(task, overrides or [], config, s) for s in seed_list]  # validates first

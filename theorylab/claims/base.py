@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from theorylab.claims.runs import RunView
-    from theorylab.train.config import RunConfig
+    from theorylab.runs.config import RunConfig
+    from theorylab.runs.view import RunView
 
 Verdict = Literal["supported", "refuted", "inconclusive"]
 TIERS = ("smoke", "quick", "full")

@@ -154,8 +154,8 @@ def sweep_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a grid of runs (every combination of the axes, every seed) on a backend."""
+    from theorylab.runs import build_run_config
     from theorylab.sweep import BACKENDS, grid, run_sweep
-    from theorylab.train import build_run_config
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")

@@ -33,8 +33,8 @@ from typing import Any
 
 from theorylab.claims import get_claim
 from theorylab.claims.base import Claim, Evidence, Stat, summarize
-from theorylab.claims.runs import RunView
 from theorylab.errors import ConfigError
+from theorylab.runs.view import RunView
 from theorylab.store import Store, package_versions
 
 BACKENDS = ("inprocess", "local", "ray")

@@ -75,7 +75,7 @@ def formal_config(task: str, seed: int, *, positional: str, train_max: int, test
                   train_min: int = 1, test_min: int | None = None, log_length_scale: bool = False,
                   position_features: list[str] | None = None, lr: float = 1e-3, **_: Any):
     """The RunConfig of one formal-language run (Delétang et al. protocol)."""
-    from theorylab.train.config import RunConfig
+    from theorylab.runs.config import RunConfig
 
     return RunConfig.model_validate({
         "task": {"name": task, "train_min_length": train_min, "train_max_length": train_max,

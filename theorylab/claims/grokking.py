@@ -2,7 +2,7 @@
 
 Four claims share one experiment per seed: a run with weight decay (``wd``) and, for
 the fourth, the same run without weight decay (``no_wd``).  Runs are trained with
-seeds vectorised (:func:`theorylab.train.multiseed.train_many`) and measured from their
+seeds vectorised (:func:`theorylab.runs.stacked.train_many`) and measured from their
 checkpoints with :mod:`theorylab.measures.fourier` and :mod:`theorylab.measures.phases`.
 
 Tiers
@@ -39,7 +39,7 @@ _SEEDS = {"smoke": 2, "quick": 5, "full": 5}  # 3 seeds give t-intervals too wid
 
 
 def _config(tier: str, seed: int, weight_decay: float | None = None):
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     ov = list(_TIERS[tier]["overrides"]) + ["train.keep_checkpoints=all"]
     if weight_decay is not None:
@@ -49,7 +49,7 @@ def _config(tier: str, seed: int, weight_decay: float | None = None):
 
 def _execute(configs, store, progress: bool = True, **_: Any) -> None:
     """Train the claim's runs with seeds vectorised; each lands as its own run."""
-    from theorylab.train.multiseed import train_many
+    from theorylab.runs.stacked import train_many
 
     train_many(list(configs), store, progress=progress)
 

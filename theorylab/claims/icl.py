@@ -72,7 +72,7 @@ WINDOW_FRAC = 0.1  # abruptness window: a tenth of the run
 
 def induction_config(seed: int, n_layers: int, vocab: int, period: int, min_period: int, d_model: int, steps: int,
                      eval_every: int, n_test: int):
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     return build_run_config("induction", [
         f"task.vocab={vocab}", f"task.period={period}", f"task.min_period={min_period}", f"task.n_test={n_test}",
@@ -229,7 +229,7 @@ LS_FACTOR = 2.0
 
 def regression_config(seed: int, d: int, n_points: int, noise_std: float, n_layers: int, d_model: int, n_heads: int,
                       steps: int, lr: float, batch_size: int, n_test: int):
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     return build_run_config("icl_regression", [
         f"task.d={d}", f"task.n_points={n_points}", f"task.noise_std={noise_std}", f"task.n_test={n_test}",
@@ -332,7 +332,7 @@ OOD_SETS = ("ood_short", "ood_long", "ood_skewed", "ood_switched")
 
 
 def concepts_config(seed: int, steps: int, eval_every: int, n_test: int):
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     return build_run_config("concepts", [f"train.steps={steps}", f"train.eval_every={eval_every}",
                                          f"task.n_test={n_test}"], seed=seed)
@@ -465,7 +465,7 @@ _TRIGGER_SERIES = ("icl_loss", "first_loss", "bigram_loss", "bigram_optimal_loss
 
 def trigger_config(seed: int, n_layers: int, vocab: int, seq_len: int, d_model: int, steps: int, eval_every: int,
                    n_test: int):
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     return build_run_config("bigram_triggers", [
         f"task.vocab={vocab}", f"task.seq_len={seq_len}", f"task.n_test={n_test}", f"model.n_layers={n_layers}",

@@ -53,7 +53,7 @@ SEEDS = {"smoke": 2, "quick": 3, "full": 5}
 def run_config(tier: str, seed: int, *, fraction: float, weight_decay: float):
     """One run of the shared setup (validated RunConfig)."""
     from theorylab.config import validate
-    from theorylab.train import RunConfig
+    from theorylab.runs import RunConfig
 
     t = TIERS[tier]
     data = {

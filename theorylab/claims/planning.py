@@ -45,7 +45,7 @@ _MAIN_TIERS: dict[str, dict[str, Any]] = {
 def alpine_config(seed: int, n: int, p: float, train_fraction: float, paths_per_pair: int, d_model: int,
                   steps: int, **_: Any):
     """The RunConfig of one ALPINE run (the ``alpine`` preset with these sizes)."""
-    from theorylab.train import build_run_config
+    from theorylab.runs import build_run_config
 
     return build_run_config("alpine", [
         f"task.n={n}", f"task.p={p}", f"task.train_fraction={train_fraction}",

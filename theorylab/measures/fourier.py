@@ -258,8 +258,8 @@ def measure_run(store: Store, run_ref: str, freqs: list[int] | None = None, ever
     Returns ``{"steps": [...], "key_frequencies": [...], measure: [values per step], ...}``
     with ``"embed_norms_final"`` (the spectrum of the final embedding) for figures.
     """
+    from theorylab.runs import checkpoint_steps, load_run_model
     from theorylab.tasks import make_task
-    from theorylab.train import checkpoint_steps, load_run_model
 
     ckpts = checkpoint_steps(store, run_ref)
     if not ckpts:

@@ -23,8 +23,8 @@ def planning(
 ) -> None:
     """Path accuracy by degree label and the adjacency / reachability read-outs (Wang et al. 2024)."""
     from theorylab.measures.planning import analyze, fig_adjacency, fig_reachability
+    from theorylab.runs import load_run_model
     from theorylab.tasks.graphs import GraphPathTask
-    from theorylab.train import load_run_model
 
     if samples < 1:
         raise TheoryLabError("--samples: must be >= 1")

@@ -228,7 +228,7 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
 
 
 def _register_preset() -> None:
-    from theorylab.train.config import register_preset
+    from theorylab.runs.config import register_preset
 
     register_preset(
         "bigram_triggers",

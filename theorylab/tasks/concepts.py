@@ -189,7 +189,7 @@ class ConceptsTask(Task):
 
 
 def _register_preset() -> None:
-    from theorylab.train.config import register_preset
+    from theorylab.runs.config import register_preset
 
     register_preset(
         "concepts",

@@ -433,7 +433,7 @@ FORMAL_TASKS = dict(_TASK_BY_NAME)
 
 
 def _register_presets() -> None:
-    from theorylab.train.config import register_preset
+    from theorylab.runs.config import register_preset
 
     for name in FORMAL_TASKS:
         register_preset(

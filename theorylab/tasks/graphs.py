@@ -523,7 +523,7 @@ class BlocksworldTask(GraphPathTask):
 
 
 def _register_presets() -> None:
-    from theorylab.train import register_preset
+    from theorylab.runs import register_preset
 
     model = {"n_layers": 1, "n_heads": 1, "d_model": 120, "act": "gelu", "norm": "layernorm",
              "positional": "learned", "bias": True}

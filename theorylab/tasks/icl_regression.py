@@ -149,7 +149,7 @@ class IclRegressionTask(Task):
 
 
 def _register_preset() -> None:
-    from theorylab.train.config import register_preset
+    from theorylab.runs.config import register_preset
 
     register_preset(
         "icl_regression",

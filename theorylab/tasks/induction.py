@@ -103,7 +103,7 @@ class InductionTask(Task):
 
 
 def _register_preset() -> None:
-    from theorylab.train.config import register_preset
+    from theorylab.runs.config import register_preset
 
     register_preset(
         "induction",

@@ -233,7 +233,7 @@ class LMTask(Task):
 
 
 def _register_preset() -> None:
-    from theorylab.train.config import register_preset
+    from theorylab.runs.config import register_preset
 
     register_preset(
         "lm",

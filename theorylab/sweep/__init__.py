@@ -62,7 +62,7 @@ def grid(base: Any, axes: dict[str, Sequence[Any]] | None = None, seeds: int | S
     """The product of ``axes`` (``{"train.weight_decay": [0, 1], "task.p": [59, 97]}``) over
     ``seeds`` applied to ``base`` (a preset or task name, or a RunConfig)."""
     from theorylab.config import apply_overrides, validate
-    from theorylab.train import RunConfig, build_run_config
+    from theorylab.runs import RunConfig, build_run_config
 
     axes = dict(axes or {})
     for k, vals in axes.items():
@@ -103,7 +103,7 @@ def _train_one(cfg_dict: dict[str, Any], store_root: str, threads: int = 1) -> d
     import torch
 
     torch.set_num_threads(max(1, threads))
-    from theorylab.train import RunConfig, train
+    from theorylab.runs import RunConfig, train
 
     cfg = RunConfig.model_validate(cfg_dict)
     res = train(cfg, Store(store_root), progress=False)
@@ -171,7 +171,7 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
               workers: int | None = None, progress: bool = True, force: bool = False,
               max_attempts: int = 3, label: str = "sweep") -> SweepResult:
     """Execute ``configs`` (RunConfigs) on ``backend``; every run lands in ``store`` once."""
-    from theorylab.train import RunConfig
+    from theorylab.runs import RunConfig
 
     if backend not in BACKENDS:
         raise ConfigError(f"backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
@@ -230,7 +230,7 @@ def _record(result: SweepResult, out: dict[str, Any]) -> None:
 
 
 def _run_inprocess(todo, store, result, bar, total) -> None:
-    from theorylab.train import train
+    from theorylab.runs import train
 
     for c in todo:
         rid = c.run_id()

@@ -92,9 +92,9 @@ def _load_presets() -> None:
         importlib.import_module(mod)
     task_names()  # imports the built-in task modules, which may register presets
     try:
-        importlib.import_module("theorylab.presets")
+        importlib.import_module("theorylab.runs.presets")
     except ModuleNotFoundError as err:  # pragma: no cover - optional module
-        if err.name != "theorylab.presets":
+        if err.name != "theorylab.runs.presets":
             raise
 
 

@@ -20,7 +20,7 @@ class RunView:
 
     @property
     def config(self):
-        from theorylab.train.config import RunConfig
+        from theorylab.runs.config import RunConfig
 
         return RunConfig.model_validate(self.record.config)
 
@@ -41,20 +41,20 @@ class RunView:
         return self.store.metrics(self.run_id)
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        from theorylab.train import checkpoint_steps
+        from theorylab.runs import checkpoint_steps
 
         return checkpoint_steps(self.store, self.run_id)
 
     def model(self):
         """The final model (loaded once, eval mode)."""
         if self._model is None:
-            from theorylab.train import load_run_model
+            from theorylab.runs import load_run_model
 
             _, self._model = load_run_model(self.store, self.run_id)
         return self._model
 
     def model_at(self, step: int):
-        from theorylab.train import load_run_model
+        from theorylab.runs import load_run_model
 
         return load_run_model(self.store, self.run_id, step)[1]
 

@@ -23,11 +23,11 @@ import torch
 from theorylab.config import validate
 from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
 from theorylab.models import Transformer
+from theorylab.runs.config import RunConfig, TrainConfig
 from theorylab.store import Store
+from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.tasks import Task, make_task
 from theorylab.tasks.base import chunked_metrics, torch_generator
-from theorylab.train.checkpoint import load_checkpoint, save_checkpoint
-from theorylab.train.config import RunConfig, TrainConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -6,7 +6,7 @@ can be overridden (``task.p=97 train.steps=5000``).
 
 from __future__ import annotations
 
-from theorylab.train.config import register_preset
+from theorylab.runs.config import register_preset
 
 # Nanda, Chan, Lieberum, Smith & Steinhardt (ICLR 2023), arXiv 2301.05217, section 3 and appendix:
 # (a + b) mod 113, 30% of pairs for training, one-layer ReLU transformer without layer norm,

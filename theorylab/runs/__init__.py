@@ -1,7 +1,7 @@
 """Runs: configs, the deterministic trainer, checkpoints."""
 
-from theorylab.train.config import PRESETS, RunConfig, build_run_config, register_preset
-from theorylab.train.trainer import (
+from theorylab.runs.config import PRESETS, RunConfig, build_run_config, register_preset
+from theorylab.runs.loop import (
     RunResult,
     build,
     build_model_for,

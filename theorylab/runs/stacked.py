@@ -7,7 +7,7 @@ products, the summed per-seed mean losses give each seed exactly its own gradien
 elementwise, so one optimizer over the stack is the same algorithm as one per seed.
 
 Each seed still lands in the store as its own run: the same run id as
-:func:`theorylab.train.train` would give it, its own metrics (evaluated with the
+:func:`theorylab.runs.train` would give it, its own metrics (evaluated with the
 ordinary model, so the numbers mean the same thing), and its own checkpoints, which
 the single-seed trainer can load and resume.
 
@@ -25,7 +25,7 @@ The batched forward (:func:`stacked_forward`) is also the fast path of one seed:
 Configurations the batched forward does not cover (encoder models, continuous inputs,
 hard attention, rotary/ALiBi/sinusoidal positions, position features, loops, dropout,
 post-norm, gradient clipping) are trained one seed after another with
-:func:`theorylab.train.train`, so :func:`train_many` accepts every run config.
+:func:`theorylab.runs.train`, so :func:`train_many` accepts every run config.
 """
 
 from __future__ import annotations
@@ -42,12 +42,8 @@ import torch.nn.functional as F
 from theorylab.errors import ConfigError
 from theorylab.models import Transformer
 from theorylab.models.config import TransformerConfig
-from theorylab.store import Store
-from theorylab.tasks import make_task
-from theorylab.tasks.base import IGNORE
-from theorylab.train.checkpoint import load_checkpoint, save_checkpoint
-from theorylab.train.config import RunConfig
-from theorylab.train.trainer import (
+from theorylab.runs.config import RunConfig
+from theorylab.runs.loop import (
     DTYPES,
     Progress,
     RunResult,
@@ -59,6 +55,10 @@ from theorylab.train.trainer import (
     resolve_device,
     train,
 )
+from theorylab.store import Store
+from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
+from theorylab.tasks import make_task
+from theorylab.tasks.base import IGNORE
 
 __all__ = ["train_many", "stacked_forward", "stacked_losses", "forward_backward", "supports_stacking",
            "StackedParams", "group_configs", "default_seed_chunk", "loss_columns"]
@@ -345,7 +345,7 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     on).  ``on_eval(index, step, metrics)`` is called at every evaluation, ``index``
     into ``cfgs``.  ``seed_chunk``: seeds per forward/backward pass (``None`` = all at
     once; the default 0 picks :func:`default_seed_chunk` for the device).
-    ``vectorise=False`` trains one after another with :func:`theorylab.train.train`
+    ``vectorise=False`` trains one after another with :func:`theorylab.runs.train`
     (the reference the stacked path must match).
     """
     if seed_chunk is not None and seed_chunk < 0:

@@ -219,11 +219,11 @@ def tasks(as_json: bool = JSON_OPT) -> None:
 # --------------------------------------------------------------------------- other areas' commands
 
 _COMMAND_MODULES = [
-    "theorylab.claims.cli",
-    "theorylab.constructions.cli",
-    "theorylab.decoding_cli",
-    "theorylab.grokking_cli",
-    "theorylab.measures.planning_cli",
+    "theorylab.cli.claims",
+    "theorylab.cli.construct",
+    "theorylab.cli.generate",
+    "theorylab.cli.grokking",
+    "theorylab.cli.planning",
 ]
 
 

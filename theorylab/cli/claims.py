@@ -7,7 +7,7 @@ import time
 
 import typer
 
-from theorylab.cli import JSON_OPT, app, console, emit
+from theorylab.cli.app import JSON_OPT, app, console, emit
 from theorylab.errors import ConfigError, TheoryLabError
 
 

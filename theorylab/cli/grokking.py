@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from theorylab.cli import JSON_OPT, _store, app, console, emit
+from theorylab.cli.app import JSON_OPT, _store, app, console, emit
 from theorylab.errors import ConfigError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from theorylab.cli import JSON_OPT, app, emit
+from theorylab.cli.app import JSON_OPT, app, emit
 from theorylab.errors import ConfigError
 
 

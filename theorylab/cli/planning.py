@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from theorylab.cli import JSON_OPT, _store, app, console, emit
+from theorylab.cli.app import JSON_OPT, _store, app, console, emit
 from theorylab.errors import TheoryLabError
 
 

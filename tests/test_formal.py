@@ -175,7 +175,7 @@ def test_cli_trains_every_formal_task_and_logs_per_length_accuracy(cli):
 
 @pytest.mark.parametrize("pos", ["none", "sinusoidal", "learned", "rotary", "alibi"])
 def test_every_positional_encoding_trains_on_longer_test_strings(pos, tmp_path):
-    from theorylab.claims.formal import formal_config
+    from theorylab.claims.papers.deletang2023 import formal_config
     from theorylab.runs import train
     from theorylab.store import Store
 

@@ -1,4 +1,4 @@
-"""The grokking claims (theorylab.claims.grokking) at smoke tier."""
+"""The grokking claims (theorylab.claims.papers.nanda2023) at smoke tier."""
 
 from __future__ import annotations
 

@@ -40,13 +40,17 @@ def register_claim(cls: type[Claim]) -> type[Claim]:
 
 
 _BUILTIN: list[str] = [
-    # one line per claims module, e.g. "theorylab.claims.modular"
-    "theorylab.claims.grokking",
-    "theorylab.claims.planning",
-    "theorylab.claims.modular",
-    "theorylab.claims.expressivity",
-    "theorylab.claims.icl",
-    "theorylab.claims.formal",
+    # one line per paper module (theorylab/claims/papers/<author><year>.py)
+    "theorylab.claims.papers.nanda2023",
+    "theorylab.claims.papers.power2022",
+    "theorylab.claims.papers.wang2024",
+    "theorylab.claims.papers.chiang2022",
+    "theorylab.claims.papers.hahn2020",
+    "theorylab.claims.papers.deletang2023",
+    "theorylab.claims.papers.olsson2022",
+    "theorylab.claims.papers.garg2022",
+    "theorylab.claims.papers.bu2024",
+    "theorylab.claims.papers.bietti2023",
 ]
 _loaded = False
 

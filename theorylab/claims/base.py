@@ -26,44 +26,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from theorylab.claims.citations import Citation
+
 if TYPE_CHECKING:  # pragma: no cover
     from theorylab.runs.config import RunConfig
     from theorylab.runs.view import RunView
 
 Verdict = Literal["supported", "refuted", "inconclusive"]
 TIERS = ("smoke", "quick", "full")
-
-
-@dataclass(frozen=True)
-class Citation:
-    authors: str
-    year: int
-    title: str
-    venue: str = ""
-    arxiv: str | None = None
-
-    def short(self) -> str:
-        first = self.authors.split(",")[0].split(" and ")[0].strip()
-        etal = " et al." if ("," in self.authors or " and " in self.authors) else ""
-        return f"{first}{etal} ({self.year})"
-
-    def full(self) -> str:
-        s = f"{self.authors} ({self.year}). {self.title}."
-        if self.venue:
-            s += f" {self.venue}."
-        if self.arxiv:
-            s += f" arXiv:{self.arxiv}."
-        return s
-
-
-# papers that several claim modules cite
-NANDA2023 = Citation(
-    authors="Neel Nanda, Lawrence Chan, Tom Lieberum, Jess Smith and Jacob Steinhardt",
-    year=2023,
-    title="Progress measures for grokking via mechanistic interpretability",
-    venue="ICLR",
-    arxiv="2301.05217",
-)
 
 
 # --------------------------------------------------------------------------- statistics

@@ -20,15 +20,8 @@ from typing import Any
 import numpy as np
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Citation, Claim, Criterion, all_of
-
-CITATION = Citation(
-    authors="Siwei Wang, Yifei Shen, Shi Feng, Haoran Sun, Shang-Hua Teng and Wei Chen",
-    year=2024,
-    title="ALPINE: Unveiling the Planning Capability of Autoregressive Learning in Language Models",
-    venue="NeurIPS",
-    arxiv="2405.09220",
-)
+from theorylab.claims.base import Claim, Criterion, all_of
+from theorylab.claims.citations import WANG2024 as CITATION
 
 # Shared by claims 1-3.  Sizes per tier; everything else comes from the "alpine" preset
 # (AdamW lr 5e-4, weight decay 0.1, betas (0.9, 0.95), clip 1.0, batch 32, cosine).

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import NANDA2023 as NANDA
 from theorylab.claims.base import Claim, Criterion, Evidence, all_of
+from theorylab.claims.citations import NANDA2023 as NANDA
 
 _TIERS: dict[str, dict[str, Any]] = {
     "smoke": {"overrides": ["task.p=13", "task.train_fraction=0.5", "model.d_model=16", "model.d_head=4",
@@ -35,6 +35,8 @@ _TIERS: dict[str, dict[str, Any]] = {
                             "train.eval_every=25", "train.checkpoint_every=50"]},
     "full": {"overrides": ["train.eval_every=100", "train.checkpoint_every=500"]},
 }
+
+
 _SEEDS = {"smoke": 2, "quick": 5, "full": 5}  # 3 seeds give t-intervals too wide to decide (tried)
 
 
@@ -53,8 +55,6 @@ def _execute(configs, store, progress: bool = True, **_: Any) -> None:
 
     train_many(list(configs), store, progress=progress)
 
-
-# --------------------------------------------------------------------------- shared measurement
 
 _CACHE: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -105,9 +105,6 @@ def grokking_measures(view) -> dict[str, Any]:
 
 def _nan(x) -> float:
     return float("nan") if x is None else float(x)
-
-
-# --------------------------------------------------------------------------- the claims
 
 
 class _GrokkingClaim(Claim):
@@ -270,9 +267,6 @@ class NoWeightDecay(_GrokkingClaim):
             "curves": g["curves"],
             "curves_no_wd": {"steps": steps, "test_acc": te, "train_acc": tr, "test_loss": tl, "train_loss": trl},
         }
-
-
-# --------------------------------------------------------------------------- figures (paper style)
 
 
 def _seed_series(evidence: Evidence, key: str) -> list[tuple[int, Any]]:

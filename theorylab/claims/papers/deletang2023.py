@@ -1,5 +1,5 @@
-"""Trained transformers on formal languages: length generalization (Delétang et al. 2023;
-Bhattamishra et al. 2020) and log-length scaled attention on FIRST (Chiang & Cholak 2022).
+"""Delétang et al. (2023), "Neural Networks and the Chomsky Hierarchy", with Bhattamishra et al.
+(2020) on PARITY: trained transformers on formal languages and length generalization.
 
 * ``deletang2023.no_length_generalization``: the Chomsky-hierarchy suite (nine tasks, the
   Delétang et al. protocol); a transformer's score stays below 90% on the non-regular tasks
@@ -8,8 +8,6 @@ Bhattamishra et al. 2020) and log-length scaled attention on FIRST (Chiang & Cho
 * ``deletang2023.parity_every_encoding``: on parity_check no positional encoding (none,
   sinusoidal, learned, RoPE, ALiBi) lifts the score out of chance (Bhattamishra et al. 2020;
   Delétang et al. 2023).
-* ``chiang2022.first_log_length_training``: FIRST trained at n = 50 and tested up to n = 1000
-  fails without log-length scaled attention and works with it.
 
 The score of a run is the mean over the test lengths of the per-length accuracy (per-token
 accuracy over the output positions), as in Delétang et al.; claims summarise it over seeds as
@@ -23,22 +21,18 @@ from typing import Any
 import numpy as np
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Citation, Claim, Criterion, Evidence, all_of
-from theorylab.claims.expressivity import CHIANG
-
-DELETANG = Citation(
-    authors="Gregoire Deletang, Anian Ruoss, Jordi Grau-Moya, Tim Genewein, Li Kevin Wenliang, Elliot Catt, "
-            "Chris Cundy, Marcus Hutter, Shane Legg, Joel Veness and Pedro A. Ortega",
-    year=2023, title="Neural Networks and the Chomsky Hierarchy", venue="ICLR", arxiv="2207.02098")
-BHATTAMISHRA = Citation(
-    authors="Satwik Bhattamishra, Kabir Ahuja and Navin Goyal", year=2020,
-    title="On the Ability and Limitations of Transformers to Recognize Formal Languages", venue="EMNLP",
-    arxiv="2009.11264")
+from theorylab.claims.base import Claim, Criterion, Evidence, all_of
+from theorylab.claims.citations import DELETANG2023 as DELETANG
 
 SUITE = ["even_pairs", "modular_arithmetic", "parity_check", "cycle_navigation", "reverse_string",
          "stack_manipulation", "duplicate_string", "missing_duplicate", "bucket_sort"]
+
+
 NON_REGULAR_HARD = ["reverse_string", "stack_manipulation", "duplicate_string", "missing_duplicate"]
+
+
 ENCODINGS = ["none", "sinusoidal", "learned", "rotary", "alibi"]
+
 
 # Transformer scores (%) of Delétang et al. 2023, Table 2: for each task, the best of five positional
 # encodings (none, sin/cos, RoPE, ALiBi, Transformer-XL relative; section 5.4), the maximum over 10
@@ -56,6 +50,7 @@ PUBLISHED: dict[str, dict[str, Any]] = {
     "missing_duplicate": {"score": None, "verified": False},
     "bucket_sort": {"score": 91.9, "verified": False},
 }
+
 
 # Sizes per tier.  quick: minutes on a 2-core CPU; full: the paper's scale (train 1..40, test 41..500,
 # 5 layers of width 64).
@@ -247,85 +242,3 @@ class ParityEveryEncoding(Claim):
         return {"per_length_accuracy": _per_length_figure(
             evidence, ["parity_check"], p["encodings"], lambda t, e: f"curve:{e}",
             "parity_check: per-length test accuracy by positional encoding")}
-
-
-FIRST_TIERS = {
-    "smoke": {"train_n": 10, "test_min": 20, "test_max": 40, "stride": 10, "n_eval": 32, "steps": 60, "layers": 1,
-              "d_model": 32, "heads": 2, "batch": 32},
-    "quick": {"train_n": 50, "test_min": 100, "test_max": 1000, "stride": 300, "n_eval": 128, "steps": 400,
-              "layers": 2, "d_model": 64, "heads": 4, "batch": 64},
-    "full": {"train_n": 50, "test_min": 100, "test_max": 1000, "stride": 100, "n_eval": 512, "steps": 2000,
-             "layers": 2, "d_model": 64, "heads": 4, "batch": 64},
-}
-
-# The rule's runs use sinusoidal positions (the standard transformer).  The variant with no positional
-# encoding but a length-independent "is first" feature isolates attention dilution; it is reported
-# beside the rule, not used by it.
-FIRST_VARIANTS = {"sinusoidal": {"positional": "sinusoidal"},
-                  "is_first": {"positional": "none", "position_features": ["is_first"]}}
-
-
-@register_claim
-class FirstLogLength(Claim):
-    id = "chiang2022.first_log_length_training"
-    title = "FIRST trained at n = 50: log-length scaled attention generalizes to n = 1000, plain attention does not"
-    citation = CHIANG
-    statement = ("A transformer trained on FIRST (is the first bit 1?) with strings of length 50 and tested on "
-                 "strings of length up to 1000 fails at n = 1000 with standard attention, because attention on one "
-                 "position is diluted as n grows; multiplying the attention logits by log n fixes it.")
-    rule = all_of(
-        Criterion("acc_scaled_at_max_n", ">=", 0.95, why="'works': near-perfect accuracy at the longest length"),
-        Criterion("acc_plain_at_max_n", "<=", 0.9, why="'fails': at least 10 points below perfect at the longest length"),
-    )
-    tiers = FIRST_TIERS
-    seeds = {"smoke": 2, "quick": 3, "full": 5}
-    decides = "more seeds or the full tier"
-    extra_quantities = ("iid_plain", "iid_scaled", "acc_plain_at_max_n_is_first", "acc_scaled_at_max_n_is_first")
-
-    def experiment(self, tier, seed):
-        p = self.params(tier)
-        common = dict(train_min=p["train_n"], train_max=p["train_n"], test_min=p["test_min"],
-                      test_max=p["test_max"], stride=p["stride"], n_eval=p["n_eval"], steps=p["steps"], layers=p["layers"],
-                      d_model=p["d_model"], heads=p["heads"], batch=p["batch"])
-        runs = {}
-        for variant, pos in FIRST_VARIANTS.items():
-            for scaled in (False, True):
-                name = f"{'scaled' if scaled else 'plain'}/{variant}"
-                runs[name] = formal_config("first", seed, log_length_scale=scaled, **pos, **common)
-        return runs
-
-    def measure(self, tier, seed, runs):
-        from theorylab.tasks.formal import per_length
-
-        out: dict[str, Any] = {}
-        for name, rv in runs.items():
-            kind, variant = name.split("/")
-            m = rv.final
-            lengths, accs = per_length(m, "test")
-            curve = {"lengths": lengths, "acc": accs}
-            suffix = "" if variant == "sinusoidal" else f"_{variant}"
-            out[f"acc_{kind}_at_max_n{suffix}"] = curve["acc"][-1]
-            if not suffix:
-                out[f"iid_{kind}"] = m["train/accuracy"]
-            out[f"curve:{name}"] = curve
-        return out
-
-    def figures(self, evidence):
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name in [f"{k}/{v}" for v in FIRST_VARIANTS for k in ("plain", "scaled")]:
-            curves = [evidence.series[s][f"curve:{name}"] for s in evidence.seeds]
-            acc = np.mean([c["acc"] for c in curves], axis=0)
-            ax.plot(curves[0]["lengths"], acc, marker="o", ls="-" if name.endswith("sinusoidal") else "--", label=name)
-        ax.set_xscale("log")
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("test length n (log scale)")
-        ax.set_ylabel(f"accuracy (mean over {len(evidence.seeds)} seeds)")
-        ax.set_title(f"FIRST trained at n = {self.params(evidence.tier)['train_n']}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        return {"accuracy_vs_n": fig}

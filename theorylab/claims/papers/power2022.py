@@ -22,17 +22,11 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Citation, Claim, Criterion, Evidence, all_of
-
-POWER = Citation(
-    authors="Alethea Power, Yuri Burda, Harri Edwards, Igor Babuschkin and Vedant Misra",
-    year=2022,
-    title="Grokking: Generalization Beyond Overfitting on Small Algorithmic Datasets",
-    venue="ICLR 2022 MATH-AI workshop",
-    arxiv="2201.02177",
-)
+from theorylab.claims.base import Claim, Criterion, Evidence, all_of
+from theorylab.claims.citations import POWER2022 as POWER
 
 GENERALIZED = 0.99  # "generalized" = 99% test accuracy, the criterion of Power et al. (Fig. 1)
+
 
 # Sizes per tier.  ``steps`` is the fixed budget; ``fractions`` = (large, small) train fractions.
 TIERS: dict[str, dict[str, Any]] = {
@@ -47,6 +41,8 @@ TIERS: dict[str, dict[str, Any]] = {
     "full": {"p": 113, "d_model": 128, "d_head": 32, "d_mlp": 512, "init_std": 0.0884, "steps": 40000,
              "eval_every": 100, "checkpoint_every": 2000, "fractions": (0.5, 0.3)},
 }
+
+
 SEEDS = {"smoke": 2, "quick": 3, "full": 5}
 
 

@@ -1,0 +1,102 @@
+"""Citations: every paper a claim cites, in one place (``<FIRSTAUTHOR><YEAR>``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Citation:
+    authors: str
+    year: int
+    title: str
+    venue: str = ""
+    arxiv: str | None = None
+
+    def short(self) -> str:
+        first = self.authors.split(",")[0].split(" and ")[0].strip()
+        etal = " et al." if ("," in self.authors or " and " in self.authors) else ""
+        return f"{first}{etal} ({self.year})"
+
+    def full(self) -> str:
+        s = f"{self.authors} ({self.year}). {self.title}."
+        if self.venue:
+            s += f" {self.venue}."
+        if self.arxiv:
+            s += f" arXiv:{self.arxiv}."
+        return s
+
+
+NANDA2023 = Citation(
+    authors="Neel Nanda, Lawrence Chan, Tom Lieberum, Jess Smith and Jacob Steinhardt",
+    year=2023,
+    title="Progress measures for grokking via mechanistic interpretability",
+    venue="ICLR",
+    arxiv="2301.05217",
+)
+
+POWER2022 = Citation(
+    authors="Alethea Power, Yuri Burda, Harri Edwards, Igor Babuschkin and Vedant Misra",
+    year=2022,
+    title="Grokking: Generalization Beyond Overfitting on Small Algorithmic Datasets",
+    venue="ICLR 2022 MATH-AI workshop",
+    arxiv="2201.02177",
+)
+
+WANG2024 = Citation(
+    authors="Siwei Wang, Yifei Shen, Shi Feng, Haoran Sun, Shang-Hua Teng and Wei Chen",
+    year=2024,
+    title="ALPINE: Unveiling the Planning Capability of Autoregressive Learning in Language Models",
+    venue="NeurIPS",
+    arxiv="2405.09220",
+)
+
+HAHN2020 = Citation(authors="Michael Hahn", year=2020,
+                title="Theoretical Limitations of Self-Attention in Neural Sequence Models", venue="TACL",
+                arxiv="1906.06755")
+
+CHIANG2022 = Citation(authors="David Chiang and Peter Cholak", year=2022,
+                  title="Overcoming a Theoretical Limitation of Self-Attention", venue="ACL", arxiv="2202.12172")
+
+DELETANG2023 = Citation(
+    authors="Gregoire Deletang, Anian Ruoss, Jordi Grau-Moya, Tim Genewein, Li Kevin Wenliang, Elliot Catt, "
+            "Chris Cundy, Marcus Hutter, Shane Legg, Joel Veness and Pedro A. Ortega",
+    year=2023, title="Neural Networks and the Chomsky Hierarchy", venue="ICLR", arxiv="2207.02098")
+
+BHATTAMISHRA2020 = Citation(
+    authors="Satwik Bhattamishra, Kabir Ahuja and Navin Goyal", year=2020,
+    title="On the Ability and Limitations of Transformers to Recognize Formal Languages", venue="EMNLP",
+    arxiv="2009.11264")
+
+OLSSON2022 = Citation(
+    authors="Catherine Olsson, Nelson Elhage, Neel Nanda, Nicholas Joseph, Nova DasSarma, Tom Henighan, Ben Mann, "
+            "Amanda Askell, Yuntao Bai, Anna Chen, et al.",
+    year=2022,
+    title="In-context Learning and Induction Heads",
+    venue="Transformer Circuits Thread",
+    arxiv="2209.11895",
+)
+
+GARG2022 = Citation(
+    authors="Shivam Garg, Dimitris Tsipras, Percy Liang and Gregory Valiant",
+    year=2022,
+    title="What Can Transformers Learn In-Context? A Case Study of Simple Function Classes",
+    venue="NeurIPS",
+    arxiv="2208.01066",
+)
+
+BU2024 = Citation(
+    authors="Dake Bu, Wei Huang, Andi Han, Atsushi Nitanda, Taiji Suzuki, Qingfu Zhang and Hau-San Wong",
+    year=2024,
+    title="Provably Transformers Harness Multi-Concept Word Semantics for Efficient In-Context Learning",
+    venue="NeurIPS",
+    arxiv="2411.02199",
+)
+
+BIETTI2023 = Citation(
+    authors="Alberto Bietti, Vivien Cabannes, Diane Bouchacourt, Herve Jegou and Leon Bottou",
+    year=2023,
+    title="Birth of a Transformer: A Memory Viewpoint",
+    venue="NeurIPS",
+    arxiv="2306.00802",
+)

@@ -1,0 +1,1 @@
+"""One module per paper: its citation, its claims, their tiers and figures (copy one to add a paper)."""

@@ -192,7 +192,8 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
 @app.command()
 def tasks(as_json: bool = JSON_OPT) -> None:
     """List task families and presets."""
-    from theorylab.runs.config import PRESETS, preset_names
+    from theorylab.runs.config import preset_names
+    from theorylab.runs.presets import PRESETS
     from theorylab.tasks import get_task, task_names
 
     rows = []

@@ -1,6 +1,6 @@
 """Runs: configs, the deterministic trainer, checkpoints."""
 
-from theorylab.runs.config import PRESETS, RunConfig, build_run_config, register_preset
+from theorylab.runs.config import RunConfig, build_run_config
 from theorylab.runs.loop import (
     RunResult,
     build,
@@ -12,6 +12,7 @@ from theorylab.runs.loop import (
     resume,
     train,
 )
+from theorylab.runs.presets import PRESETS, register_preset
 
 __all__ = [
     "RunConfig", "RunResult", "PRESETS", "build_run_config", "register_preset", "train", "resume", "build",

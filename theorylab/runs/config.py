@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from theorylab import __version__
 from theorylab.config import Config, ConfigError, TrainConfig, apply_overrides, deep_merge, load_file, validate
 from theorylab.models.config import TransformerConfig
+from theorylab.runs.presets import PRESETS
 from theorylab.tasks import TaskConfig, build_task_config, task_names
 
 
@@ -63,50 +64,15 @@ class RunConfig(Config):
 
 # --------------------------------------------------------------------------- presets
 
-PRESETS: dict[str, dict[str, Any]] = {}
-
-
-def register_preset(name: str, config: dict[str, Any], description: str = "") -> None:
-    """A named starting point: ``theorylab train NAME`` uses it (a task name is also a preset)."""
-    PRESETS[name] = {"config": config, "description": description}
-
-
-register_preset(
-    "modular",
-    {
-        "task": {"name": "modular", "p": 47, "op": "+", "train_fraction": 0.5},
-        "model": {"n_layers": 1, "d_model": 64, "n_heads": 4, "d_mlp": 256, "act": "relu", "norm": "none",
-                  "positional": "learned", "bias": False, "init_std": 0.125},
-        "train": {"steps": 3000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
-                  "eval_every": 50, "early_stop_metric": "test/accuracy", "early_stop_value": 0.99},
-    },
-    "(a + b) mod 47 on a one-layer transformer; stops once test accuracy reaches 99% (seconds on a CPU)",
-)
-
-
-def _load_presets() -> None:
-    # modules that register presets as a side effect
-    import importlib
-
-    for mod in ("theorylab.tasks",):
-        importlib.import_module(mod)
-    task_names()  # imports the built-in task modules, which may register presets
-    try:
-        importlib.import_module("theorylab.runs.presets")
-    except ModuleNotFoundError as err:  # pragma: no cover - optional module
-        if err.name != "theorylab.runs.presets":
-            raise
-
 
 def preset_names() -> list[str]:
-    _load_presets()
+    """Every preset and every bare task name, sorted."""
     return sorted(set(PRESETS) | set(task_names()))
 
 
 def build_run_config(name: str | None = None, overrides: list[str] | None = None,
                      config_file: str | None = None, seed: int | None = None) -> RunConfig:
     """Preset (or bare task name) <- config file <- key=value overrides <- seed."""
-    _load_presets()
     data: dict[str, Any] = {}
     if name is not None:
         if name in PRESETS:

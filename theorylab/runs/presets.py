@@ -1,12 +1,38 @@
-"""Named starting configurations (presets) beyond the bare task names.
+"""Every preset in one table: a named starting configuration for ``theorylab train NAME``.
 
-``theorylab train grokking`` trains the mainline of Nanda et al. (2023); every value
-can be overridden (``task.p=97 train.steps=5000``).
+A preset is ``{"config": {"task": ..., "model": ..., "train": ...}, "description": ...}``; every
+value can be overridden (``theorylab train grokking task.p=97 train.steps=5000``).  A bare task
+name that has no preset here starts from the task's defaults.  Add your own with
+:func:`register_preset` (from Python) or a config file (``--config``).
 """
 
 from __future__ import annotations
 
-from theorylab.runs.config import register_preset
+from typing import Any
+
+from theorylab.tasks.formal import FORMAL_TASKS
+
+PRESETS: dict[str, dict[str, Any]] = {}
+
+
+def register_preset(name: str, config: dict[str, Any], description: str = "") -> None:
+    """A named starting point: ``theorylab train NAME`` uses it (a task name is also a preset)."""
+    PRESETS[name] = {"config": config, "description": description}
+
+
+# --------------------------------------------------------------------------- modular arithmetic
+
+register_preset(
+    "modular",
+    {
+        "task": {"name": "modular", "p": 47, "op": "+", "train_fraction": 0.5},
+        "model": {"n_layers": 1, "d_model": 64, "n_heads": 4, "d_mlp": 256, "act": "relu", "norm": "none",
+                  "positional": "learned", "bias": False, "init_std": 0.125},
+        "train": {"steps": 3000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
+                  "eval_every": 50, "early_stop_metric": "test/accuracy", "early_stop_value": 0.99},
+    },
+    "(a + b) mod 47 on a one-layer transformer; stops once test accuracy reaches 99% (seconds on a CPU)",
+)
 
 # Nanda, Chan, Lieberum, Smith & Steinhardt (ICLR 2023), arXiv 2301.05217, section 3 and appendix:
 # (a + b) mod 113, 30% of pairs for training, one-layer ReLU transformer without layer norm,
@@ -14,14 +40,96 @@ from theorylab.runs.config import register_preset
 # full-batch AdamW lr 1e-3, weight decay 1.0, betas (0.9, 0.98), 10-step linear warm-up; 40k epochs.
 # Biases: the paper's attention has none; we turn all biases off (the unembedding bias stays, at 0
 # initially).  init_std = 1/sqrt(d_model) as in the authors' code (W ~ N(0, 1/d_model)).
-GROKKING = {
-    "task": {"name": "modular", "p": 113, "op": "+", "train_fraction": 0.3},
-    "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "d_head": 32, "d_mlp": 512, "act": "relu",
-              "norm": "none", "positional": "learned", "tied_embeddings": False, "bias": False,
-              "init_std": 0.0884},
-    "train": {"steps": 40000, "lr": 1e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
-              "eval_every": 100, "checkpoint_every": 1000, "keep_checkpoints": "all"},
-}
+register_preset(
+    "grokking",
+    {
+        "task": {"name": "modular", "p": 113, "op": "+", "train_fraction": 0.3},
+        "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "d_head": 32, "d_mlp": 512, "act": "relu",
+                  "norm": "none", "positional": "learned", "tied_embeddings": False, "bias": False,
+                  "init_std": 0.0884},
+        "train": {"steps": 40000, "lr": 1e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
+                  "eval_every": 100, "checkpoint_every": 1000, "keep_checkpoints": "all"},
+    },
+    "Nanda et al. 2023 mainline: (a+b) mod 113, 30% train, 1-layer d128 ReLU, AdamW wd 1.0, 40k steps",
+)
 
-register_preset("grokking", GROKKING,
-                "Nanda et al. 2023 mainline: (a+b) mod 113, 30% train, 1-layer d128 ReLU, AdamW wd 1.0, 40k steps")
+# --------------------------------------------------------------------------- planning (Wang et al. 2024)
+
+_ALPINE_MODEL = {"n_layers": 1, "n_heads": 1, "d_model": 120, "act": "gelu", "norm": "layernorm",
+                 "positional": "learned", "bias": True}
+_ALPINE_TRAIN = {"steps": 10000, "lr": 5e-4, "weight_decay": 0.1, "betas": [0.9, 0.95], "grad_clip": 1.0,
+                 "batch_size": 32, "schedule": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1,
+                 "eval_every": 1000}
+register_preset("alpine", {"task": {"name": "alpine"}, "model": _ALPINE_MODEL, "train": _ALPINE_TRAIN},
+                "ALPINE path-finding on a random DAG (n=100, p=0.1), 1-layer 1-head d=120 (Wang et al. 2024)")
+register_preset("blocksworld", {"task": {"name": "blocksworld"}, "model": _ALPINE_MODEL,
+                                "train": {**_ALPINE_TRAIN, "steps": 3000, "eval_every": 500}},
+                "Blocksworld (4 blocks, 73 states) path-finding, 1-layer 1-head d=120 (Wang et al. 2024)")
+
+# --------------------------------------------------------------------------- language model
+
+register_preset(
+    "lm",
+    {
+        "task": {"name": "lm", "seq_len": 64},
+        "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "act": "gelu", "positional": "learned"},
+        "train": {"steps": 600, "batch_size": 32, "lr": 3e-3, "warmup_steps": 50, "schedule": "cosine",
+                  "min_lr_ratio": 0.1, "eval_every": 100},
+    },
+    "a small decoder on the generated PCFG corpus; reports perplexity beside the optimum",
+)
+
+# --------------------------------------------------------------------------- in-context learning
+
+register_preset(
+    "induction",
+    {
+        "task": {"name": "induction", "vocab": 64, "period": 16},
+        "model": {"n_layers": 2, "d_model": 64, "n_heads": 2, "attn_only": True, "positional": "learned",
+                  "norm": "layernorm"},
+        "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100},
+    },
+    "two-layer attention-only transformer on repeated random tokens (induction heads)",
+)
+register_preset(
+    "icl_regression",
+    {
+        "task": {"name": "icl_regression", "d": 5, "n_points": 16},
+        "model": {"n_layers": 3, "d_model": 64, "n_heads": 4, "positional": "learned", "norm": "layernorm",
+                  "act": "gelu"},
+        "train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 250},
+    },
+    "in-context linear regression (Garg et al. 2022), d = 5, on a small decoder",
+)
+register_preset(
+    "concepts",
+    {
+        "task": {"name": "concepts"},
+        "model": {"n_layers": 1, "d_model": 64, "n_heads": 1, "d_mlp": 64, "act": "relu", "norm": "none",
+                  "positional": "none"},
+        "train": {"steps": 600, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "eval_every": 25},
+    },
+    "one softmax-attention + ReLU-MLP block on concept-based sparse-coding prompts (Bu et al. 2024)",
+)
+register_preset(
+    "bigram_triggers",
+    {"task": {"name": "bigram_triggers", "vocab": 64, "seq_len": 64, "n_triggers": 5},
+     "model": {"n_layers": 2, "d_model": 64, "n_heads": 1, "attn_only": True, "positional": "learned",
+               "norm": "layernorm", "bias": False},
+     "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100}},
+    "Bietti et al. 2023: bigram sequences with trigger -> output pairs, 2-layer attention-only transformer",
+)
+
+# --------------------------------------------------------------------------- formal languages (Delétang et al. 2023)
+
+for _name, _cls in FORMAL_TASKS.items():
+    register_preset(
+        _name,
+        {"task": {"name": _name, "train_max_length": 20, "test_max_length": 80, "test_stride": 4, "n_eval": 64},
+         "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "positional": "sinusoidal"},
+         "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 500,
+                   "grad_clip": 1.0}},
+        f"{_cls.__doc__} - train on lengths 1..20, test 21..80",
+    )
+
+__all__ = ["PRESETS", "register_preset"]

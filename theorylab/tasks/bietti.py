@@ -225,19 +225,3 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
         s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))[:, 1:]
         out["probe_prev_token"] = float((s.argmax(-1) == torch.arange(T - 1)).double().mean(-1).max())
     return out
-
-
-def _register_preset() -> None:
-    from theorylab.runs.config import register_preset
-
-    register_preset(
-        "bigram_triggers",
-        {"task": {"name": "bigram_triggers", "vocab": 64, "seq_len": 64, "n_triggers": 5},
-         "model": {"n_layers": 2, "d_model": 64, "n_heads": 1, "attn_only": True, "positional": "learned",
-                   "norm": "layernorm", "bias": False},
-         "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100}},
-        "Bietti et al. 2023: bigram sequences with trigger -> output pairs, 2-layer attention-only transformer",
-    )
-
-
-_register_preset()

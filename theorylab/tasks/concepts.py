@@ -186,21 +186,3 @@ class ConceptsTask(Task):
                "w_noise": max(top(noise, word), top(noise, lab)) if len(noise) else 0.0,
                "mlp_norm": float(w["blocks.0.mlp.W_in"].norm() + w["blocks.0.mlp.W_out"].norm())}
         return out
-
-
-def _register_preset() -> None:
-    from theorylab.runs.config import register_preset
-
-    register_preset(
-        "concepts",
-        {
-            "task": {"name": "concepts"},
-            "model": {"n_layers": 1, "d_model": 64, "n_heads": 1, "d_mlp": 64, "act": "relu", "norm": "none",
-                      "positional": "none"},
-            "train": {"steps": 600, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "eval_every": 25},
-        },
-        "one softmax-attention + ReLU-MLP block on concept-based sparse-coding prompts (Bu et al. 2024)",
-    )
-
-
-_register_preset()

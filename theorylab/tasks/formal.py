@@ -430,20 +430,3 @@ class BucketSort(FormalTask):
 
 FORMAL_TASKS = dict(_TASK_BY_NAME)
 """name -> task class, in the order of the table above."""
-
-
-def _register_presets() -> None:
-    from theorylab.runs.config import register_preset
-
-    for name in FORMAL_TASKS:
-        register_preset(
-            name,
-            {"task": {"name": name, "train_max_length": 20, "test_max_length": 80, "test_stride": 4, "n_eval": 64},
-             "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "positional": "sinusoidal"},
-             "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 500,
-                       "grad_clip": 1.0}},
-            f"{FORMAL_TASKS[name].__doc__} - train on lengths 1..20, test 21..80",
-        )
-
-
-_register_presets()

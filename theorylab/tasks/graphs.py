@@ -522,23 +522,6 @@ class BlocksworldTask(GraphPathTask):
 # --------------------------------------------------------------------------- presets
 
 
-def _register_presets() -> None:
-    from theorylab.runs import register_preset
-
-    model = {"n_layers": 1, "n_heads": 1, "d_model": 120, "act": "gelu", "norm": "layernorm",
-             "positional": "learned", "bias": True}
-    train = {"steps": 10000, "lr": 5e-4, "weight_decay": 0.1, "betas": [0.9, 0.95], "grad_clip": 1.0,
-             "batch_size": 32, "schedule": "cosine", "warmup_steps": 100, "min_lr_ratio": 0.1,
-             "eval_every": 1000}
-    register_preset("alpine", {"task": {"name": "alpine"}, "model": model, "train": train},
-                    "ALPINE path-finding on a random DAG (n=100, p=0.1), 1-layer 1-head d=120 (Wang et al. 2024)")
-    register_preset("blocksworld", {"task": {"name": "blocksworld"}, "model": model,
-                                    "train": {**train, "steps": 3000, "eval_every": 500}},
-                    "Blocksworld (4 blocks, 73 states) path-finding, 1-layer 1-head d=120 (Wang et al. 2024)")
-
-
-_register_presets()
-
 __all__ = [
     "AlpineConfig", "AlpineTask", "BlocksworldConfig", "BlocksworldTask", "GraphPathTask", "random_dag",
     "transitive_closure", "bfs_distances", "blocksworld_states", "blocksworld_graph", "split_pairs",

@@ -146,21 +146,3 @@ class IclRegressionTask(Task):
             m["err_past_d"] = float(err[d + 2:].mean())
             m["ls_err_past_d"] = float(ls[d + 2:].mean())
         return m
-
-
-def _register_preset() -> None:
-    from theorylab.runs.config import register_preset
-
-    register_preset(
-        "icl_regression",
-        {
-            "task": {"name": "icl_regression", "d": 5, "n_points": 16},
-            "model": {"n_layers": 3, "d_model": 64, "n_heads": 4, "positional": "learned", "norm": "layernorm",
-                      "act": "gelu"},
-            "train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "eval_every": 250},
-        },
-        "in-context linear regression (Garg et al. 2022), d = 5, on a small decoder",
-    )
-
-
-_register_preset()

@@ -100,21 +100,3 @@ class InductionTask(Task):
             m[f"prefix_matching_l{layer}"] = float(prefix_matching_score(batch.tokens, pat).max())
             m[f"prev_token_score_l{layer}"] = float(previous_token_score(batch.tokens, pat).max())
         return m
-
-
-def _register_preset() -> None:
-    from theorylab.runs.config import register_preset
-
-    register_preset(
-        "induction",
-        {
-            "task": {"name": "induction", "vocab": 64, "period": 16},
-            "model": {"n_layers": 2, "d_model": 64, "n_heads": 2, "attn_only": True, "positional": "learned",
-                      "norm": "layernorm"},
-            "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100},
-        },
-        "two-layer attention-only transformer on repeated random tokens (induction heads)",
-    )
-
-
-_register_preset()

@@ -230,21 +230,3 @@ class LMTask(Task):
         m.update({"optimal_loss": opt, "optimal_loss_bits": bits(opt), "optimal_perplexity": perplexity(opt),
                   "excess_loss": m["loss"] - opt})
         return m
-
-
-def _register_preset() -> None:
-    from theorylab.runs.config import register_preset
-
-    register_preset(
-        "lm",
-        {
-            "task": {"name": "lm", "seq_len": 64},
-            "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "act": "gelu", "positional": "learned"},
-            "train": {"steps": 600, "batch_size": 32, "lr": 3e-3, "warmup_steps": 50, "schedule": "cosine",
-                      "min_lr_ratio": 0.1, "eval_every": 100},
-        },
-        "a small decoder on the generated PCFG corpus; reports perplexity beside the optimum",
-    )
-
-
-_register_preset()

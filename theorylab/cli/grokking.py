@@ -74,7 +74,7 @@ def fourier(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Fourier progress measures over a run's checkpoints, key frequencies and phase boundaries."""
-    from theorylab.measures.fourier import measure_run
+    from theorylab.measures.fourier import measure_checkpoints
     from theorylab.measures.phases import detect_phases
 
     store = _store()
@@ -83,7 +83,7 @@ def fourier(
         raise ConfigError(f"run {rec.id}: task {rec.task!r}; Fourier measures need a modular-arithmetic run")
     if every < 1:
         raise ConfigError("--every: must be >= 1")
-    series = measure_run(store, rec.id, every=every)
+    series = measure_checkpoints(store.load_task(rec.id), store.checkpoint_models(rec.id), every=every)
     m = store.metrics(rec.id)
     steps = [s for s, _ in m.get("train", {}).get("accuracy", [])]
     ph = detect_phases(steps, [v for _, v in m["train"]["accuracy"]], [v for _, v in m["test"]["loss"]]) \

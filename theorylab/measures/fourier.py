@@ -47,15 +47,13 @@ Sum of squared weights
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from theorylab.errors import TheoryLabError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from theorylab.store import Store
 
 KEY_RATIO = 4.0  # a key frequency carries >= 4x the mean squared norm (see the module docstring)
 
@@ -63,7 +61,7 @@ __all__ = [
     "KEY_RATIO", "fourier_basis", "basis_labels", "component_norms", "frequency_norms", "embedding_norms",
     "unembedding_norms", "neuron_logit_norms", "key_frequencies", "all_logits", "sum_directions",
     "restricted_logits", "excluded_logits", "cross_entropy", "gini", "weight_norm_sq", "progress_measures",
-    "measure_run",
+    "measure_checkpoints",
 ]
 
 
@@ -218,23 +216,13 @@ def weight_norm_sq(model) -> float:
 # --------------------------------------------------------------------------- all measures at once
 
 
-def _split_masks(task) -> tuple[torch.Tensor, torch.Tensor]:
-    p = task.cfg.p
-    a, b = task.all_pairs.extras["a"], task.all_pairs.extras["b"]
-    train = torch.zeros(p, p, dtype=torch.bool)
-    train[a[task.train_idx], b[task.train_idx]] = True
-    test = torch.zeros(p, p, dtype=torch.bool)
-    test[a[task.test_idx], b[task.test_idx]] = True
-    return train, test
-
-
 def progress_measures(model, task, freqs: list[int], per_frequency: bool = True) -> dict[str, Any]:
     """Every progress measure of one model on a modular task, given the key frequencies."""
     cfg = task.cfg
     p, op = cfg.p, cfg.op
     if op not in ("+", "-"):
         raise TheoryLabError(f"task.op: Fourier progress measures need '+' or '-' (got {op!r})")
-    train, test = _split_masks(task)
+    train, test = task.pair_split()
     L = all_logits(model, p)
     out: dict[str, Any] = {
         "train_loss": cross_entropy(L, op, p, train),
@@ -251,30 +239,31 @@ def progress_measures(model, task, freqs: list[int], per_frequency: bool = True)
     return out
 
 
-def measure_run(store: Store, run_ref: str, freqs: list[int] | None = None, every: int = 1) -> dict[str, Any]:
-    """Progress measures over a stored run's checkpoints.
+def measure_checkpoints(task, checkpoints: Sequence[tuple[int, Callable[[], Any]]], freqs: list[int] | None = None,
+                        every: int = 1) -> dict[str, Any]:
+    """Progress measures over a series of checkpoints of one modular-arithmetic run.
 
-    Key frequencies come from the final checkpoint (``key_frequencies``) unless given.
-    Returns ``{"steps": [...], "key_frequencies": [...], measure: [values per step], ...}``
-    with ``"embed_norms_final"`` (the spectrum of the final embedding) for figures.
+    ``checkpoints`` is ``[(step, load)]`` in step order, ``load()`` returning that step's model
+    (:meth:`theorylab.store.Store.checkpoint_models` gives it for a stored run); every ``every``-th
+    one is measured, and the last always.  Key frequencies come from the final checkpoint
+    (:func:`key_frequencies`) unless given.  Returns ``{"steps": [...], "key_frequencies": [...],
+    measure: [value per step], ...}`` plus ``"embed_norms_final"`` and ``"freq_norms_final"`` (the
+    spectrum of the final embedding) for figures.  Raises TheoryLabError when there is no checkpoint.
     """
-    from theorylab.runs import checkpoint_steps, load_run_model
-    from theorylab.tasks import make_task
-
-    ckpts = checkpoint_steps(store, run_ref)
-    if not ckpts:
-        raise TheoryLabError(f"run {run_ref}: no checkpoints to measure")
-    cfg, final = load_run_model(store, run_ref)
-    task = make_task(cfg.task, cfg.seed)
-    p = cfg.task.p
+    if not checkpoints:
+        raise TheoryLabError("no checkpoints to measure")
+    if every < 1:
+        raise TheoryLabError(f"every: must be >= 1 (got {every})")
+    p = task.cfg.p
+    final = checkpoints[-1][1]()
     if freqs is None:
         freqs = key_frequencies(final, p)
     series: dict[str, Any] = {"steps": [], "key_frequencies": list(freqs)}
-    chosen = ckpts[::every]
-    if chosen[-1] != ckpts[-1]:
-        chosen.append(ckpts[-1])
-    for step, _ in chosen:
-        _, m = load_run_model(store, run_ref, step)
+    chosen = list(checkpoints[::every])
+    if chosen[-1][0] != checkpoints[-1][0]:
+        chosen.append(checkpoints[-1])
+    for step, load in chosen:
+        m = final if step == checkpoints[-1][0] else load()
         vals = progress_measures(m, task, freqs)
         series["steps"].append(step)
         for k, v in vals.items():

@@ -382,20 +382,11 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: boo
 
 
 def load_run_model(store: Store, run_ref: str, step: int | None = None) -> tuple[RunConfig, Transformer]:
-    """Rebuild a stored run's model from its checkpoint (the last, or the one at ``step``)."""
+    """A stored run's config and its model from its checkpoint (the last, or the one at ``step``)."""
     rec = store.find_run(run_ref)
-    cfg = validate(RunConfig, rec.config)
-    model = build_model_for(cfg)
-    arts = store.artifacts(rec.id, "checkpoint")
-    if step is not None:
-        arts = [a for a in arts if a["step"] == step]
-    if not arts:
-        raise TheoryLabError(f"run {rec.id}: no checkpoint" + (f" at step {step}" if step is not None else ""))
-    load_checkpoint(max(arts, key=lambda a: a["step"])["path"], model)
-    model.eval()
-    return cfg, model
+    return validate(RunConfig, rec.config), store.load_model(rec.id, step)
 
 
 def checkpoint_steps(store: Store, run_ref: str) -> list[tuple[int, str]]:
-    rec = store.find_run(run_ref)
-    return sorted((int(a["step"]), a["path"]) for a in store.artifacts(rec.id, "checkpoint"))
+    """``[(step, path)]`` of a stored run's checkpoints."""
+    return store.checkpoints(run_ref)

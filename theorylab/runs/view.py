@@ -10,9 +10,12 @@ from theorylab.store import Store
 
 @dataclass
 class RunView:
+    """One stored run, read only: its record, config, metric series, checkpoints, model and task."""
+
     run_id: str
     store: Store
     _model: Any = field(default=None, repr=False)
+    _task: Any = field(default=None, repr=False)
 
     @property
     def record(self):
@@ -34,6 +37,7 @@ class RunView:
         return self.record.status
 
     def series(self, split: str, name: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one metric at every evaluation."""
         rows = self.store.metrics(self.run_id, split, name).get(split, {}).get(name, [])
         return [s for s, _ in rows], [v for _, v in rows]
 
@@ -41,25 +45,24 @@ class RunView:
         return self.store.metrics(self.run_id)
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        from theorylab.runs import checkpoint_steps
+        """``[(step, path)]`` in step order."""
+        return self.store.checkpoints(self.run_id)
 
-        return checkpoint_steps(self.store, self.run_id)
+    def checkpoint_models(self) -> list[tuple[int, Any]]:
+        """``[(step, load)]``: ``load()`` returns the model at that step (loaded on demand)."""
+        return self.store.checkpoint_models(self.run_id)
 
     def model(self):
         """The final model (loaded once, eval mode)."""
         if self._model is None:
-            from theorylab.runs import load_run_model
-
-            _, self._model = load_run_model(self.store, self.run_id)
+            self._model = self.store.load_model(self.run_id)
         return self._model
 
     def model_at(self, step: int):
-        from theorylab.runs import load_run_model
-
-        return load_run_model(self.store, self.run_id, step)[1]
+        return self.store.load_model(self.run_id, step)
 
     def task(self):
-        from theorylab.tasks import make_task
-
-        cfg = self.config
-        return make_task(cfg.task, cfg.seed)
+        """The run's task (built once: same config and seed)."""
+        if self._task is None:
+            self._task = self.store.load_task(self.run_id)
+        return self._task

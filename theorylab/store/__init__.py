@@ -299,6 +299,51 @@ class Store:
         with self.connect() as con:
             return [{"kind": k, "step": s, "path": self._abs(p), "created": c} for k, s, p, c in con.execute(q, args)]
 
+    # ----------------------------------------------------------------- stored models
+    def checkpoints(self, run_ref: str) -> list[tuple[int, str]]:
+        """``[(step, path)]`` of a run's checkpoints, in step order (a run id or unique prefix)."""
+        rec = self.find_run(run_ref)
+        return sorted((int(a["step"]), a["path"]) for a in self.artifacts(rec.id, "checkpoint"))
+
+    def load_model(self, run_ref: str, step: int | None = None):
+        """A stored run's :class:`~theorylab.models.Transformer` in eval mode, from its checkpoint at
+        ``step`` (the last one when None).
+
+        Raises :class:`~theorylab.errors.StoreError` when the run has no such checkpoint and
+        :class:`~theorylab.errors.CheckpointError` when the file is missing, corrupt or does not
+        match the run's model config.
+        """
+        from theorylab.models import Transformer, TransformerConfig
+        from theorylab.store.checkpoint import load_checkpoint
+
+        rec = self.find_run(run_ref)
+        ckpts = self.checkpoints(rec.id)
+        if step is not None:
+            ckpts = [c for c in ckpts if c[0] == step]
+        if not ckpts:
+            raise StoreError(f"run {rec.id}: no checkpoint" + (f" at step {step}" if step is not None else ""))
+        import torch
+
+        model = Transformer(TransformerConfig(**rec.config["model"]))
+        dtype = {"float32": torch.float32, "float64": torch.float64}[rec.config.get("train", {}).get("dtype", "float32")]
+        model = model.to(dtype)
+        load_checkpoint(ckpts[-1][1], model)
+        model.eval()
+        return model
+
+    def checkpoint_models(self, run_ref: str) -> list[tuple[int, Any]]:
+        """``[(step, load)]`` for every checkpoint of a run: ``load()`` returns that step's model (loaded
+        only when called, so a long series never sits in memory at once)."""
+        rec = self.find_run(run_ref)
+        return [(st, (lambda st=st: self.load_model(rec.id, st))) for st, _ in self.checkpoints(rec.id)]
+
+    def load_task(self, run_ref: str):
+        """The :class:`~theorylab.tasks.Task` a stored run trained on (same config and seed)."""
+        from theorylab.tasks import build_task_config, make_task
+
+        rec = self.find_run(run_ref)
+        return make_task(build_task_config(rec.config["task"]), rec.seed)
+
     # ----------------------------------------------------------------- claims
     def save_claim_result(self, claim_id: str, tier: str, seeds: list[int], verdict: str,
                           result: dict[str, Any]) -> int:

@@ -90,6 +90,17 @@ class ModularTask(Task):
     def eval_sets(self) -> dict[str, Batch]:
         return {"train": self.train_set, "test": self.test_set}
 
+    def pair_split(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which pairs ``(a, b)`` are in each split: boolean ``train [p, p]`` and ``test [p, p]``
+        tables indexed by ``[a, b]`` (for ``/`` the column ``b = 0`` is in neither)."""
+        p = self.cfg.p
+        out = []
+        for split in (self.train_set, self.test_set):
+            m = torch.zeros(p, p, dtype=torch.bool)
+            m[split.extras["a"], split.extras["b"]] = True
+            out.append(m)
+        return out[0], out[1]
+
     def forward(self, model, batch: Batch) -> torch.Tensor:
         # Only the '=' position carries a loss: ask the model for that position alone.
         return model(batch.tokens, positions=slice(-1, None))

@@ -76,7 +76,7 @@ def _at(steps: list[int], values: list[float], step: int) -> float:
 
 def grokking_measures(view) -> dict[str, Any]:
     """Everything the four claims read from one weight-decay run (cached per run)."""
-    from theorylab.measures.fourier import measure_run
+    from theorylab.measures.fourier import measure_checkpoints
     from theorylab.measures.phases import detect_phases
 
     rec = view.record
@@ -87,7 +87,7 @@ def grokking_measures(view) -> dict[str, Any]:
     _, test_acc = view.series("test", "accuracy")
     _, train_loss = view.series("train", "loss")
     _, test_loss = view.series("test", "loss")
-    fm = measure_run(view.store, view.run_id)
+    fm = measure_checkpoints(view.task(), view.checkpoint_models())
     ph = detect_phases(steps, train_acc, test_loss)
     t_tr, t_te = _first(steps, train_acc, 0.99), _first(steps, test_acc, 0.99)
     out: dict[str, Any] = {

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from theorylab.measures.induction import memory_recall_probes
 from theorylab.tasks import IGNORE, build_task_config, make_task
-from theorylab.tasks.bietti import memory_recall_probes, row_entropy, stationary
+from theorylab.tasks.bietti import row_entropy, stationary
 
 
 def _task(seed=0, **kw):
@@ -91,7 +92,13 @@ def test_hand_built_induction_head_scores_one_and_random_model_scores_low():
     probes = memory_recall_probes(model)
     assert probes == {"probe_induction_output": 1.0, "probe_induction_key": 1.0, "probe_prev_token": 1.0}
     assert memory_recall_probes(model, task.triggers)["probe_induction_key_triggers"] == 1.0
-    m = task.metrics(model, task.test_set)
+    from theorylab.runs.loop import evaluate_model
+
+    def measured(mdl):  # the task's metrics and the preset's probes, as the training loop logs them
+        vals = evaluate_model(task, mdl, "cpu", torch.float32, 4096, ["trigger_heads", "memory_recall"])
+        return {k.split("/", 1)[1]: v for k, v in vals.items()}
+
+    m = measured(model)
     assert m["icl_accuracy"] == 1.0 and m["trigger_induction_score_l1"] > 0.95 and m["prev_token_score_l0"] > 0.95
     assert m["prev_token_after_trigger_l0"] > 0.95 and m["probe_induction_key_triggers"] == 1.0
     assert m["first_accuracy"] < 0.5  # first occurrences cannot be predicted in context
@@ -99,12 +106,12 @@ def test_hand_built_induction_head_scores_one_and_random_model_scores_low():
                                          norm="none"), generator=torch.Generator().manual_seed(0))
     r = memory_recall_probes(rand)
     assert r["probe_induction_output"] < 0.4 and r["probe_induction_key"] < 0.4 and r["probe_prev_token"] < 0.4
-    mr = task.metrics(rand.eval(), task.test_set)
+    mr = measured(rand)
     assert mr["icl_accuracy"] < 0.3 and mr["prev_token_after_trigger_l0"] < 0.3
 
 
 def test_previous_token_after_trigger_counts_only_rows_after_a_trigger():
-    from theorylab.tasks.bietti import previous_token_after_trigger_score
+    from theorylab.measures.induction import previous_token_after_trigger_score
 
     tokens = torch.tensor([[5, 1, 5, 2]])
     pat = torch.zeros(1, 2, 4, 4)

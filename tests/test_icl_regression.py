@@ -8,8 +8,19 @@ import pytest
 import torch
 
 from theorylab.errors import ConfigError
-from theorylab.measures.icl import METHODS, averaging, baseline_errors, error_by_k, knn, least_squares, predict, ridge
-from theorylab.tasks.icl_regression import IclRegressionConfig, IclRegressionTask, sample_prompts
+from theorylab.tasks.icl_regression import (
+    METHODS,
+    IclRegressionConfig,
+    IclRegressionTask,
+    averaging,
+    baseline_errors,
+    error_by_k,
+    knn,
+    least_squares,
+    predict,
+    ridge,
+    sample_prompts,
+)
 
 
 def test_prompts_interleave_x_and_y_and_labels_are_linear():

@@ -39,9 +39,13 @@ def test_hand_built_induction_head_scores_near_one_and_copies():
     assert (logits[:, 12:-1].argmax(-1) == x[:, 13:]).all()
 
 
-def test_hand_built_head_reaches_high_scores_through_the_task_metrics():
+def test_hand_built_head_reaches_high_scores_through_the_task_metrics_and_probe():
+    from theorylab.runs.loop import evaluate_model
+
     task = InductionTask(InductionConfig(vocab=64, period=12, min_period=6, n_test=64), seed=1)
-    m = task.metrics(hand_built_induction_model(vocab=64, n_ctx=24), task.test_set)
+    vals = evaluate_model(task, hand_built_induction_model(vocab=64, n_ctx=24), "cpu", torch.float32, 4096,
+                          ["induction_heads"])
+    m = {k.split("/", 1)[1]: v for k, v in vals.items()}
     # random blocks may repeat a token within a copy (several matching keys), so not exactly 1
     assert m["prefix_matching_l1"] > 0.9 and m["prev_token_score_l0"] > 0.9
     assert m["accuracy_second_copy"] > 0.9 and m["in_context_gain"] > 2.0

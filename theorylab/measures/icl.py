@@ -1,104 +1,61 @@
-"""Baselines for in-context linear regression (Garg et al. 2022, section 3 and Fig. 2).
+"""In-context learning measures: exponential convergence of an error curve, and the readings of
+Bu et al. (2024, arXiv 2411.02199) on a model trained on concept-based prompts (attention on
+same-label demonstrations; alignment of the MLP's input weights with the concept dictionary).
 
-Every function takes prompts ``xs [B, n, d]`` and ``ys [B, n]`` and returns predictions
-``[B, n]``: entry ``k`` predicts ``y_k`` from the ``k`` earlier pairs only (``k = 0``:
-no examples, every estimator predicts 0).  Computation is in float64.
-
-* ``least_squares``: the minimum-norm least-squares fit (pseudo-inverse), as in Garg
-  et al., so that it is defined for ``k < d`` as well; exact once ``k >= d`` on
-  noiseless data;
-* ``ridge``: ``(X'X + lam I)^-1 X'y`` (the Bayes-optimal estimator for ``w ~ N(0, I)`` and
-  noise variance ``lam``);
-* ``knn``: the mean of the ``y`` of the ``n_neighbors`` nearest earlier ``x``;
-* ``averaging``: ``w = mean_i y_i x_i`` (unbiased for ``w`` when ``x ~ N(0, I)``).
-
-:func:`error_by_k` turns predictions into the squared error per number of in-context
-examples, divided by ``d`` (so predicting 0 scores about 1 when ``w, x ~ N(0, I)``).
+The reference estimators of in-context linear regression (least squares, ridge, k-NN, averaging)
+are ground truth of that task family and live beside it, in :mod:`theorylab.tasks.icl_regression`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from theorylab.errors import ConfigError
 
-METHODS = ("least_squares", "ridge", "knn", "averaging")
+
+def same_label_attention(pattern: torch.Tensor, demo_labels: torch.Tensor, targets: torch.Tensor) -> float:
+    """The query's attention (mean over heads) on the demonstrations whose label equals its own,
+    averaged over prompts (Bu et al. 2024: attention concentrates on same-label demonstrations).
+
+    ``pattern [B, H, L + 1, L + 1]`` (the first layer's ``hook_pattern``; the query is the last row
+    and the L demonstrations the first columns), ``demo_labels [B, L]``, ``targets [B]`` (class ids).
+    Returns a fraction in [0, 1].  Raises ConfigError on mismatched shapes.
+    """
+    if pattern.dim() != 4 or demo_labels.dim() != 2 or pattern.shape[-1] != demo_labels.shape[1] + 1:
+        raise ConfigError(f"pattern [B, H, L+1, L+1] and demo_labels [B, L] do not match: "
+                          f"{tuple(pattern.shape)} vs {tuple(demo_labels.shape)}")
+    q = pattern[:, :, -1, :-1].double().mean(1)  # [B, L]
+    same = demo_labels == targets[:, None]
+    return float((q * same).sum(-1).mean())
 
 
-def _check(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if xs.dim() != 3 or ys.dim() != 2 or xs.shape[:2] != ys.shape:
-        raise ConfigError(f"xs must be [B, n, d] and ys [B, n] (got {tuple(xs.shape)} and {tuple(ys.shape)})")
-    return xs.double(), ys.double()
+@torch.no_grad()
+def concept_weight_alignment(model, directions: dict[str, np.ndarray]) -> dict[str, float]:
+    """Largest ``|<direction, column>|`` over the MLP's input neurons, read through the input embedding
+    (``embed.W_in @ blocks.0.mlp.W_in``, one column per neuron, ``[2 d, d_mlp]``): for the concept-specific
+    directions (``b_k`` on the word half, ``r_k`` on the label half), their complements (``a_k``, ``q_k``)
+    and noise directions (outside the dictionary); and the Frobenius norm ``mlp_norm`` of the MLP weights
+    (Bu et al. 2024, the four training-dynamics panels).
 
+    ``directions`` is :meth:`theorylab.tasks.concepts.ConceptsTask.directions` (arrays ``[n, d]``).
+    Returns ``{}`` for a model without continuous inputs or without an MLP in block 0.
+    """
+    w = dict(model.named_parameters())
+    if "embed.W_in" not in w or "blocks.0.mlp.W_in" not in w:
+        return {}
+    eff = (w["embed.W_in"] @ w["blocks.0.mlp.W_in"]).double().cpu().numpy()  # [2d, d_mlp]
+    d = directions["word_concept"].shape[1]
+    word, lab = eff[:d], eff[d:]
 
-def least_squares(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    xs, ys = _check(xs, ys)
-    B, n, _ = xs.shape
-    out = torch.zeros(B, n, dtype=torch.float64)
-    for k in range(1, n):
-        w = torch.linalg.pinv(xs[:, :k]) @ ys[:, :k, None]  # [B, d, 1]
-        out[:, k] = (xs[:, k:k + 1] @ w)[:, 0, 0]
-    return out
+    def top(dirs, mat):
+        return float(np.abs(dirs @ mat).max()) if len(dirs) else 0.0
 
-
-def ridge(xs: torch.Tensor, ys: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
-    if not lam > 0:
-        raise ConfigError(f"lam must be > 0 (got {lam})")
-    xs, ys = _check(xs, ys)
-    B, n, d = xs.shape
-    out = torch.zeros(B, n, dtype=torch.float64)
-    eye = torch.eye(d, dtype=torch.float64)
-    for k in range(1, n):
-        X, y = xs[:, :k], ys[:, :k, None]
-        w = torch.linalg.solve(X.transpose(1, 2) @ X + lam * eye, X.transpose(1, 2) @ y)
-        out[:, k] = (xs[:, k:k + 1] @ w)[:, 0, 0]
-    return out
-
-
-def knn(xs: torch.Tensor, ys: torch.Tensor, n_neighbors: int = 3) -> torch.Tensor:
-    if n_neighbors < 1:
-        raise ConfigError(f"n_neighbors must be >= 1 (got {n_neighbors})")
-    xs, ys = _check(xs, ys)
-    B, n, _ = xs.shape
-    out = torch.zeros(B, n, dtype=torch.float64)
-    for k in range(1, n):
-        dist = (xs[:, :k] - xs[:, k:k + 1]).pow(2).sum(-1)  # [B, k]
-        idx = dist.topk(min(n_neighbors, k), largest=False).indices
-        out[:, k] = ys[:, :k].gather(1, idx).mean(1)
-    return out
-
-
-def averaging(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    xs, ys = _check(xs, ys)
-    cs = (xs * ys[..., None]).cumsum(1)  # [B, n, d]: sum of y_i x_i up to i
-    out = torch.zeros(ys.shape, dtype=torch.float64)
-    k = torch.arange(1, xs.shape[1], dtype=torch.float64)
-    w = cs[:, :-1] / k[None, :, None]
-    out[:, 1:] = (w * xs[:, 1:]).sum(-1)
-    return out
-
-
-def predict(method: str, xs: torch.Tensor, ys: torch.Tensor, **kw) -> torch.Tensor:
-    fns = {"least_squares": least_squares, "ridge": ridge, "knn": knn, "averaging": averaging}
-    if method not in fns:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
-    return fns[method](xs, ys, **kw)
-
-
-def error_by_k(pred: torch.Tensor, target: torch.Tensor, d: int) -> torch.Tensor:
-    """[n]: mean over prompts of (pred - target)^2 / d, per number k of in-context examples."""
-    if pred.shape != target.shape or pred.dim() != 2:
-        raise ConfigError(f"pred and target must both be [B, n] (got {tuple(pred.shape)}, {tuple(target.shape)})")
-    return (pred.double() - target.double()).pow(2).mean(0) / d
-
-
-def baseline_errors(xs: torch.Tensor, ys: torch.Tensor, target: torch.Tensor | None = None, *,
-                    lam: float = 0.1, n_neighbors: int = 3) -> dict[str, torch.Tensor]:
-    """Error curves ``[n]`` of every baseline against ``target`` (default: ``ys``)."""
-    d = xs.shape[-1]
-    target = ys if target is None else target
-    kw = {"ridge": {"lam": lam}, "knn": {"n_neighbors": n_neighbors}}
-    return {m: error_by_k(predict(m, xs, ys, **kw.get(m, {})), target, d) for m in METHODS}
+    noise = directions["noise"]
+    return {"w_concept": max(top(directions["word_concept"], word), top(directions["label_concept"], lab)),
+            "w_complement": max(top(directions["word_shared"], word), top(directions["label_shared"], lab)),
+            "w_noise": max(top(noise, word), top(noise, lab)) if len(noise) else 0.0,
+            "mlp_norm": float(w["blocks.0.mlp.W_in"].norm() + w["blocks.0.mlp.W_out"].norm())}
 
 
 def exponential_rate(steps, errors, *, start_below: float = 0.45, floor: float = 0.0) -> dict[str, float]:

@@ -22,6 +22,9 @@ class RunConfig(Config):
     model: TransformerConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: int = Field(0, ge=0)
+    probes: list[str] = Field(default_factory=list,
+                              description="measurements of the model's internals logged at every evaluation "
+                                          "(theorylab.runs.probes)")
     tags: dict[str, str] = Field(default_factory=dict, description="free labels; not part of the run id")
 
     @field_validator("task", mode="before")
@@ -46,6 +49,13 @@ class RunConfig(Config):
             model = {**task.model_defaults(), **model}
             data = {**data, "model": validate(TransformerConfig, model, prefix="model.")}
         return data
+
+    @model_validator(mode="after")
+    def _check_probes(self) -> RunConfig:
+        from theorylab.runs.probes import check_probes
+
+        check_probes(self.probes, self.task.name)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

@@ -27,7 +27,7 @@ from theorylab.runs.config import RunConfig, TrainConfig
 from theorylab.store import Store
 from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.tasks import Task, make_task
-from theorylab.tasks.base import chunked_metrics, torch_generator
+from theorylab.tasks.base import chunked_mean, torch_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -129,16 +129,42 @@ class Progress:
             self._bar.stop()
 
 
-def _evaluate(task: Task, model: torch.nn.Module, device, dtype, eval_bs: int) -> dict[str, float]:
+def evaluate_model(task: Task, model: torch.nn.Module, device, dtype, eval_bs: int,
+                   probes: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
+    """Every evaluation split's metrics and probes, ``{"split/name": value}``, in eval mode.
+
+    The task's :meth:`~theorylab.tasks.Task.metrics` run on each of its evaluation splits in chunks of
+    ``eval_bs`` examples (or the task evaluates itself, :meth:`~theorylab.tasks.Task.evaluate`); each
+    probe (:mod:`theorylab.runs.probes`) reads the hooks it asks for during those same forward passes.
+    """
+    from theorylab.runs.probes import PROBES, record
+
+    ps = [PROBES[n] for n in probes]
     out: dict[str, float] = {}
     was_training = model.training
     model.eval()
     try:
         custom = task.evaluate(model, device, dtype, eval_bs)
         if custom is not None:  # the task evaluates itself (e.g. per-length accuracy)
-            return custom
+            out.update(custom)
+            if not ps:
+                return out
         for split, batch in task.eval_sets().items():
-            for k, v in chunked_metrics(task, model, batch, eval_bs, device, dtype).items():
+            here = [p for p in ps if not p.splits or split in p.splits]
+            hooked = [p for p in here if p.hooks]
+
+            def chunk(part, here=here, hooked=hooked):
+                with record(model, hooked) as cache:
+                    vals = task.metrics(model, part) if custom is None else {}
+                for p in hooked:
+                    vals.update(p.fn(model, task, part, cache))
+                return vals
+
+            vals = chunked_mean(chunk, batch, eval_bs, device, dtype) if (custom is None or hooked) else {}
+            for p in here:
+                if not p.hooks:
+                    vals.update(p.fn(model, task, None, {}))
+            for k, v in vals.items():
                 out[f"{split}/{k}"] = v
     finally:
         model.train(was_training)
@@ -266,7 +292,7 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: boo
         prior_wall = float(info["extra"].get("wall_seconds", 0.0))
     first: dict[str, float] | None = None
     if start == 0:  # evaluated before anything is written, so a bad early-stop metric writes nothing
-        first = _evaluate(task, model, device, dtype, tc.eval_batch_size)
+        first = evaluate_model(task, model, device, dtype, tc.eval_batch_size, cfg.probes)
         first["train/lr"] = lr_at(tc, 0)
         _check_early_stop_metric(tc, first)
     if store is not None:
@@ -306,7 +332,7 @@ def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: boo
         Non-finite values are never logged: the run is marked diverged at ``at`` instead."""
         nonlocal last, status, diverged_step, diverged_on, early
         if vals is None:
-            vals = _evaluate(task, model, device, dtype, tc.eval_batch_size)
+            vals = evaluate_model(task, model, device, dtype, tc.eval_batch_size, cfg.probes)
             vals["train/lr"] = lr_at(tc, max(at - 1, 0))
         bad = sorted(k for k, v in vals.items() if not math.isfinite(v))
         if bad:

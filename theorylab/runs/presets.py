@@ -87,6 +87,7 @@ register_preset(
         "task": {"name": "induction", "vocab": 64, "period": 16},
         "model": {"n_layers": 2, "d_model": 64, "n_heads": 2, "attn_only": True, "positional": "learned",
                   "norm": "layernorm"},
+        "probes": ["induction_heads"],
         "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100},
     },
     "two-layer attention-only transformer on repeated random tokens (induction heads)",
@@ -107,6 +108,7 @@ register_preset(
         "task": {"name": "concepts"},
         "model": {"n_layers": 1, "d_model": 64, "n_heads": 1, "d_mlp": 64, "act": "relu", "norm": "none",
                   "positional": "none"},
+        "probes": ["concept_attention", "concept_alignment"],
         "train": {"steps": 600, "batch_size": 64, "optimizer": "sgd", "lr": 0.1, "eval_every": 25},
     },
     "one softmax-attention + ReLU-MLP block on concept-based sparse-coding prompts (Bu et al. 2024)",
@@ -116,6 +118,7 @@ register_preset(
     {"task": {"name": "bigram_triggers", "vocab": 64, "seq_len": 64, "n_triggers": 5},
      "model": {"n_layers": 2, "d_model": 64, "n_heads": 1, "attn_only": True, "positional": "learned",
                "norm": "layernorm", "bias": False},
+     "probes": ["trigger_heads", "memory_recall"],
      "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50, "eval_every": 100}},
     "Bietti et al. 2023: bigram sequences with trigger -> output pairs, 2-layer attention-only transformer",
 )

@@ -47,8 +47,8 @@ from theorylab.runs.loop import (
     DTYPES,
     Progress,
     RunResult,
-    _evaluate,
     build_model_for,
+    evaluate_model,
     latest_checkpoint,
     lr_at,
     make_optimizer,
@@ -488,7 +488,7 @@ def _train_stacked(cfgs: list[RunConfig], store: Store | None, *, progress: bool
         for k, j in enumerate(active):
             s = seeds[j]
             sp.copy_into(s.model, k)
-            vals = _evaluate(s.task, s.model, device, dtype, tc.eval_batch_size)
+            vals = evaluate_model(s.task, s.model, device, dtype, tc.eval_batch_size, s.cfg.probes)
             vals["train/lr"] = lr_at(tc, max(at - 1, 0))
             if store is not None:
                 store.log_metric_rows(s.run_id, [(at, *key.split("/", 1), v) for key, v in vals.items()])

@@ -16,6 +16,7 @@ Randomness is explicit: the training batch for step ``t`` is a pure function of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -142,18 +143,25 @@ class Task:
         return token_metrics(out, batch.targets)
 
 
-def chunked_metrics(task: Task, model: torch.nn.Module, batch: Batch, rows: int, device: Any = None,
-                    dtype: Any = None) -> dict[str, float]:
-    """``task.metrics`` over ``batch`` in chunks of ``rows`` examples, averaged with chunk sizes as weights."""
+def chunked_mean(fn: Callable[[Batch], dict[str, float]], batch: Batch, rows: int, device: Any = None,
+                 dtype: Any = None) -> dict[str, float]:
+    """``fn(chunk)`` over ``batch`` in chunks of ``rows`` examples (moved to ``device``/``dtype``), each value
+    averaged with the chunk sizes as weights (one call when the batch fits)."""
     n = len(batch)
     if n <= rows:
-        return task.metrics(model, batch.to(device or "cpu", dtype))
+        return fn(batch.to(device or "cpu", dtype))
     acc: dict[str, float] = {}
     for i in range(0, n, rows):
         part = batch.index(slice(i, i + rows)).to(device or "cpu", dtype)
-        for k, v in task.metrics(model, part).items():
+        for k, v in fn(part).items():
             acc[k] = acc.get(k, 0.0) + v * len(part)
     return {k: v / n for k, v in acc.items()}
+
+
+def chunked_metrics(task: Task, model: torch.nn.Module, batch: Batch, rows: int, device: Any = None,
+                    dtype: Any = None) -> dict[str, float]:
+    """``task.metrics`` over ``batch`` in chunks of ``rows`` examples (see :func:`chunked_mean`)."""
+    return chunked_mean(lambda part: task.metrics(model, part), batch, rows, device, dtype)
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

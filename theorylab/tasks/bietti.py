@@ -133,7 +133,7 @@ class BigramTriggersTask(Task):
     # ------------------------------------------------------------------ metrics
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        logits, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+        logits = model(batch.tokens) if out is None else out
         lp = torch.log_softmax(logits.double(), -1)
         nll = -lp.gather(-1, batch.targets.clamp_min(0)[..., None]).squeeze(-1)
         hit = (logits.argmax(-1) == batch.targets).double()
@@ -145,83 +145,10 @@ class BigramTriggersTask(Task):
                 m[f"{name}_loss"], m[f"{name}_accuracy"] = float(nll[sel].mean()), float(hit[sel].mean())
         big = (kind == 0).numpy()
         m["bigram_optimal_loss"] = float(row_entropy(self.pi_b)[batch.tokens.numpy()[big]].mean())
-        from theorylab.measures.induction import previous_token_score
-
-        for name, pat in cache.items():
-            layer = name.split(".")[1]
-            m[f"prev_token_score_l{layer}"] = float(previous_token_score(batch.tokens, pat).max())
-            m[f"trigger_induction_score_l{layer}"] = float(trigger_induction_score(batch.tokens, pat, kind).max())
-            m[f"prev_token_after_trigger_l{layer}"] = float(
-                previous_token_after_trigger_score(batch.tokens, pat, self.triggers).max())
-        if getattr(model.cfg, "attn_only", False):
-            m.update(memory_recall_probes(model, self.triggers))
         return m
 
 
-def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
-    """[H]: mean attention mass, from positions holding a repeated trigger (kind 2), on the positions
-    right after the trigger's earlier occurrences (where its output token sits)."""
-    from theorylab.measures.induction import prefix_matching_score
-
-    rows = kind == 2  # every repeat of a trigger has an earlier occurrence to match
-    if not rows.any():
-        return torch.zeros(pattern.shape[1], dtype=torch.float64)
-    return prefix_matching_score(tokens, pattern, rows=rows)
 
 
-def previous_token_after_trigger_score(tokens: torch.Tensor, pattern: torch.Tensor, triggers) -> torch.Tensor:
-    """[H]: mean attention from t to t - 1 over the positions t whose previous token is a trigger (where an
-    output token sits: the only positions whose previous token the induction head needs)."""
-    trig = torch.as_tensor(np.asarray(triggers), dtype=tokens.dtype)
-    rows = torch.zeros_like(tokens, dtype=torch.bool)
-    rows[:, 1:] = torch.isin(tokens[:, :-1], trig)
-    if not rows.any():
-        return torch.zeros(pattern.shape[1], dtype=torch.float64)
-    diag = torch.zeros(pattern.shape[:3], dtype=torch.float64)
-    diag[..., 1:] = pattern.diagonal(offset=-1, dim1=-2, dim2=-1).double()
-    return (diag * rows[:, None]).sum(dim=(0, 2)) / rows.sum()
 
 
-@torch.no_grad()
-def memory_recall_probes(model, triggers=None) -> dict[str, float]:
-    """Bietti et al.'s memory-recall probes for a two-layer attention-only model, read from weights
-    (layer norms and biases ignored; best head, or head pair):
-
-    * ``probe_prev_token``: layer-0 positional key-query memory: the fraction of positions t >= 1
-      whose highest score ``(p_t W_Q)(p_s W_K)^T`` over s <= t is at s = t - 1 (learned positions only);
-    * ``probe_induction_key``: layer-1 key memory: the fraction of tokens k whose query
-      ``e_k W_Q^1`` scores highest against the key written by the layer-0 value/output path of the
-      same token, ``e_k W_V^0 W_O^0 W_K^1``, among all tokens j;
-    * ``probe_induction_key_triggers`` (when ``triggers`` is given): the same, over the trigger tokens k
-      only (argmax still over all j): with fixed triggers the task needs only these keys, so the
-      all-token probe can stay low while this one is high;
-    * ``probe_induction_output``: layer-1 output memory: the fraction of tokens k for which
-      ``e_k W_V^1 W_O^1 W_U`` has its largest logit at k (the head copies what it attends to).
-    """
-    blocks = model.blocks
-    if len(blocks) < 2:
-        return {}
-    W_E = model.embed.W_E.double()
-    W_U = (model.unembed.W_U if hasattr(model.unembed, "W_U") else model.embed.W_E.T).double()
-    V = W_E.shape[0]
-    a0, a1 = blocks[0].attn, blocks[1].attn
-    out: dict[str, float] = {}
-    ids = torch.arange(V)
-    ov1 = torch.einsum("vd,hde,hef,fu->hvu", W_E, a1.W_V.double(), a1.W_O.double(), W_U)
-    out["probe_induction_output"] = float((ov1.argmax(-1) == ids).double().mean(-1).max())
-    q1 = torch.einsum("vd,hde->hve", W_E, a1.W_Q.double())  # [H1, V, dh]
-    prev_written = torch.einsum("vd,hde,hef->hvf", W_E, a0.W_V.double(), a0.W_O.double())  # [H0, V, d]
-    k1 = torch.einsum("gvf,hfe->ghve", prev_written, a1.W_K.double())  # [H0, H1, V, dh]
-    scores = torch.einsum("hve,ghue->ghvu", q1, k1)
-    recalled = (scores.argmax(-1) == ids).double()  # [H0, H1, V]
-    out["probe_induction_key"] = float(recalled.mean(-1).max())
-    if triggers is not None:
-        out["probe_induction_key_triggers"] = float(recalled[..., torch.as_tensor(np.asarray(triggers))].mean(-1).max())
-    if hasattr(model, "pos_embed"):
-        P = model.pos_embed.W_pos.double()
-        T = P.shape[0]
-        s = torch.einsum("hte,hse->hts", torch.einsum("td,hde->hte", P, a0.W_Q.double()),
-                         torch.einsum("sd,hde->hse", P, a0.W_K.double()))
-        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))[:, 1:]
-        out["probe_prev_token"] = float((s.argmax(-1) == torch.arange(T - 1)).double().mean(-1).max())
-    return out

@@ -94,6 +94,7 @@ class ConceptsTask(Task):
         rot, _ = np.linalg.qr(np.random.default_rng([self.seed, 0xC0C]).standard_normal((c.d, c.d)))
         dirs = rot[:, : 4 * c.K].T.reshape(4, c.K, c.d)  # a, b, q, r: [K, d] each
         self.a, self.b, self.q, self.r = dirs
+        self._noise = rot[:, 4 * c.K:].T  # [d - 4K, d]: directions outside the dictionary
         self.word = np.stack([c.alpha * self.a - c.beta * self.b, c.alpha * self.a + c.beta * self.b], 1)  # [K,2,d]
         self.label = np.stack([c.alpha * self.q - c.beta * self.r, c.alpha * self.q + c.beta * self.r], 1)
         rng = np.random.default_rng([self.seed, 0x7E57])
@@ -149,40 +150,15 @@ class ConceptsTask(Task):
 
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        logits, cache = model.run_with_cache(batch.inputs, names_filter=lambda n: n.endswith("attn.hook_pattern"))
-        logits = logits[:, -1]
+        logits = self.forward(model, batch) if out is None else out
         lp = torch.log_softmax(logits.double(), -1)
         err = (logits.argmax(-1) != batch.targets).double().mean()
-        m = {"loss": float(-lp.gather(-1, batch.targets[:, None]).mean()), "accuracy": float(1 - err),
-             "error01": float(err)}
-        pat = cache.get("blocks.0.attn.hook_pattern")
-        if pat is not None:  # query's attention (mean over heads) on demonstrations sharing its label
-            q = pat[:, :, -1, :-1].double().mean(1)  # [B, L]
-            same = batch.extras["demo_labels"] == batch.targets[:, None]
-            m["attn_same_label"] = float((q * same).sum(-1).mean())
-        m.update(self.weight_alignment(model))
-        return m
+        return {"loss": float(-lp.gather(-1, batch.targets[:, None]).mean()), "accuracy": float(1 - err),
+                "error01": float(err)}
 
-    @torch.no_grad()
-    def weight_alignment(self, model) -> dict[str, float]:
-        """Largest |<direction, column>| over the MLP's input neurons, read through the input
-        embedding (``embed.W_in @ mlp.W_in``, one column per neuron), for concept-specific
-        directions (b_k, r_k), their complements (a_k, q_k) and noise directions (the
-        orthogonal complement of the dictionary); and the Frobenius norms of the MLP weights."""
-        w = dict(model.named_parameters())
-        if "embed.W_in" not in w or "blocks.0.mlp.W_in" not in w:
-            return {}
-        c = self.cfg
-        eff = (w["embed.W_in"] @ w["blocks.0.mlp.W_in"]).double().cpu().numpy()  # [2d, d_mlp]
-        word, lab = eff[: c.d], eff[c.d:]
-
-        def top(dirs, mat):
-            return float(np.abs(dirs @ mat).max())
-
-        rot = np.linalg.qr(np.random.default_rng([self.seed, 0xC0C]).standard_normal((c.d, c.d)))[0]
-        noise = rot[:, 4 * c.K:].T  # directions outside the dictionary
-        out = {"w_concept": max(top(self.b, word), top(self.r, lab)),
-               "w_complement": max(top(self.a, word), top(self.q, lab)),
-               "w_noise": max(top(noise, word), top(noise, lab)) if len(noise) else 0.0,
-               "mlp_norm": float(w["blocks.0.mlp.W_in"].norm() + w["blocks.0.mlp.W_out"].norm())}
-        return out
+    def directions(self) -> dict[str, np.ndarray]:
+        """The dictionary, as arrays ``[n, d]``: ``word_shared`` (a_k), ``word_concept`` (b_k, the word's
+        label-splitting directions), ``label_shared`` (q_k), ``label_concept`` (r_k), and ``noise``, an
+        orthonormal basis of the directions outside the dictionary (``[d - 4K, d]``)."""
+        return {"word_shared": self.a, "word_concept": self.b, "label_shared": self.q, "label_concept": self.r,
+                "noise": self._noise}

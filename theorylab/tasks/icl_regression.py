@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from theorylab.errors import ConfigError
 from theorylab.tasks import register_task
 from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng
 
@@ -131,8 +132,6 @@ class IclRegressionTask(Task):
 
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        from theorylab.measures.icl import error_by_k, least_squares
-
         d = self.cfg.d
         pred = self.predictions(model, batch).double()
         ys, clean = batch.extras["ys"].double(), batch.extras["clean"].double()
@@ -146,3 +145,88 @@ class IclRegressionTask(Task):
             m["err_past_d"] = float(err[d + 2:].mean())
             m["ls_err_past_d"] = float(ls[d + 2:].mean())
         return m
+
+
+# --------------------------------------------------------------------------- reference estimators
+# Baselines for in-context linear regression (Garg et al. 2022, section 3 and Fig. 2): every function
+# takes prompts xs [B, n, d] and ys [B, n] and returns predictions [B, n], entry k predicting y_k from
+# the k earlier pairs only (k = 0: no examples, every estimator predicts 0); float64.
+
+
+METHODS = ("least_squares", "ridge", "knn", "averaging")
+
+
+def _check(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if xs.dim() != 3 or ys.dim() != 2 or xs.shape[:2] != ys.shape:
+        raise ConfigError(f"xs must be [B, n, d] and ys [B, n] (got {tuple(xs.shape)} and {tuple(ys.shape)})")
+    return xs.double(), ys.double()
+
+
+def least_squares(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    xs, ys = _check(xs, ys)
+    B, n, _ = xs.shape
+    out = torch.zeros(B, n, dtype=torch.float64)
+    for k in range(1, n):
+        w = torch.linalg.pinv(xs[:, :k]) @ ys[:, :k, None]  # [B, d, 1]
+        out[:, k] = (xs[:, k:k + 1] @ w)[:, 0, 0]
+    return out
+
+
+def ridge(xs: torch.Tensor, ys: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
+    if not lam > 0:
+        raise ConfigError(f"lam must be > 0 (got {lam})")
+    xs, ys = _check(xs, ys)
+    B, n, d = xs.shape
+    out = torch.zeros(B, n, dtype=torch.float64)
+    eye = torch.eye(d, dtype=torch.float64)
+    for k in range(1, n):
+        X, y = xs[:, :k], ys[:, :k, None]
+        w = torch.linalg.solve(X.transpose(1, 2) @ X + lam * eye, X.transpose(1, 2) @ y)
+        out[:, k] = (xs[:, k:k + 1] @ w)[:, 0, 0]
+    return out
+
+
+def knn(xs: torch.Tensor, ys: torch.Tensor, n_neighbors: int = 3) -> torch.Tensor:
+    if n_neighbors < 1:
+        raise ConfigError(f"n_neighbors must be >= 1 (got {n_neighbors})")
+    xs, ys = _check(xs, ys)
+    B, n, _ = xs.shape
+    out = torch.zeros(B, n, dtype=torch.float64)
+    for k in range(1, n):
+        dist = (xs[:, :k] - xs[:, k:k + 1]).pow(2).sum(-1)  # [B, k]
+        idx = dist.topk(min(n_neighbors, k), largest=False).indices
+        out[:, k] = ys[:, :k].gather(1, idx).mean(1)
+    return out
+
+
+def averaging(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    xs, ys = _check(xs, ys)
+    cs = (xs * ys[..., None]).cumsum(1)  # [B, n, d]: sum of y_i x_i up to i
+    out = torch.zeros(ys.shape, dtype=torch.float64)
+    k = torch.arange(1, xs.shape[1], dtype=torch.float64)
+    w = cs[:, :-1] / k[None, :, None]
+    out[:, 1:] = (w * xs[:, 1:]).sum(-1)
+    return out
+
+
+def predict(method: str, xs: torch.Tensor, ys: torch.Tensor, **kw) -> torch.Tensor:
+    fns = {"least_squares": least_squares, "ridge": ridge, "knn": knn, "averaging": averaging}
+    if method not in fns:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
+    return fns[method](xs, ys, **kw)
+
+
+def error_by_k(pred: torch.Tensor, target: torch.Tensor, d: int) -> torch.Tensor:
+    """[n]: mean over prompts of (pred - target)^2 / d, per number k of in-context examples."""
+    if pred.shape != target.shape or pred.dim() != 2:
+        raise ConfigError(f"pred and target must both be [B, n] (got {tuple(pred.shape)}, {tuple(target.shape)})")
+    return (pred.double() - target.double()).pow(2).mean(0) / d
+
+
+def baseline_errors(xs: torch.Tensor, ys: torch.Tensor, target: torch.Tensor | None = None, *,
+                    lam: float = 0.1, n_neighbors: int = 3) -> dict[str, torch.Tensor]:
+    """Error curves ``[n]`` of every baseline against ``target`` (default: ``ys``)."""
+    d = xs.shape[-1]
+    target = ys if target is None else target
+    kw = {"ridge": {"lam": lam}, "knn": {"n_neighbors": n_neighbors}}
+    return {m: error_by_k(predict(m, xs, ys, **kw.get(m, {})), target, d) for m in METHODS}

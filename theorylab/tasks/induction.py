@@ -76,9 +76,7 @@ class InductionTask(Task):
 
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        from theorylab.measures.induction import prefix_matching_score, previous_token_score
-
-        logits, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+        logits = model(batch.tokens) if out is None else out
         lp = torch.log_softmax(logits.double(), -1)
         tgt = batch.targets.clamp_min(0)
         nll = -lp.gather(-1, tgt[..., None]).squeeze(-1)  # loss of predicting token t + 1 at t
@@ -95,8 +93,4 @@ class InductionTask(Task):
         m = {"loss": float(nll[valid].mean()), "accuracy": float(correct[valid].mean()),
              "loss_first_copy": float(first), "loss_second_copy": float(later), "in_context_gain": float(first - later),
              "accuracy_second_copy": float(correct[pred_second].mean())}
-        for name, pat in cache.items():
-            layer = name.split(".")[1]
-            m[f"prefix_matching_l{layer}"] = float(prefix_matching_score(batch.tokens, pat).max())
-            m[f"prev_token_score_l{layer}"] = float(previous_token_score(batch.tokens, pat).max())
         return m

@@ -73,7 +73,7 @@ class TracksLeastSquares(Claim):
     def measure(self, tier, seed, runs):
         import torch
 
-        from theorylab.measures.icl import baseline_errors, error_by_k
+        from theorylab.tasks.icl_regression import baseline_errors, error_by_k
 
         p = self.params(tier)
         rv = runs["main"]

@@ -442,3 +442,46 @@ def test_eps0_layernorm_normalizes_tiny_residuals():
     damped = build_model(cfg(norm_eps=1e-5, n_layers=0), seed=0).double().ln_final(x)
     assert torch.allclose(exact.pow(2).mean(-1), torch.ones(1, 3, dtype=torch.float64), atol=1e-10)
     assert damped.pow(2).mean(-1).max() < 0.01
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"positional": "none", "norm": "none", "bias": False, "attn_only": True},
+    {"positional": "sinusoidal", "n_layers": 2},
+    {"positional": "rotary", "norm": "rmsnorm"},
+    {"positional": "alibi", "norm_position": "post"},
+    {"architecture": "encoder", "positional": "sinusoidal"},
+    {"n_loops": 2, "log_length_scale": True},
+    {"position_features": ["frac", "is_first"]},
+    {"attention": "hard_average"},
+])
+@pytest.mark.parametrize("positions", [None, slice(-1, None)])
+def test_first_block_table_equals_the_plain_path(kw, positions):
+    """A small vocabulary and a large batch take the (token, position) table path in the first block;
+    outputs and every gradient equal the plain path (forced by attaching a hook) to float64 rounding."""
+    if positions is not None and kw.get("architecture") == "encoder":
+        pytest.skip("positions= selects decoder rows")
+    cfg = TransformerConfig(d_vocab=5, n_ctx=12, d_model=16, n_heads=2, n_layers=kw.pop("n_layers", 1), **kw)
+    model = build_model(cfg, seed=3).double()
+    x = torch.randint(0, 5, (40, 7), generator=torch.Generator().manual_seed(1))
+    assert model._layer0_table(x, torch.arange(7), 7) is not None
+    out = model(x, positions=positions)
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()), allow_unused=True)
+    with model.hooks([("hook_embed", lambda t, hook: None)]):  # any hook turns the table off
+        assert model._layer0_table(x, torch.arange(7), 7) is None
+        ref = model(x, positions=positions)
+        ref_grads = torch.autograd.grad(ref.square().sum(), list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    for (name, _), g, r in zip(model.named_parameters(), grads, ref_grads):
+        if r is None:
+            assert g is None or not g.abs().any(), name
+        else:
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_first_block_table_is_skipped_when_it_would_not_save_work():
+    model = build_model(TransformerConfig(d_vocab=50, n_ctx=8, d_model=16, n_heads=2), seed=0)
+    assert model._layer0_table(torch.zeros(20, 4, dtype=torch.long), torch.arange(4), 4) is None  # 2V > B
+    x = torch.zeros(2, 4, 3)
+    cont = build_model(TransformerConfig(input_dim=3, n_ctx=8, d_model=16, n_heads=2), seed=0)
+    assert cont._layer0_table(x, torch.arange(4), 4) is None

@@ -28,7 +28,9 @@ Encoder-decoder models add ``decoder_blocks.{i}`` with a ``cross_attn`` module a
 
 from __future__ import annotations
 
+import contextvars
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,22 @@ from theorylab.models.config import TransformerConfig
 from theorylab.models.hooks import HookedMixin, HookPoint
 
 # --------------------------------------------------------------------------- helpers
+
+# Inside torch.func.vmap a tensor's values cannot be read in Python, so the token-range check of
+# Transformer._embed (one device sync) is skipped while this is True; the caller has checked the
+# inputs (the stacked stepper checks every batch before it maps over seeds).
+_TRUSTED_INPUTS: contextvars.ContextVar[bool] = contextvars.ContextVar("theorylab_trusted_inputs", default=False)
+
+
+@contextmanager
+def trusted_inputs():
+    """Skip the per-call token-range check (for inputs already checked, e.g. under ``torch.func.vmap``)."""
+    token = _TRUSTED_INPUTS.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED_INPUTS.reset(token)
+
 
 # Below this many keys the explicit softmax path is faster than torch's fused kernel on a
 # CPU (measured: at 3 keys the fused CPU kernel cost ~30% of a grokking step); the two
@@ -79,6 +97,9 @@ class _Ctx:
     aligned: bool = True  # query row t is key t (no cache offset, no row subset): plain causal masking
     row_pos: torch.Tensor | None = None  # [B, Tq] per-row position ids of the query rows (position_ids=)
     new_key_pos: torch.Tensor | None = None  # [B, T] per-row position ids of this call's keys
+    # the first block's input as a table over (token, position): rows [V*T, d] and index [B, T] into them
+    # (see Transformer._layer0_table); the first block projects the table, not every example
+    table: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -156,11 +177,29 @@ class Attention(nn.Module):
         y = _linear(x, W.view(d, 3 * H * dh), b).view(x.shape[0], x.shape[1], 3, H, dh)
         return y[:, :, 0].transpose(1, 2), y[:, :, 1].transpose(1, 2), y[:, :, 2].transpose(1, 2)
 
-    def forward(self, xq: torch.Tensor, xkv: torch.Tensor, ctx: _Ctx) -> torch.Tensor:
+    def _qkv_from_table(self, rows: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor | None):
+        """q, k, v [B, H, T, dh] (q for the ``keep`` rows) from the projections of the table rows
+        ``[R, d]``, gathered by ``idx [B, T]``: one matmul over R rows instead of B * T."""
+        H, d, dh = self.W_Q.shape
+        W = torch.stack([self.W_Q.permute(1, 0, 2), self.W_K.permute(1, 0, 2), self.W_V.permute(1, 0, 2)], dim=1)
+        b = torch.stack([self.b_Q, self.b_K, self.b_V]).view(3 * H * dh) if self.cfg.bias else None
+        y = _linear(rows, W.view(d, 3 * H * dh), b).view(-1, 3, H * dh)  # [R, 3, H*dh]
+        B, T = idx.shape
+
+        def gather(which: int, at: torch.Tensor) -> torch.Tensor:  # [B, T', H*dh] -> [B, H, T', dh]
+            return F.embedding(at, y[:, which]).view(B, at.shape[1], H, dh).transpose(1, 2)
+
+        return gather(0, idx if keep is None else idx[:, keep]), gather(1, idx), gather(2, idx)
+
+    def forward(self, xq: torch.Tensor, xkv: torch.Tensor, ctx: _Ctx,
+                table: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None) -> torch.Tensor:
+        """``table``: (normalized table rows, index, kept rows): project the table instead of ``xkv``."""
         cfg = self.cfg
         bias = cfg.bias
         cache_key = f"{self.name}#{ctx.loop}"
-        if self.cross:
+        if table is not None:
+            q, k, v = self._qkv_from_table(*table)
+        elif self.cross:
             if ctx.cache is not None and cache_key in ctx.cache.layers:
                 k, v = ctx.cache.layers[cache_key]
             else:
@@ -301,6 +340,7 @@ class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig, hooks: HookedMixin, name: str, cross: bool = False):
         super().__init__()
         self.cfg = cfg
+        self.index = int(name.rsplit(".", 1)[-1])
         hp = hooks._register_hook_point
         self.hook_resid_pre = hp(f"{name}.hook_resid_pre")
         inner = "none" if cfg.norm_position == "final" else None  # 'final': only ln_final normalizes
@@ -336,15 +376,21 @@ class Block(nn.Module):
         """``keep``: rows of ``x`` whose outputs are wanted (the rest only serve as keys)."""
         x = self.hook_resid_pre(x)
         pre = self.cfg.norm_position != "post"
-        xn = self.ln1(x) if pre else x
-        xq = xn if keep is None else xn[:, keep]
+        table = None
+        if ctx.table is not None and self.index == 0 and ctx.loop == 0:
+            rows, idx = ctx.table
+            table = (self.ln1(rows) if pre else rows, idx, keep)
+            xn = xq = None  # the projections come from the table
+        else:
+            xn = self.ln1(x) if pre else x
+            xq = xn if keep is None else xn[:, keep]
         if keep is not None:
             sub = _Ctx(**{**ctx.__dict__, "q_pos": ctx.q_pos[keep], "aligned": False,
                           "row_pos": None if ctx.row_pos is None else ctx.row_pos[:, keep]})
         else:
             sub = ctx
         resid = x if keep is None else x[:, keep]
-        a = self.hook_attn_out(self._drop(self.attn(xq, xn, sub)))
+        a = self.hook_attn_out(self._drop(self.attn(xq, xn, sub, table)))
         x = self.hook_resid_mid(resid + a if pre else self.ln1(resid + a))
         if self.cross:
             xn = self.ln_cross(x) if pre else x
@@ -475,7 +521,7 @@ class Transformer(HookedMixin, nn.Module):
         else:
             if cfg.d_vocab is None:
                 raise ConfigError("model has input_dim: it takes float inputs, not token ids")
-            if x.numel():
+            if x.numel() and not _TRUSTED_INPUTS.get():
                 lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
                 if lo < 0 or hi >= cfg.d_vocab:
                     raise ConfigError(f"token ids must lie in [0, {cfg.d_vocab}) (got {lo}..{hi})")
@@ -499,6 +545,29 @@ class Transformer(HookedMixin, nn.Module):
             h = F.dropout(h, cfg.dropout, self.training)
         return h
 
+    def _layer0_table(self, x: torch.Tensor, pos: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The first block's input for every (token, position) pair, ``[V * T, d]``, and the index
+        ``[B, T]`` of each example's rows, when that saves work; None otherwise.
+
+        The first block's input is ``W_E[token] + (position embedding)(position)``: a function of the
+        (token, position) pair alone.  When the batch has more rows than the table (a small vocabulary,
+        e.g. modular arithmetic's full batch, or the formal languages), the first block's norm and
+        Q/K/V projections are computed once per table row and gathered, instead of once per example.
+        Skipped with float inputs, dropout in training, per-row ``position_ids`` or any hook attached
+        (hooks see exactly the usual activations).  The result equals the plain path to float rounding.
+        """
+        cfg = self.cfg
+        if x.is_floating_point() or not len(self.blocks) or (cfg.dropout > 0 and self.training):
+            return None
+        B, T = x.shape
+        V = cfg.d_vocab
+        if 2 * V > B or any(hp.fns for hp in self.hook_points.values()):
+            return None
+        every = torch.arange(V, device=x.device)[:, None].expand(V, T)
+        with trusted_inputs():
+            rows = self._embed(every, pos, n).reshape(V * T, -1)
+        return rows, x * T + torch.arange(T, device=x.device)
+
     def _stack(self, blocks: nn.ModuleList, h: torch.Tensor, ctx: _Ctx, keep: torch.Tensor | None) -> torch.Tensor:
         n = len(blocks)
         loops = self.cfg.n_loops
@@ -519,7 +588,8 @@ class Transformer(HookedMixin, nn.Module):
         pos = torch.arange(T, device=x.device)
         h = self._embed(x, pos, T)
         ctx = _Ctx(q_pos=pos, k_pos=pos, n=T, causal=False,
-                   key_padding=None if attention_mask is None else attention_mask.bool(), cache=None)
+                   key_padding=None if attention_mask is None else attention_mask.bool(), cache=None,
+                   table=self._layer0_table(x, pos, T))
         h = self._stack(self.blocks, h, ctx, None)
         if hasattr(self, "enc_ln_final"):
             h = self.enc_ln_final(h)
@@ -558,7 +628,8 @@ class Transformer(HookedMixin, nn.Module):
             if key_padding.shape[1] != k_pos.shape[0]:
                 raise ConfigError(f"attention_mask covers {key_padding.shape[1]} positions, expected {n}")
         ctx = _Ctx(q_pos=pos, k_pos=k_pos, n=n, causal=cfg.causal, key_padding=key_padding, cache=cache,
-                   aligned=offset == 0, row_pos=position_ids, new_key_pos=position_ids)
+                   aligned=offset == 0, row_pos=position_ids, new_key_pos=position_ids,
+                   table=self._layer0_table(x, pos, n) if cache is None and position_ids is None else None)
         h = self._stack(self.blocks, h, ctx, keep)
         if cache is not None:
             cache.length = n

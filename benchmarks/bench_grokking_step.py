@@ -7,9 +7,9 @@ Measures in one process:
    loop of the same model written the obvious way (an ``nn.Module`` that computes every
    position through attention, MLP and unembedding, then takes the last position's
    logits; ``torch.optim.AdamW`` with default implementation flags).  theorylab is timed
-   twice, each as its trainer's loop does a step (learning rate, forward, backward,
-   AdamW): the vectorised trainer (:mod:`theorylab.runs.stacked`, the path the claims
-   and ``theorylab train-seeds`` use) and the single-seed :func:`theorylab.runs.train`.
+   with each stepper of its training loop (:mod:`theorylab.runs.steppers`), as the loop
+   runs a step (forward, backward, per-seed gradient norm, learning rate, AdamW): the
+   single stepper (what ``theorylab train`` runs) and the stacked stepper with one seed.
    An end-to-end ``train_many`` rate (with its evaluations) is printed as well.
 2. 8 seeds trained at once (stacked parameters, one optimizer) against the same 8 seeds
    trained one after another.
@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from theorylab.runs import build_run_config
-from theorylab.runs.stacked import train_many
+from theorylab.runs import train_many
 
 
 class PlainTransformer(nn.Module):
@@ -94,52 +94,27 @@ def baseline_stepper(cfg):
     return run
 
 
-def stacked_stepper(cfgs, chunk=0):
-    """theorylab's vectorised trainer step for these seeds: lr, forward/backward, AdamW."""
-    from theorylab.runs import build_model_for, lr_at, make_optimizer
-    from theorylab.runs.stacked import StackedParams, default_seed_chunk, forward_backward, loss_columns
-    from theorylab.tasks import make_task
+def theorylab_stepper(cfgs, kind="single", chunk=0):
+    """theorylab's training step for these seeds as the loop runs it: lr, forward/backward (each seed's
+    gradient clipped and its norm read), optimizer step, with the stepper ``kind``."""
+    import torch as _torch
 
-    tasks = [make_task(c.task, c.seed) for c in cfgs]
-    sp = StackedParams.from_models([build_model_for(c) for c in cfgs])
-    tc, mcfg = cfgs[0].train, cfgs[0].model
-    opt = make_optimizer(tc, sp.tensors)
-    tokens = torch.stack([t.train_set.tokens for t in tasks])
-    targets = torch.stack([t.train_set.targets for t in tasks])
-    cols = loss_columns(targets)
-    ch = default_seed_chunk(torch.device("cpu")) if chunk == 0 else chunk
-    state = {"step": 0}
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            lr = lr_at(tc, state["step"])
-            for g in opt.param_groups:
-                g["lr"] = lr
-            forward_backward(mcfg, sp, opt, tokens, targets, cols, ch)
-            opt.step()
-            state["step"] += 1
-
-    return run
-
-
-def plain_stepper(cfg):
-    """theorylab's single-seed trainer step (what train() does per step): Transformer.forward."""
     from theorylab.runs import build, lr_at, make_optimizer
+    from theorylab.runs.steppers import default_seed_chunk, make_stepper
 
-    task, model = build(cfg)
-    tc = cfg.train
-    opt = make_optimizer(tc, model.parameters())
+    built = [build(c) for c in cfgs]
+    tasks, models = [t for t, _ in built], [m for _, m in built]
+    tc = cfgs[0].train
+    ch = default_seed_chunk(_torch.device("cpu")) if chunk == 0 else chunk
+    st = make_stepper(kind, cfgs[0], [c.seed for c in cfgs], tasks, models,
+                      [make_optimizer(tc, m.parameters()) for m in models], chunk=ch)
     state = {"step": 0}
 
     def run(n: int) -> None:
         for _ in range(n):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(tc, state["step"])
-            batch = task.train_batch(state["step"], tc.batch_size)
-            loss, _ = task.loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step = state["step"]
+            st.forward_backward([t.train_batch(step, tc.batch_size) for t in tasks], step)
+            st.apply(lr_at(tc, step))
             state["step"] += 1
 
     return run
@@ -167,8 +142,8 @@ def main() -> None:
           f"d_model={cfg.model.d_model}, d_mlp={cfg.model.mlp_dim}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s)")
     base = baseline_stepper(cfg)
-    fast = stacked_stepper([cfg])
-    plain = plain_stepper(cfg)
+    fast = theorylab_stepper([cfg], "stacked")
+    plain = theorylab_stepper([cfg], "single")
     for f in (base, fast, plain):  # warm-up
         f(2)
     rates: dict[str, list[float]] = {"baseline": [], "vectorised": [], "train": []}
@@ -179,11 +154,11 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     print("\n1. mainline full-batch training step, steps/s (median of rounds; all rounds)")
     for k, label in (("baseline", "baseline: plain float32 nn.Module, all positions, torch AdamW"),
-                     ("vectorised", "theorylab vectorised trainer step (multiseed, 1 seed)"),
-                     ("train", "theorylab train() step (Transformer.forward, '=' row only)")):
+                     ("vectorised", "theorylab stacked stepper, 1 seed"),
+                     ("train", "theorylab single stepper (what train() runs)")):
         print(f"   {label:<62} {med[k]:7.2f}  {[round(x, 2) for x in rates[k]]}")
-    print(f"   ratio vectorised trainer / baseline: {med['vectorised'] / med['baseline']:.2f}x (target >= 3x)")
-    print(f"   ratio train() step / baseline:       {med['train'] / med['baseline']:.2f}x")
+    print(f"   ratio stacked stepper / baseline: {med['vectorised'] / med['baseline']:.2f}x")
+    print(f"   ratio single stepper / baseline:  {med['train'] / med['baseline']:.2f}x")
     t0 = time.perf_counter()
     train_many([cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"steps": n, "eval_every": n, "checkpoint_every": None})})], None, progress=False)
@@ -192,10 +167,10 @@ def main() -> None:
 
     S, k = args.seeds, args.seed_steps
     cfgs = [build_run_config(args.preset, seed=s) for s in range(S)]
-    at_once = stacked_stepper(cfgs)
-    one_pass = stacked_stepper(cfgs, chunk=None)
-    singles = [stacked_stepper([c]) for c in cfgs]
-    plains = [plain_stepper(c) for c in cfgs]
+    at_once = theorylab_stepper(cfgs, "stacked")
+    one_pass = theorylab_stepper(cfgs, "stacked", chunk=None)
+    singles = [theorylab_stepper([c], "stacked") for c in cfgs]
+    plains = [theorylab_stepper([c], "single") for c in cfgs]
     at_once(1)
     one_pass(1)
     for f in singles + plains:
@@ -209,11 +184,11 @@ def main() -> None:
     a, p1, s1, s2 = (statistics.median(x) for x in (t_a, t_p, t_s, t_t))
     print(f"\n2. {S} seeds x {k} steps, wall seconds (median of rounds; all rounds)")
     print(f"   {S} at once (stacked, default seed chunk on CPU = 1): {a:7.2f}  {[round(x, 2) for x in t_a]}")
-    print(f"   {S} at once in one pass (seed chunk = all):          {p1:7.2f}  {[round(x, 2) for x in t_p]}")
-    print(f"   {S} in sequence, vectorised step, 1 seed each:       {s1:7.2f}  {[round(x, 2) for x in t_s]}")
-    print(f"   {S} in sequence, train() step:                      {s2:7.2f}  {[round(x, 2) for x in t_t]}")
-    print(f"   sequence / at once: {s1 / a:.2f}x (same step code), {s2 / a:.2f}x (vs train() steps); one pass: "
-          f"{s1 / p1:.2f}x; target on CPU >= 1.0x")
+    print(f"   {S} at once in one pass (vmap over all seeds):       {p1:7.2f}  {[round(x, 2) for x in t_p]}")
+    print(f"   {S} in sequence, stacked stepper, 1 seed each:       {s1:7.2f}  {[round(x, 2) for x in t_s]}")
+    print(f"   {S} in sequence, single stepper:                    {s2:7.2f}  {[round(x, 2) for x in t_t]}")
+    print(f"   sequence / at once: {s1 / a:.2f}x (same stepper), {s2 / a:.2f}x (vs the single stepper); one pass: "
+          f"{s1 / p1:.2f}x")
 
 
 if __name__ == "__main__":

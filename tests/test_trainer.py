@@ -255,20 +255,25 @@ def test_minibatch_and_full_batch_differ_and_both_are_deterministic():
     assert big.metrics == full.metrics
 
 
-def test_gradient_clipping_bounds_the_norm():
-    from theorylab.runs.loop import _grad_norm
-
-    c = cfg("train.steps=1")
+def test_gradient_clipping_bounds_the_norm_as_torch_does():
     from theorylab.runs import build
+    from theorylab.runs.steppers import clip_grads_
 
-    task, model = build(c)
+    task, model = build(cfg("train.steps=1"))
     loss, _ = task.loss(model, task.train_batch(0, None))
     (loss * 1e6).backward()
-    before = _grad_norm(model, None)
-    assert before > 1.0
-    returned = _grad_norm(model, 0.5)
-    assert returned == pytest.approx(before.item())
-    assert _grad_norm(model, None) == pytest.approx(0.5, rel=1e-4)
+    grads = [p.grad for p in model.parameters()]
+    ref = [g.clone() for g in grads]
+    before = clip_grads_(grads, None)
+    assert before > 1.0 and all(torch.equal(g, r) for g, r in zip(grads, ref))  # no clip: untouched
+    returned = clip_grads_(grads, 0.5)
+    assert returned == before
+    assert clip_grads_(grads, None) == pytest.approx(0.5, rel=1e-4)
+    for p, r in zip(model.parameters(), ref):
+        p.grad = r.clone()
+    torch_norm = torch.nn.utils.clip_grad_norm_(list(model.parameters()), 0.5)
+    assert float(torch_norm) == pytest.approx(before, rel=1e-6)
+    assert all(torch.allclose(g, p.grad) for g, p in zip(grads, model.parameters()))
 
 
 def test_weight_decay_shrinks_weights():

@@ -1,12 +1,8 @@
 """Typed, validated configuration shared by every part of theorylab.
 
-A run is described by a :class:`RunConfig` made of three parts:
-
-* ``task``  - a task config; its ``name`` selects the task family from the registry,
-* ``model`` - a :class:`theorylab.models.TransformerConfig`,
-* ``train`` - a :class:`TrainConfig`,
-
-plus the ``seed``.  Configs load from YAML or JSON files and take command-line
+Every config is a :class:`Config` (pydantic, unknown keys rejected, validated on
+assignment).  A run's config (:class:`theorylab.runs.RunConfig`) is made of a task config,
+a :class:`theorylab.models.TransformerConfig` and a :class:`theorylab.runs.TrainConfig`.  Configs load from YAML or JSON files and take command-line
 overrides written ``key=value`` with dotted keys (``model.d_model=64``).  Every
 problem is reported as one :class:`~theorylab.errors.ConfigError` line naming the
 field and what is allowed, before anything runs.
@@ -18,10 +14,10 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from theorylab.errors import ConfigError
 
@@ -76,54 +72,6 @@ def validate(cls: type[BaseModel], data: Any, prefix: str = "") -> Any:
         return cls.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, prefix)) from None
-
-
-class TrainConfig(Config):
-    """How a run trains: optimizer, schedule, batching, evaluation and checkpoints."""
-
-    steps: int = Field(1000, gt=0, description="optimizer steps")
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
-    eps: float = Field(1e-8, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
-    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / lr for cosine and linear decay")
-    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; none = no clipping")
-    batch_size: int | None = Field(
-        None, gt=0, description="examples per step; none = full batch over the train split"
-    )
-    eval_every: int = Field(100, gt=0)
-    eval_batch_size: int = Field(4096, gt=0)
-    checkpoint_every: int | None = Field(None, gt=0, description="none = only at the end")
-    keep_checkpoints: Literal["last", "all"] = "last"
-    early_stop_metric: str | None = Field(None, description="e.g. 'test/accuracy'")
-    early_stop_value: float | None = None
-    early_stop_mode: Literal["max", "min"] = "max"
-    dtype: Literal["float32", "float64"] = "float32"
-    device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto (cuda when available)")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        import re
-
-        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", v):
-            raise ValueError("must be cpu, cuda, cuda:N, mps or auto")
-        return v
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        if (self.early_stop_metric is None) != (self.early_stop_value is None):
-            raise ValueError("early_stop_metric and early_stop_value go together")
-        if self.early_stop_metric is not None and "/" not in self.early_stop_metric:
-            raise ValueError("early_stop_metric is 'split/name', e.g. 'test/accuracy'")
-        for b in self.betas:
-            if not 0 <= b < 1:
-                raise ValueError("betas must lie in [0, 1)")
-        return self
 
 
 # --------------------------------------------------------------------------- files and overrides

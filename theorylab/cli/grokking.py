@@ -43,21 +43,17 @@ def train_seeds(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train several seeds of one configuration at once (vectorised); each seed is its own run."""
-    from theorylab.runs import build_run_config
-    from theorylab.runs.stacked import train_many, unsupported_reason
+    from theorylab.runs import build_run_config, train_many
 
     seed_list = parse_seeds(seeds)
-    cfgs = [build_run_config(task, overrides or [], config, s) for s in seed_list]  # validates first
+    stepper = ["train.stepper=single" if sequential else "train.stepper=stacked"]
+    cfgs = [build_run_config(task, (overrides or []) + stepper, config, s) for s in seed_list]  # validates first
     if stop_after is not None and stop_after <= 0:
         raise ConfigError("--stop-after: must be a positive number of steps")
-    results = train_many(cfgs, _store(), force=force, progress=not quiet and not as_json,
-                         vectorise=not sequential, stop_after=stop_after)
-    why = unsupported_reason(cfgs[0])
+    results = train_many(cfgs, _store(), force=force, progress=not quiet and not as_json, stop_after=stop_after)
 
     def human():
         c = console()
-        if why is not None and not sequential:
-            c.print(f"(trained one after another: the vectorised path does not cover {why})")
         for s, r in zip(seed_list, results):
             tag = " (reused)" if r.reused else ""
             acc = r.metrics.get("test/accuracy")

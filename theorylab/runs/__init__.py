@@ -1,6 +1,6 @@
-"""Runs: configs, the deterministic trainer, checkpoints."""
+"""Runs (layer 3): configs and presets, THE training loop with its steppers, probes, a run view."""
 
-from theorylab.runs.config import RunConfig, build_run_config
+from theorylab.runs.config import RunConfig, TrainConfig, build_run_config
 from theorylab.runs.loop import (
     RunResult,
     build,
@@ -8,13 +8,15 @@ from theorylab.runs.loop import (
     checkpoint_steps,
     load_run_model,
     lr_at,
-    make_optimizer,
     resume,
     train,
+    train_many,
 )
 from theorylab.runs.presets import PRESETS, register_preset
+from theorylab.runs.steppers import STEPPERS, make_optimizer
 
 __all__ = [
-    "RunConfig", "RunResult", "PRESETS", "build_run_config", "register_preset", "train", "resume", "build",
-    "build_model_for", "load_run_model", "checkpoint_steps", "lr_at", "make_optimizer",
+    "RunConfig", "TrainConfig", "RunResult", "PRESETS", "STEPPERS", "build_run_config", "register_preset", "train",
+    "train_many", "resume", "build", "build_model_for", "load_run_model", "checkpoint_steps", "lr_at",
+    "make_optimizer",
 ]

@@ -1,15 +1,32 @@
-"""The deterministic trainer: one run = one model on one task with one seed.
+"""THE training loop: every run theorylab trains goes through :func:`train_many` (and
+:func:`train`, :func:`resume`, which call it).
 
-Determinism: parameters are initialised from a generator derived from the seed;
-the batch for step ``t`` is a pure function of (seed, t) (see
-:meth:`theorylab.tasks.Task.train_batch`); dropout draws from a generator seeded
-by (seed, t) inside a forked RNG scope.  So the same config and seed give the same
-metrics bit for bit on CPU, and a run resumed from a checkpoint continues exactly
-as if it had never stopped.
+A run is one model on one task with one seed.  Runs whose configs differ only in the seed form a
+group that the loop trains in lockstep with a *stepper* (:mod:`theorylab.runs.steppers`: each run
+alone, or the seeds stacked into one set of tensors); everything else is the loop's and the same for
+every stepper:
+
+* **Determinism.** Parameters are initialised from a generator derived from the seed; the batch
+  of step ``t`` is a pure function of (seed, ``t``) (:meth:`theorylab.tasks.Task.train_batch`);
+  dropout draws from a generator derived from (seed, ``t``).  So the same config and seed give the
+  same metrics bit for bit on a CPU, and a resumed run continues exactly as if it had never stopped.
+* **Evaluation.** At step 0, every ``eval_every`` steps and at the end, the task's metrics and the
+  run's probes on every evaluation split (:func:`evaluate_model`), logged as ``split/name``.
+* **Divergence.** A loss, gradient norm or evaluated metric that is not finite ends that run with
+  status ``diverged``, ``diverged_step`` and ``diverged_on`` (``train/batch_loss``,
+  ``train/grad_norm`` or the metric's name); the bad update is never applied, nothing non-finite is
+  logged, and the other runs of the group go on.  A diverged run is a result, not an error.
+* **Failure.** An exception marks the group's unfinished runs ``failed`` (with the error), Ctrl-C
+  marks them ``stopped``; both resume from their last checkpoint.  A :class:`TheoryLabError` (bad
+  input) is raised before anything is written.
+* **Checkpoints** every ``checkpoint_every`` steps and at the end, with the optimizer state and the
+  RNG state (which is (seed, step): see above).  A run resumes from its own last checkpoint; runs of
+  one group with checkpoints at different steps resume as separate groups.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -24,6 +41,7 @@ from theorylab.config import validate
 from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
 from theorylab.models import Transformer
 from theorylab.runs.config import RunConfig, TrainConfig
+from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
 from theorylab.store import Store
 from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.tasks import Task, make_task
@@ -44,11 +62,11 @@ class RunResult:
     diverged_step: int | None = None
     early_stopped: bool = False
     diverged_on: str | None = None  # what was not finite: an eval metric, train/batch_loss or train/grad_norm
+    stepper: str = "single"
     model: Transformer | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "model"}
-        return d
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,17 +90,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     if cfg.schedule == "cosine":
         return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * frac))
     return floor + (base - floor) * (1 - frac)
-
-
-def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    params = list(params)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                 weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 class Progress:
@@ -171,16 +178,7 @@ def evaluate_model(task: Task, model: torch.nn.Module, device, dtype, eval_bs: i
     return out
 
 
-def _ckpt_path(store: Store, run_id: str, step: int) -> Path:
-    return store.run_dir(run_id) / f"ckpt-{step:08d}.safetensors"
-
-
-def latest_checkpoint(store: Store, run_id: str) -> tuple[Path, int] | None:
-    arts = [a for a in store.artifacts(run_id, "checkpoint") if Path(a["path"]).exists()]
-    if not arts:
-        return None
-    a = max(arts, key=lambda a: a["step"])
-    return Path(a["path"]), int(a["step"])
+# --------------------------------------------------------------------------- building and loading
 
 
 def build(cfg: RunConfig, device: torch.device | None = None) -> tuple[Task, Transformer]:
@@ -197,214 +195,16 @@ def build_model_for(cfg: RunConfig) -> Transformer:
     return model.to(DTYPES[cfg.train.dtype])
 
 
-def _reused(rec) -> RunResult:
-    s = rec.summary
-    return RunResult(rec.id, rec.status, rec.step, s.get("metrics", {}), rec.wall_seconds or 0.0,
-                     s.get("steps_per_second", 0.0), reused=True, diverged_step=s.get("diverged_step"),
-                     early_stopped=s.get("early_stopped", False), diverged_on=s.get("diverged_on"))
+def _ckpt_path(store: Store, run_id: str, step: int) -> Path:
+    return store.run_dir(run_id) / f"ckpt-{step:08d}.safetensors"
 
 
-def train(cfg: RunConfig, store: Store | None = None, *, force: bool = False, progress: bool = True,
-          stop_after: int | None = None, on_eval: Callable[[int, dict[str, float]], None] | None = None
-          ) -> RunResult:
-    """Train (or reuse, or resume) the run ``cfg`` and return its result.
-
-    ``store=None`` trains in memory (no checkpoints, nothing written).  With a store,
-    an identical finished (or diverged) run is served from it unless ``force``; an
-    unfinished one (killed, stopped, failed) resumes from its last checkpoint.
-    Everything that can be checked (device, task, model, the early-stop metric) is
-    checked before the store is written.  ``stop_after`` stops after that many steps
-    (for tests of resumption).
-    """
-    run_id = cfg.run_id()
-    rec = store.get_run(run_id) if store is not None and store.db_path.exists() else None
-    if rec is not None and not force and rec.status in ("finished", "diverged") and stop_after is None:
-        return _reused(rec)
-    fresh = rec is None or force
-    return _train_loop(cfg, run_id, store, fresh=fresh, replace=rec is not None and force, progress=progress,
-                       stop_after=stop_after, on_eval=on_eval)
-
-
-def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
-    """Continue a killed or stopped run from its last checkpoint (a finished one is returned as is)."""
-    rec = store.find_run(run_ref)
-    if rec.status in ("finished", "diverged"):
-        return _reused(rec)
-    cfg = validate(RunConfig, rec.config)
-    return _train_loop(cfg, rec.id, store, fresh=False, progress=progress)
-
-
-def _train_loop(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: bool, progress: bool,
-                replace: bool = False, stop_after: int | None = None, on_eval=None) -> RunResult:
-    """Train, recording in the store why a run ended if it did not end normally:
-    ``failed`` (an exception, with its message) or ``stopped`` (interrupted).  Either
-    way the next ``train``/``resume`` continues from the last checkpoint.  A
-    :class:`TheoryLabError` (bad input, a corrupt checkpoint) leaves the record as it was."""
-    try:
-        return _train_steps(cfg, run_id, store, fresh=fresh, replace=replace, progress=progress,
-                            stop_after=stop_after, on_eval=on_eval)
-    except TheoryLabError:
-        raise
-    except BaseException as err:
-        if store is not None:
-            status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
-            msg = (str(err).splitlines() or [type(err).__name__])[0]
-            try:
-                if store.get_run(run_id) is not None:
-                    store.update_run(run_id, status=status, summary={"error": f"{type(err).__name__}: {msg}"})
-            except Exception:  # the store itself may be what failed
-                pass
-        raise
-
-
-def _check_early_stop_metric(tc: TrainConfig, vals: dict[str, float]) -> None:
-    if tc.early_stop_metric is not None and tc.early_stop_metric not in vals:
-        raise ConfigError(f"train.early_stop_metric: {tc.early_stop_metric!r} is not a metric of this task; "
-                          f"known: {', '.join(sorted(vals))}")
-
-
-def _grad_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
-    """Global gradient norm (clipping to ``clip`` when given)."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if clip is not None:
-        return torch.nn.utils.clip_grad_norm_(params, clip)
-    if not params:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in params]))
-
-
-def _train_steps(cfg: RunConfig, run_id: str, store: Store | None, *, fresh: bool, progress: bool,
-                 replace: bool = False, stop_after: int | None = None, on_eval=None) -> RunResult:
-    tc = cfg.train
-    device = resolve_device(tc.device)
-    dtype = DTYPES[tc.dtype]
-    task, model = build(cfg, device)
-    opt = make_optimizer(tc, model.parameters())
-    start = 0
-    prior_wall = 0.0
-    found = None if (store is None or fresh) else latest_checkpoint(store, run_id)
-    if found is not None:
-        info = load_checkpoint(found[0], model, opt)
-        owner = info["extra"].get("run_id")
-        if owner is not None and owner != run_id:
-            raise CheckpointError(f"checkpoint {str(found[0])!r} belongs to run {owner}, not {run_id}")
-        start = info["step"]
-        prior_wall = float(info["extra"].get("wall_seconds", 0.0))
-    first: dict[str, float] | None = None
-    if start == 0:  # evaluated before anything is written, so a bad early-stop metric writes nothing
-        first = evaluate_model(task, model, device, dtype, tc.eval_batch_size, cfg.probes)
-        first["train/lr"] = lr_at(tc, 0)
-        _check_early_stop_metric(tc, first)
-    if store is not None:
-        if replace:
-            store.delete_run(run_id)
-        for tmp in store.run_dir(run_id).glob("*.safetensors.tmp*"):  # left by a kill mid-write
-            tmp.unlink(missing_ok=True)
-        if fresh:
-            store.create_run(run_id, cfg.task.name, cfg.to_dict(), cfg.seed, cfg.tags)
-        store.truncate_metrics(run_id, start if found is not None else -1)
-        store.update_run(run_id, status="running", started=time.time())
-    model.train()
-    bar = Progress(tc.steps, run_id, enabled=progress, start=start)
-    t0 = time.perf_counter()
-    last: dict[str, float] = {}
-    status, diverged_step, diverged_on, early = "finished", None, None, False
-    step = start
-
-    def checkpoint(at: int) -> None:
-        if store is None:
-            return
-        path = _ckpt_path(store, run_id, at)
-        # Every random draw of step t comes from generators derived from (seed, t) (step_rng,
-        # torch_generator), so the seed and the step are the complete RNG state of the run.
-        rng = {"scheme": "derived from (seed, step)", "seed": cfg.seed, "next_step": at}
-        save_checkpoint(path, model, opt, at, extra={"wall_seconds": prior_wall + time.perf_counter() - t0,
-                                                    "run_id": run_id, "rng": rng})
-        store.add_artifact(run_id, "checkpoint", path, at)
-        if tc.keep_checkpoints == "last":
-            for a in store.artifacts(run_id, "checkpoint"):
-                if a["path"] != str(path):
-                    Path(a["path"]).unlink(missing_ok=True)
-                    store.remove_artifact(run_id, "checkpoint", a["path"])
-
-    def evaluate(at: int, vals: dict[str, float] | None = None) -> bool:
-        """Log eval metrics at step ``at``; True if the run must stop (diverged or early stop).
-        Non-finite values are never logged: the run is marked diverged at ``at`` instead."""
-        nonlocal last, status, diverged_step, diverged_on, early
-        if vals is None:
-            vals = evaluate_model(task, model, device, dtype, tc.eval_batch_size, cfg.probes)
-            vals["train/lr"] = lr_at(tc, max(at - 1, 0))
-        bad = sorted(k for k, v in vals.items() if not math.isfinite(v))
-        if bad:
-            status, diverged_step, diverged_on = "diverged", at, bad[0]
-            bar.update(at, f"diverged: {bad[0]} is not finite", force_line=True)
-            return True
-        if store is not None:
-            store.log_metric_rows(run_id, [(at, *k.split("/", 1), v) for k, v in vals.items()])
-        if on_eval is not None:
-            on_eval(at, vals)
-        last = vals
-        info = " ".join(f"{k}={v:.4g}" for k, v in vals.items() if k.endswith(("loss", "accuracy")))
-        bar.update(at, info, force_line=True)
-        if tc.early_stop_metric is not None and tc.early_stop_metric in vals:
-            v = vals[tc.early_stop_metric]
-            hit = v >= tc.early_stop_value if tc.early_stop_mode == "max" else v <= tc.early_stop_value
-            if hit:
-                early = True
-                return True
-        return False
-
-    stop = False
-    if start == 0:
-        stop = evaluate(0, first)
-    end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
-    try:
-        while not stop and step < end:
-            lr = lr_at(tc, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = task.train_batch(step, tc.batch_size).to(device, dtype)
-            if cfg.model.dropout > 0:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(int(torch_generator(cfg.seed, 2, step).initial_seed()))
-                    loss, _ = task.loss(model, batch)
-            else:
-                loss, _ = task.loss(model, batch)
-            if not torch.isfinite(loss):
-                status, diverged_step, diverged_on = "diverged", step, "train/batch_loss"
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if not torch.isfinite(_grad_norm(model, tc.grad_clip)):
-                status, diverged_step, diverged_on = "diverged", step, "train/grad_norm"
-                break
-            opt.step()
-            step += 1
-            if step % tc.eval_every == 0 or step == tc.steps:
-                stop = evaluate(step)
-            elif bar.tty:
-                bar.update(step, f"loss={loss.item():.4g}")
-            if status == "diverged":
-                break
-            if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.steps:
-                checkpoint(step)
-    finally:
-        bar.close()
-    wall = prior_wall + time.perf_counter() - t0
-    done_steps = step - start
-    sps = done_steps / max(time.perf_counter() - t0, 1e-9)
-    if status != "diverged" and stop_after is not None and step < tc.steps and not early:
-        status = "stopped"
-    if status == "diverged":
-        step = diverged_step
-    else:
-        checkpoint(step)
-    summary = {"metrics": last, "steps_per_second": sps, "diverged_step": diverged_step,
-               "diverged_on": diverged_on, "early_stopped": early}
-    if store is not None:
-        store.update_run(run_id, status=status, step=step, finished=time.time(), wall_seconds=wall, summary=summary)
-    return RunResult(run_id, status, step, last, wall, sps, diverged_step=diverged_step, early_stopped=early,
-                     diverged_on=diverged_on, model=model)
+def latest_checkpoint(store: Store, run_id: str) -> tuple[Path, int] | None:
+    arts = [a for a in store.artifacts(run_id, "checkpoint") if Path(a["path"]).exists()]
+    if not arts:
+        return None
+    a = max(arts, key=lambda a: a["step"])
+    return Path(a["path"]), int(a["step"])
 
 
 def load_run_model(store: Store, run_ref: str, step: int | None = None) -> tuple[RunConfig, Transformer]:
@@ -416,3 +216,324 @@ def load_run_model(store: Store, run_ref: str, step: int | None = None) -> tuple
 def checkpoint_steps(store: Store, run_ref: str) -> list[tuple[int, str]]:
     """``[(step, path)]`` of a stored run's checkpoints."""
     return store.checkpoints(run_ref)
+
+
+def _reused(rec) -> RunResult:
+    s = rec.summary
+    return RunResult(rec.id, rec.status, rec.step, s.get("metrics", {}), rec.wall_seconds or 0.0,
+                     s.get("steps_per_second", 0.0), reused=True, diverged_step=s.get("diverged_step"),
+                     early_stopped=s.get("early_stopped", False), diverged_on=s.get("diverged_on"),
+                     stepper=s.get("stepper", "single"))
+
+
+# --------------------------------------------------------------------------- the entry points
+
+
+def train(cfg: RunConfig, store: Store | None = None, *, force: bool = False, progress: bool = True,
+          stop_after: int | None = None, on_eval: Callable[[int, dict[str, float]], None] | None = None
+          ) -> RunResult:
+    """Train (or reuse, or resume) the run ``cfg`` and return its result.
+
+    ``store=None`` trains in memory (no checkpoints, nothing written).  With a store, an identical
+    finished (or diverged) run is served from it unless ``force``; an unfinished one (killed,
+    stopped, failed) resumes from its last checkpoint.  Everything that can be checked (device,
+    task, model, the early-stop metric) is checked before the store is written.  ``stop_after``
+    stops after that many steps (status ``stopped``; train again to go on).
+    """
+    cb = None if on_eval is None else (lambda _i, step, vals: on_eval(step, vals))
+    return train_many([cfg], store, force=force, progress=progress, stop_after=stop_after, on_eval=cb)[0]
+
+
+def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
+    """Continue a killed or stopped run from its last checkpoint (a finished one is returned as is)."""
+    rec = store.find_run(run_ref)
+    if rec.status in ("finished", "diverged"):
+        return _reused(rec)
+    cfg = validate(RunConfig, rec.config)
+    return train_many([cfg], store, progress=progress, run_ids=[rec.id])[0]
+
+
+def group_configs(cfgs: list[RunConfig]) -> list[list[int]]:
+    """Indices of ``cfgs`` grouped so that each group differs only in seed (and tags)."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        d = c.to_dict()
+        d.pop("seed", None)
+        d.pop("tags", None)
+        groups.setdefault(json.dumps(d, sort_keys=True), []).append(i)
+    return list(groups.values())
+
+
+def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool = False, progress: bool = True,
+               on_eval: Callable[[int, int, dict[str, float]], None] | None = None, stop_after: int | None = None,
+               seed_chunk: int | None = 0, run_ids: list[str] | None = None) -> list[RunResult]:
+    """Train every config; results in input order.  THE loop: :func:`train` and :func:`resume` call it.
+
+    Configs that differ only in the seed are trained together as one group by the stepper their
+    ``train.stepper`` names.  Runs already finished (or diverged) in ``store`` are served from it
+    unless ``force``; unfinished ones resume from their own last checkpoint.  A config repeated in
+    ``cfgs`` is trained once.  ``on_eval(index, step, metrics)`` is called at every evaluation,
+    ``index`` into ``cfgs``.  ``seed_chunk``: seeds per forward pass of the stacked stepper (``None``:
+    all at once; 0: :func:`~theorylab.runs.steppers.default_seed_chunk` for the device).
+    ``run_ids`` overrides the run ids (resuming a stored run under the id it was stored with).
+    """
+    if seed_chunk is not None and seed_chunk < 0:
+        raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
+    ids = list(run_ids) if run_ids is not None else [c.run_id() for c in cfgs]
+    if len(ids) != len(cfgs):
+        raise ConfigError("run_ids: give one id per config")
+    results: list[RunResult | None] = [None] * len(cfgs)
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        first.setdefault(rid, i)
+    keep = [i for i, rid in enumerate(ids) if first[rid] == i]
+    for sub in group_configs([cfgs[i] for i in keep]):
+        group = [keep[g] for g in sub]
+        by_start: dict[int, list[tuple[int, tuple[Path, int] | None, bool]]] = {}
+        for i in group:
+            rec = store.get_run(ids[i]) if store is not None and store.db_path.exists() else None
+            if rec is not None and not force and rec.status in ("finished", "diverged"):
+                results[i] = _reused(rec)
+                continue
+            replace = rec is not None and force
+            found = None if (rec is None or replace) else latest_checkpoint(store, ids[i])
+            by_start.setdefault(0 if found is None else found[1], []).append((i, found, replace))
+        for start, members in sorted(by_start.items()):
+            out = _Group([cfgs[i] for i, _, _ in members], [ids[i] for i, _, _ in members],
+                         [i for i, _, _ in members], store).run(
+                start, [f for _, f, _ in members], [r for _, _, r in members], progress=progress,
+                on_eval=on_eval, stop_after=stop_after, seed_chunk=seed_chunk)
+            for (i, _, _), r in zip(members, out):
+                results[i] = r
+    for i, rid in enumerate(ids):
+        if results[i] is None:
+            results[i] = results[first[rid]]
+    return results  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- one group
+
+
+@dataclass
+class _Member:
+    cfg: RunConfig
+    run_id: str
+    index: int  # into the caller's configs (on_eval)
+    task: Task
+    model: Transformer
+    opt: torch.optim.Optimizer
+    prior_wall: float = 0.0
+    status: str = "finished"
+    step: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+    diverged_step: int | None = None
+    diverged_on: str | None = None
+    early: bool = False
+    wall: float = 0.0
+    sps: float = 0.0
+
+
+class _Group:
+    """Runs that differ only in seed, trained in lockstep from one start step."""
+
+    def __init__(self, cfgs: list[RunConfig], run_ids: list[str], indices: list[int], store: Store | None):
+        self.cfgs, self.run_ids, self.indices, self.store = cfgs, run_ids, indices, store
+        self.tc = cfgs[0].train
+
+    def _check_early_stop_metric(self, vals: dict[str, float]) -> None:
+        tc = self.tc
+        if tc.early_stop_metric is not None and tc.early_stop_metric not in vals:
+            raise ConfigError(f"train.early_stop_metric: {tc.early_stop_metric!r} is not a metric of this task; "
+                              f"known: {', '.join(sorted(vals))}")
+
+    def run(self, start: int, found: list, replace: list[bool], *, progress: bool, on_eval, stop_after: int | None,
+            seed_chunk: int | None) -> list[RunResult]:
+        tc, store = self.tc, self.store
+        device = resolve_device(tc.device)
+        dtype = DTYPES[tc.dtype]
+        members: list[_Member] = []
+        for cfg, rid, idx, f in zip(self.cfgs, self.run_ids, self.indices, found):
+            task, model = build(cfg, device)
+            opt = make_optimizer(tc, model.parameters())
+            m = _Member(cfg, rid, idx, task, model, opt)
+            if f is not None:
+                info = load_checkpoint(f[0], model, opt)
+                owner = info["extra"].get("run_id")
+                if owner is not None and owner != rid:
+                    raise CheckpointError(f"checkpoint {str(f[0])!r} belongs to run {owner}, not {rid}")
+                m.prior_wall = float(info["extra"].get("wall_seconds", 0.0))
+            members.append(m)
+        first: dict[str, dict[str, float]] = {}
+        if start == 0:  # evaluated before anything is written, so a bad early-stop metric writes nothing
+            for m in members:
+                vals = evaluate_model(m.task, m.model, device, dtype, tc.eval_batch_size, m.cfg.probes)
+                vals["train/lr"] = lr_at(tc, 0)
+                self._check_early_stop_metric(vals)
+                first[m.run_id] = vals
+        chunk = default_seed_chunk(device) if seed_chunk == 0 else seed_chunk
+        stepper = make_stepper(tc.stepper, self.cfgs[0], [m.cfg.seed for m in members], [m.task for m in members],
+                               [m.model for m in members], [m.opt for m in members], chunk=chunk)
+        if store is not None:
+            for m, rep in zip(members, replace):
+                if rep:
+                    store.delete_run(m.run_id)
+                for tmp in store.run_dir(m.run_id).glob("*.safetensors.tmp*"):  # left by a kill mid-write
+                    tmp.unlink(missing_ok=True)
+                if store.get_run(m.run_id) is None:
+                    store.create_run(m.run_id, m.cfg.task.name, m.cfg.to_dict(), m.cfg.seed, m.cfg.tags)
+                if start == 0:  # an earlier attempt that left no usable checkpoint starts over
+                    for a in store.artifacts(m.run_id, "checkpoint"):
+                        Path(a["path"]).unlink(missing_ok=True)
+                        store.remove_artifact(m.run_id, "checkpoint", a["path"])
+                store.truncate_metrics(m.run_id, start if start > 0 else -1)
+                store.update_run(m.run_id, status="running", started=time.time())
+        label = members[0].run_id if len(members) == 1 else f"{len(members)} seeds"
+        bar = Progress(tc.steps, label, enabled=progress, start=start)
+        t0 = time.perf_counter()
+        active = list(members)  # in the stepper's order
+        step = start
+
+        def checkpoint(m: _Member, at: int) -> None:
+            if store is None:
+                return
+            k = active.index(m)
+            path = _ckpt_path(store, m.run_id, at)
+            # Every random draw of step t comes from generators derived from (seed, t) (step_rng,
+            # torch_generator), so the seed and the step are the complete RNG state of the run.
+            rng = {"scheme": "derived from (seed, step)", "seed": m.cfg.seed, "next_step": at}
+            save_checkpoint(path, stepper.model(k), stepper.optimizer(k), at,
+                            extra={"wall_seconds": m.prior_wall + time.perf_counter() - t0, "run_id": m.run_id,
+                                   "rng": rng, "stepper": stepper.name})
+            store.add_artifact(m.run_id, "checkpoint", path, at)
+            if tc.keep_checkpoints == "last":
+                for a in store.artifacts(m.run_id, "checkpoint"):
+                    if a["path"] != str(path):
+                        Path(a["path"]).unlink(missing_ok=True)
+                        store.remove_artifact(m.run_id, "checkpoint", a["path"])
+
+        def log_eval(m: _Member, at: int, vals: dict[str, float]) -> bool:
+            """Log one evaluation; True if the run must stop (diverged or early stop).
+            Non-finite values are never logged: the run is marked diverged at ``at`` instead."""
+            bad = sorted(k for k, v in vals.items() if not math.isfinite(v))
+            if bad:
+                m.status, m.diverged_step, m.diverged_on = "diverged", at, bad[0]
+                return True
+            if store is not None:
+                store.log_metric_rows(m.run_id, [(at, *k.split("/", 1), v) for k, v in vals.items()])
+            if on_eval is not None:
+                on_eval(m.index, at, vals)
+            m.last = vals
+            if tc.early_stop_metric is not None and tc.early_stop_metric in vals:
+                v = vals[tc.early_stop_metric]
+                if v >= tc.early_stop_value if tc.early_stop_mode == "max" else v <= tc.early_stop_value:
+                    m.early = True
+                    return True
+            return False
+
+        def evaluate(at: int, given: dict[str, dict[str, float]] | None = None) -> list[_Member]:
+            stops, infos = [], []
+            for k, m in enumerate(active):
+                if given is not None:
+                    vals = given[m.run_id]
+                else:
+                    vals = evaluate_model(m.task, stepper.model(k), device, dtype, tc.eval_batch_size, m.cfg.probes)
+                    vals["train/lr"] = lr_at(tc, max(at - 1, 0))
+                if log_eval(m, at, vals):
+                    stops.append(m)
+                infos.append(" ".join(f"{key}={v:.4g}" for key, v in vals.items()
+                                      if key.endswith(("loss", "accuracy"))) if len(active) == 1 else
+                             f"{vals.get('test/accuracy', vals.get('train/loss', float('nan'))):.3g}")
+            bad = next((m for m in stops if m.status == "diverged"), None)
+            info = f"diverged: {bad.diverged_on} is not finite" if bad is not None and len(active) == 1 else \
+                (infos[0] if len(active) == 1 else "acc " + " ".join(infos))
+            bar.update(at, info, force_line=True)
+            return stops
+
+        def finish(m: _Member, at: int) -> None:
+            k = active.index(m)
+            m.model = stepper.model(k)
+            if m.status == "diverged":
+                m.step = m.diverged_step
+            else:
+                m.step = at
+                checkpoint(m, at)
+            if m.status == "finished" and at < tc.steps and not m.early:
+                m.status = "stopped"
+            elapsed = time.perf_counter() - t0
+            m.wall = m.prior_wall + elapsed
+            m.sps = (at - start) / max(elapsed, 1e-9)
+            if store is not None:
+                store.update_run(m.run_id, status=m.status, step=m.step, finished=time.time(), wall_seconds=m.wall,
+                                 summary={"metrics": m.last, "steps_per_second": m.sps,
+                                          "diverged_step": m.diverged_step, "diverged_on": m.diverged_on,
+                                          "early_stopped": m.early, "stepper": stepper.name})
+
+        def drop(gone: list[_Member], at: int) -> None:
+            for m in gone:
+                finish(m, at)
+            stepper.drop([active.index(m) for m in gone])
+            for m in gone:
+                active.remove(m)
+
+        try:
+            if start == 0:
+                stops = evaluate(0, first)
+                if stops:
+                    drop(stops, 0)
+            end = tc.steps if stop_after is None else min(tc.steps, start + stop_after)
+            while active and step < end:
+                lr = lr_at(tc, step)
+                batches = [m.task.train_batch(step, tc.batch_size).to(device, dtype) for m in active]
+                losses, norms = stepper.forward_backward(batches, step)
+                bad = []
+                for m, loss, norm in zip(active, losses, norms):
+                    if not math.isfinite(loss):
+                        m.status, m.diverged_step, m.diverged_on = "diverged", step, "train/batch_loss"
+                    elif not math.isfinite(norm):
+                        m.status, m.diverged_step, m.diverged_on = "diverged", step, "train/grad_norm"
+                    else:
+                        continue
+                    bad.append(m)
+                if bad:
+                    if len(active) == 1:
+                        bar.update(step, f"diverged: {bad[0].diverged_on} is not finite", force_line=True)
+                    drop(bad, step)
+                    if not active:
+                        break
+                stepper.apply(lr)
+                step += 1
+                if step % tc.eval_every == 0 or step == tc.steps:
+                    stops = evaluate(step)
+                    if stops:
+                        drop(stops, step)
+                elif bar.tty:
+                    fin = [x for x in losses if math.isfinite(x)]
+                    bar.update(step, f"loss={sum(fin) / max(len(fin), 1):.4g}")
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.steps:
+                    for m in active:
+                        checkpoint(m, step)
+            for m in list(active):
+                finish(m, step)
+        except TheoryLabError:
+            raise
+        except BaseException as err:
+            if store is not None:
+                status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
+                msg = (str(err).splitlines() or [type(err).__name__])[0]
+                for m in active:
+                    try:
+                        if store.get_run(m.run_id) is not None:
+                            store.update_run(m.run_id, status=status, summary={"error": f"{type(err).__name__}: {msg}"})
+                    except Exception:  # the store itself may be what failed
+                        pass
+            raise
+        finally:
+            bar.close()
+        return [RunResult(m.run_id, m.status, m.step, m.last, m.wall, m.sps, diverged_step=m.diverged_step,
+                          early_stopped=m.early, diverged_on=m.diverged_on, stepper=stepper.name, model=m.model)
+                for m in members]
+
+
+__all__ = ["RunResult", "train", "train_many", "resume", "evaluate_model", "build", "build_model_for",
+           "load_run_model", "checkpoint_steps", "latest_checkpoint", "lr_at", "resolve_device", "group_configs",
+           "Progress", "DTYPES"]

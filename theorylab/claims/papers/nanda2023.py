@@ -2,7 +2,7 @@
 
 Four claims share one experiment per seed: a run with weight decay (``wd``) and, for
 the fourth, the same run without weight decay (``no_wd``).  Runs are trained with
-seeds vectorised (:func:`theorylab.runs.stacked.train_many`) and measured from their
+seeds trained as one group by the loop (:func:`theorylab.runs.train_many`) and measured from their
 checkpoints with :mod:`theorylab.measures.fourier` and :mod:`theorylab.measures.phases`.
 
 Tiers
@@ -51,7 +51,7 @@ def _config(tier: str, seed: int, weight_decay: float | None = None):
 
 def _execute(configs, store, progress: bool = True, **_: Any) -> None:
     """Train the claim's runs with seeds vectorised; each lands as its own run."""
-    from theorylab.runs.stacked import train_many
+    from theorylab.runs import train_many
 
     train_many(list(configs), store, progress=progress)
 

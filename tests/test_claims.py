@@ -303,26 +303,31 @@ def test_check_trains_then_reuses_runs(tmp_path):
         CLAIMS.pop(cls.id, None)
 
 
-def test_claim_execute_hook_is_used(tmp_path):
+def test_claims_only_declare_runs_and_the_result_records_what_ran(tmp_path):
+    """The sweep executes a claim's runs; the stored result says which backend, how many workers, which
+    stepper and which commit trained them.  Stacking seeds trains other runs (the stepper is part of a
+    run's identity) and is recorded as such."""
     from theorylab.claims import register_claim
-    from theorylab.runs import train
+    from theorylab.claims.base import Claim as Base
 
-    calls = []
-
-    def execute(configs, store, progress=True, **kw):
-        calls.append((len(configs), kw.get("backend")))
-        for c in configs:
-            train(c, store, progress=False)
-
+    assert not hasattr(Base, "execute")
     cls = _tiny_claim_cls()
     cls.id = "tiny2024.executed"
-    cls.execute = staticmethod(execute)
     register_claim(cls)
+    store = Store(tmp_path)
     try:
-        res = engine.check(cls.id, tier="smoke", backend="inprocess", store=Store(tmp_path))
-        assert calls == [(2, "inprocess")] and res.verdict == "supported"
-        engine.check(cls.id, tier="smoke", backend="inprocess", store=Store(tmp_path))
-        assert len(calls) == 1  # nothing left to execute the second time
+        res = engine.check(cls.id, tier="smoke", backend="inprocess", store=store, stack=False)
+        assert res.verdict == "supported" and res.runs_trained == 2
+        assert res.backend == "inprocess" and res.workers == 1 and res.steppers == ["single"]
+        assert set(res.run_commits) == {r["main"] for r in res.run_ids.values()}
+        stored = engine.results(store, cls.id)[-1]
+        assert stored.steppers == ["single"] and stored.backend == "inprocess"
+        again = engine.check(cls.id, tier="smoke", backend="local", store=store, stack=False)
+        assert again.runs_trained == 0 and again.runs_reused == 2
+        stacked = engine.check(cls.id, tier="smoke", backend="inprocess", store=store, stack=True)
+        assert stacked.runs_trained == 2 and stacked.steppers == ["stacked"]
+        assert {r["main"] for r in stacked.run_ids.values()}.isdisjoint({r["main"] for r in res.run_ids.values()})
+        assert stacked.stat("final_train_loss").mean == pytest.approx(res.stat("final_train_loss").mean, rel=1e-4)
     finally:
         CLAIMS.pop(cls.id, None)
 

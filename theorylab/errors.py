@@ -27,3 +27,12 @@ class CheckpointError(TheoryLabError):
 
 class StoreError(TheoryLabError):
     """The run store cannot find or accept what was asked."""
+
+
+class RunFailedError(Exception):
+    """A run or a claim that could not finish (not bad input): the CLI prints one line and exits 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

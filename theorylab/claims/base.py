@@ -204,12 +204,6 @@ class Claim:
         report beside the figures (e.g. measured scores beside published ones)."""
         return {}
 
-    # Optional: a claim may train its runs itself, e.g. several seeds at once in one
-    # vectorised process.  It must leave every RunConfig as its own finished run in the
-    # store (same run id as ``cfg.run_id()``), so reuse and RunView work unchanged.
-    # ``None`` means: the engine executes the configs through the sweep backend.
-    execute: ClassVar[Callable[..., None] | None] = None
-
 
 @dataclass
 class Evidence:

@@ -4,16 +4,16 @@
 
 1. validate every argument (nothing is written before that);
 2. collect ``claim.experiment(tier, seed)`` for every seed;
-3. execute the runs that are not finished in the store: ``claim.execute(configs, store,
-   progress=..., backend=..., workers=...)`` when the claim sets it (e.g. seeds vectorised
-   in one process; accept ``**kwargs``), else a sweep (:func:`theorylab.sweep.run_sweep`)
-   on the chosen backend; finished runs are reused (``force=True`` retrains them);
+3. execute them with a sweep (:func:`theorylab.sweep.run_sweep`) on the chosen backend, seeds
+   stacked where asked (``stack``); finished runs are reused (``force=True`` retrains them).  A
+   claim only declares its runs; it never trains them itself;
 4. call ``claim.measure`` per seed on read-only :class:`RunView` handles; numbers
    become statistics over seeds (:func:`summarize`), anything else is kept in
    ``Evidence.series`` for figures;
 5. apply ``claim.rule.decide`` to the statistics (intervals, never one seed);
 6. save ``claim.figures(evidence)`` as PNG files under
-   ``<store>/claims/<id>/<tier>/<stamp>/`` and the result in the store.
+   ``<store>/claims/<id>/<tier>/<stamp>/`` and the result in the store, with what ran: the
+   backend, the number of workers, each run's stepper and the commit of the code that trained it.
 
 The stored result (:class:`ClaimResult`) is what ``theorylab claims`` and
 ``theorylab report`` read; a report never recomputes a verdict.
@@ -66,7 +66,10 @@ class ClaimResult:
     device: str = ""
     created: float = 0.0
     wall_seconds: float = 0.0
-    backend: str = "inprocess"
+    backend: str = "inprocess"  # the backend that ran the runs ("inprocess" when none was trained)
+    workers: int = 1
+    steppers: list[str] = field(default_factory=list)  # the steppers that trained the runs used
+    run_commits: dict[str, str | None] = field(default_factory=dict)  # run id -> commit of the code that trained it
     runs_trained: int = 0
     runs_reused: int = 0
     result_id: int | None = None
@@ -195,9 +198,19 @@ def evaluate(claim: Claim, tier: str, seeds: list[int], runs: dict[int, dict[str
 
 
 def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None = None,
-          backend: str = "local", store: Store | None = None, force: bool = False, *,
-          progress: bool = False, workers: int | None = None, save: bool = True) -> ClaimResult:
-    """Run claim ``claim_id`` at ``tier`` over ``seeds`` and return (and store) its result."""
+          backend: str = "inprocess", store: Store | None = None, force: bool = False, *,
+          progress: bool = False, workers: int | None = None, save: bool = True,
+          stack: bool | str = "auto") -> ClaimResult:
+    """Run claim ``claim_id`` at ``tier`` over ``seeds`` and return (and store) its result.
+
+    ``backend`` executes the runs (``inprocess``, the default from Python, needs no ``__main__`` guard
+    in a script; ``local`` is a process pool; ``ray``); ``stack`` stacks the seeds of each run
+    (``"auto"``: on a CUDA device).  Raises :class:`~theorylab.errors.ConfigError` on bad arguments
+    (before anything is written) and :class:`~theorylab.errors.RunFailedError` when a run fails.
+    """
+    from theorylab.errors import RunFailedError
+    from theorylab.sweep import run_sweep
+
     t0 = time.perf_counter()
     claim = get_claim(claim_id)
     claim.params(tier)  # validates the tier
@@ -210,39 +223,20 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
 
     # 1. the experiment (configs are validated as they are built)
     experiment = {s: dict(claim.experiment(tier, s) or {}) for s in seed_list}
-    configs = [cfg for s in seed_list for cfg in experiment[s].values()]
-    unique: dict[str, Any] = {}
-    for cfg in configs:
-        unique.setdefault(cfg.run_id(), cfg)
+    named = [(s, name, cfg) for s in seed_list for name, cfg in experiment[s].items()]
 
-    # 2. execute what is not finished
-    if force:
-        for rid in unique:
-            if store.get_run(rid) is not None:
-                store.delete_run(rid)
-    pending = [cfg for rid, cfg in unique.items() if not _finished(store, rid)]
-    reused = len(unique) - len(pending)
-    errors: dict[str, str] = {}
-    if pending:
-        if claim.execute is not None:
-            claim.execute(pending, store, progress=progress, backend=backend, workers=workers)
-        else:
-            from theorylab.sweep import run_sweep
-
-            sweep = run_sweep(pending, store=store, backend=backend, workers=workers, progress=progress,
-                              label=f"{claim_id} [{tier}]")
-            errors = dict(getattr(sweep, "errors", {}) or {})
-    missing = [rid for rid in unique if not _finished(store, rid)]
-    if missing:
-        states = {rid: (store.get_run(rid).status if store.get_run(rid) else "absent") for rid in missing}
-        from theorylab.errors import TheoryLabError
-
-        raise TheoryLabError(f"claim {claim_id}: runs did not finish: "
-                             + ", ".join(f"{k} ({v}{': ' + errors[k] if k in errors else ''})"
-                                         for k, v in states.items()))
+    # 2. execute: the sweep trains what is not finished and says which run holds each config
+    sweep = run_sweep([cfg for _, _, cfg in named], store=store, backend=backend, workers=workers,
+                      progress=progress, force=force, label=f"{claim_id} [{tier}]", stack=stack)
+    if not sweep.ok:
+        bad = {rid: st for rid, st in sweep.status.items() if st not in ("finished", "diverged")}
+        raise RunFailedError(f"claim {claim_id}: runs did not finish: "
+                             + ", ".join(f"{k} ({v}{': ' + sweep.errors[k] if k in sweep.errors else ''})"
+                                         for k, v in bad.items()))
+    run_of = {(s, name): rid for (s, name, _), rid in zip(named, sweep.config_run_ids)}
 
     # 3. measure per seed
-    views = {s: {name: RunView(cfg.run_id(), store) for name, cfg in experiment[s].items()} for s in seed_list}
+    views = {s: {name: RunView(run_of[(s, name)], store) for name in experiment[s]} for s in seed_list}
     measured = {s: claim.measure(tier, s, views[s]) for s in seed_list}
 
     # 4. decide
@@ -253,6 +247,7 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
     fig_dir = store.root / "claims" / _slug(claim.id) / tier / stamp
     figures = save_figures(claim.figures(ev) or {}, fig_dir)
 
+    used = sorted(set(sweep.run_ids))
     res = ClaimResult(
         claim_id=claim.id, tier=tier, seeds=seed_list, verdict=verdict, reasons=reasons,
         stats={k: v.to_dict() for k, v in ev.stats.items()}, per_seed=ev.per_seed,
@@ -264,18 +259,15 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
         figures=figures, tables=claim.tables(ev) or {}, title=claim.title, statement=claim.statement,
         citation={**claim.citation.__dict__, "short": claim.citation.short(), "full": claim.citation.full()},
         decides=claim.decides, versions=versions(), device=device_description(), created=time.time(),
-        backend=backend if claim.execute is None else f"{backend} (claim.execute)",
-        runs_trained=len(pending), runs_reused=reused, evidence=ev,
+        backend=sweep.backend if sweep.trained else "inprocess", workers=sweep.workers if sweep.trained else 1,
+        steppers=sorted(set(sweep.steppers.values())),
+        run_commits={rid: store.get_run(rid).git_commit for rid in used},
+        runs_trained=len(sweep.trained), runs_reused=len(sweep.reused), evidence=ev,
     )
     res.wall_seconds = time.perf_counter() - t0
     if save:
         res.result_id = store.save_claim_result(claim.id, tier, seed_list, verdict, res.to_dict())
     return res
-
-
-def _finished(store: Store, run_id: str) -> bool:
-    rec = store.get_run(run_id)
-    return rec is not None and rec.status in ("finished", "diverged")
 
 
 def save_figures(figs: dict[str, Any], directory: Path) -> dict[str, str]:
@@ -315,7 +307,7 @@ def versions() -> dict[str, str]:
 
 
 def check_many(claim_ids: Sequence[str], tier: str = "quick", seeds: int | Sequence[int] | None = None,
-               backend: str = "local", store: Store | None = None, force: bool = False, **kw: Any
+               backend: str = "inprocess", store: Store | None = None, force: bool = False, **kw: Any
                ) -> list[ClaimResult]:
     """Validate every id first, then check each claim in turn."""
     for cid in claim_ids:

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from theorylab.errors import TheoryLabError
+from theorylab.errors import RunFailedError, TheoryLabError
 
 app = typer.Typer(
     name="theorylab",
@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     except TheoryLabError as e:
         print(f"theorylab: error: {e}", file=sys.stderr)
         return 2
+    except RunFailedError as e:
+        print(f"theorylab: failed: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("theorylab: interrupted", file=sys.stderr)
         return 130

@@ -8,7 +8,7 @@ import time
 import typer
 
 from theorylab.cli.app import JSON_OPT, app, console, emit
-from theorylab.errors import ConfigError, TheoryLabError
+from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
 
 def _store():
@@ -91,7 +91,7 @@ def check_cmd(
         try:
             r = check(cid, tier=tier, seeds=seeds, backend=backend, workers=workers, force=force,
                       progress=show and not quiet)
-        except TheoryLabError as err:
+        except (TheoryLabError, RunFailedError) as err:
             if len(todo) == 1:
                 raise
             # one claim's failure does not lose the others' results; the command exits 1 at the end

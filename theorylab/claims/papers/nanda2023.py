@@ -1,8 +1,7 @@
 """Grokking on modular addition, seen through progress measures (Nanda et al. 2023).
 
 Four claims share one experiment per seed: a run with weight decay (``wd``) and, for
-the fourth, the same run without weight decay (``no_wd``).  Runs are trained with
-seeds trained as one group by the loop (:func:`theorylab.runs.train_many`) and measured from their
+the fourth, the same run without weight decay (``no_wd``).  Runs are measured from their
 checkpoints with :mod:`theorylab.measures.fourier` and :mod:`theorylab.measures.phases`.
 
 Tiers
@@ -47,13 +46,6 @@ def _config(tier: str, seed: int, weight_decay: float | None = None):
     if weight_decay is not None:
         ov.append(f"train.weight_decay={weight_decay}")
     return build_run_config("grokking", ov, seed=seed)
-
-
-def _execute(configs, store, progress: bool = True, **_: Any) -> None:
-    """Train the claim's runs with seeds vectorised; each lands as its own run."""
-    from theorylab.runs import train_many
-
-    train_many(list(configs), store, progress=progress)
 
 
 _CACHE: dict[tuple[str, str], dict[str, Any]] = {}
@@ -112,7 +104,6 @@ class _GrokkingClaim(Claim):
     tiers = _TIERS
     seeds = _SEEDS
     decides = "more seeds, or the full tier (the paper's mainline at p=113)"
-    execute = staticmethod(_execute)
 
     def experiment(self, tier: str, seed: int):
         self.params(tier)

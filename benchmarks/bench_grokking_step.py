@@ -31,8 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from theorylab.runs import build_run_config
-from theorylab.runs import train_many
+from theorylab.runs import build_run_config, train_many
 
 
 class PlainTransformer(nn.Module):

@@ -300,3 +300,38 @@ def test_stored_metrics_equal_the_result(store):
     for key, value in r.metrics.items():
         split, name = key.split("/", 1)
         assert m[split][name][-1] == (20, value)
+
+
+def test_runs_made_by_other_code_are_stale_and_never_reused(store, monkeypatch, cli):
+    """The run id hashes the code that decides a run's numbers: with another fingerprint the same config is
+    another run, trained again; the old one is listed as stale and cannot be resumed as current."""
+    import json
+
+    from theorylab.runs import config as run_config
+    from theorylab.runs.config import is_stale
+
+    c = cfg("train.steps=6")
+    old = train(c, store, progress=False)
+    assert not is_stale(store.get_run(old.run_id).config, old.run_id)
+    assert train(c, store, progress=False).reused
+    monkeypatch.setattr(run_config, "_FINGERPRINTS", {})
+    monkeypatch.setattr(run_config, "_normalized_source", lambda path: "edited " + path.name)
+    new = train(c, store, progress=False)
+    assert new.run_id != old.run_id and not new.reused and new.status == "finished"
+    assert is_stale(store.get_run(old.run_id).config, old.run_id)
+    rc, out, _ = cli("runs", "--json")
+    stale = {r["id"]: r["stale"] for r in json.loads(out)["runs"]}
+    assert rc == 0 and stale == {old.run_id: True, new.run_id: False}
+    store.update_run(old.run_id, status="stopped")
+    rc, _, err = cli("resume", old.run_id)
+    assert rc == 2 and "other model, task or loop code" in err
+
+
+def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
+    from theorylab.runs.config import _normalized_source
+
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text('"""Doc."""\n\ndef f(x):\n    """Twice."""\n    return 2 * x  # double\n')
+    b.write_text('"""Other words."""\n\n\ndef f(x):\n    # a comment\n    return 2 * x\n')
+    c.write_text('"""Doc."""\n\ndef f(x):\n    return 3 * x\n')
+    assert _normalized_source(a) == _normalized_source(b) != _normalized_source(c)

@@ -134,20 +134,25 @@ def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
 def runs(task: str | None = typer.Option(None, "--task"), status: str | None = typer.Option(None, "--status"),
          limit: int = typer.Option(50, "--limit"), as_json: bool = JSON_OPT) -> None:
     """List stored runs, newest first."""
+    from theorylab.runs.config import is_stale
+
     recs = _store().list_runs(task=task, status=status, limit=limit)
+    stale = {r.id: is_stale(r.config, r.id) for r in recs}
 
     def human():
         from rich.table import Table
 
-        t = Table("id", "task", "seed", "status", "step", "test acc", "wall s")
+        t = Table("id", "task", "seed", "status", "step", "test acc", "wall s", "code")
         for r in recs:
             m = r.summary.get("metrics", {})
             acc = m.get("test/accuracy")
             t.add_row(r.id, r.task, str(r.seed), r.status, str(r.step), "" if acc is None else f"{acc:.4f}",
-                      "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}")
+                      "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}", "stale" if stale[r.id] else "")
         console().print(t)
+        if any(stale.values()):
+            console().print("stale: made by other model, task or loop code than this one; never reused as evidence")
 
-    emit({"runs": [r.to_dict() for r in recs]}, as_json, human)
+    emit({"runs": [{**r.to_dict(), "stale": stale[r.id]} for r in recs]}, as_json, human)
 
 
 @app.command()

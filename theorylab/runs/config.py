@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from theorylab import __version__
 from theorylab.config import Config, ConfigError, apply_overrides, deep_merge, load_file, validate
 from theorylab.models.config import TransformerConfig
 from theorylab.runs.presets import PRESETS
@@ -115,13 +116,78 @@ class RunConfig(Config):
         return d
 
     def run_id(self) -> str:
-        """sha of (config without tags, seed, code version): identical reruns share an id."""
+        """``<task>-<sha>`` of (the config without tags and device, the seed, and the fingerprint of the code
+        that decides the run's numbers, :func:`code_fingerprint`): identical reruns by the same code share
+        an id; a run made by other model, task or loop code has another id and is never served as this one."""
         d = self.to_dict()
         d.pop("tags", None)
         d["train"].pop("device", None)
-        blob = json.dumps({"config": d, "version": __version__}, sort_keys=True, separators=(",", ":"))
+        code = code_fingerprint(self.task.name, bool(self.probes))
+        blob = json.dumps({"config": d, "code": code}, sort_keys=True, separators=(",", ":"))
         name = self.task.name
         return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+# --------------------------------------------------------------------------- code identity
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+# The modules whose code decides a run's numbers (relative to the package); the task's own family
+# module and, for runs with probes, the measures are added per run.
+_RUN_CODE = ("models/transformer.py", "models/positions.py", "models/hooks.py", "models/config.py",
+             "models/objectives.py", "tasks/__init__.py", "tasks/base.py", "runs/loop.py", "runs/steppers.py",
+             "runs/probes.py")
+_FINGERPRINTS: dict[tuple[str, bool], str] = {}
+
+
+def _normalized_source(path: Path) -> str:
+    """A module's code without comments, docstrings or formatting (its AST with docstrings removed)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                    first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def code_files(task: str, probes: bool) -> list[Path]:
+    """The source files whose code decides the numbers of a run of ``task`` (with or without probes)."""
+    import importlib
+
+    from theorylab.tasks import get_task
+
+    files = {_PACKAGE / f for f in _RUN_CODE}
+    module = importlib.import_module(get_task(task).__module__)
+    if getattr(module, "__file__", None):
+        files.add(Path(module.__file__).resolve())
+    if probes:
+        files |= set((_PACKAGE / "measures").glob("*.py"))
+    return sorted(files)
+
+
+def code_fingerprint(task: str, probes: bool = False) -> str:
+    """A hash of the code that decides a run's numbers: the model, the loop and steppers, the task's
+    family module and the task base (and the measures behind probes), each read as its AST without
+    comments and docstrings, so that editing prose changes nothing and editing code changes the run id.
+    Computed once per process and task."""
+    key = (task, probes)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for f in code_files(task, probes):
+            h.update(f.relative_to(_PACKAGE).as_posix().encode() if f.is_relative_to(_PACKAGE) else f.name.encode())
+            h.update(_normalized_source(f).encode())
+        _FINGERPRINTS[key] = h.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+def is_stale(config: dict[str, Any], run_id: str) -> bool:
+    """Whether a stored run (its config dict and id) was made by other code than this: its config now gives
+    another id (or no longer validates).  Claims never use such a run as evidence; ``theorylab runs`` marks it."""
+    try:
+        return RunConfig.model_validate(config).run_id() != run_id
+    except Exception:  # a config the current code cannot read was certainly made by other code
+        return True
 
 
 # --------------------------------------------------------------------------- presets

@@ -246,9 +246,15 @@ def train(cfg: RunConfig, store: Store | None = None, *, force: bool = False, pr
 
 def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
     """Continue a killed or stopped run from its last checkpoint (a finished one is returned as is)."""
+    from theorylab.errors import StoreError
+    from theorylab.runs.config import is_stale
+
     rec = store.find_run(run_ref)
     if rec.status in ("finished", "diverged"):
         return _reused(rec)
+    if is_stale(rec.config, rec.id):
+        raise StoreError(f"run {rec.id} was started by other model, task or loop code than this; resuming it would "
+                         "mix two versions of the code: train its config again (theorylab train ... --force)")
     cfg = validate(RunConfig, rec.config)
     return train_many([cfg], store, progress=progress, run_ids=[rec.id])[0]
 

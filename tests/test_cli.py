@@ -195,3 +195,104 @@ def test_kill_9_then_resume_equals_uninterrupted(cli_env, tmp_path):
     assert resumed["status"] == "finished" and resumed["step"] == 600
     assert resumed["metrics"] == ref.metrics  # bit for bit
     assert s.metrics(rec.id) == ref_store.metrics(ref.run_id)
+
+
+# --------------------------------------------------------------------------- one grammar
+
+
+@pytest.mark.parametrize("text, seeds", [("3", [0, 1, 2]), ("0-2", [0, 1, 2]), ("2-4", [2, 3, 4]),
+                                         ("0,2,5", [0, 2, 5]), ("0-1,5", [0, 1, 5]), ("1", [0])])
+def test_seeds_is_a_count_a_range_or_a_list(text, seeds):
+    from theorylab.cli.app import parse_seeds
+
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["0", "x", "3-1", "-1", "1,,2", "", "1.5", str(2 ** 63)])
+def test_bad_seeds_are_one_line(text):
+    from theorylab.cli.app import parse_seeds
+    from theorylab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--seeds"):
+        parse_seeds(text)
+
+
+def test_seeds_mean_the_same_in_train_sweep_and_check(cli, store):
+    d = one_json(cli("train", "modular", *TINY, "train.steps=4", "--seeds", "1-2", "--json")[1])
+    assert d["seeds"] == [1, 2] and [r["status"] for r in d["runs"]] == ["finished", "finished"]
+    s = one_json(cli("sweep", "modular", *TINY, "train.steps=4", "--seeds", "1-2", "--backend", "inprocess",
+                     "--json")[1])
+    assert sorted(s["reused"]) == sorted(r["run_id"] for r in d["runs"])  # the same two runs
+    rc, out, _ = cli("check", "power2022.weight_decay_needed", "--tier", "smoke", "--seeds", "0,3", "--backend",
+                     "inprocess", "--json")
+    assert rc == 0 and one_json(out)["results"][0]["seeds"] == [0, 3]
+    for verb in (["train", "modular"], ["sweep", "modular"], ["check", "power2022.weight_decay_needed"]):
+        rc, _, err = cli(*verb, "--seeds", "3-1")
+        assert rc == 2 and "--seeds" in err
+
+
+def test_stacked_seeds_from_the_cli(cli, store):
+    d = one_json(cli("train", "modular", *TINY, "train.steps=4", "--seeds", "2", "--stack", "--json")[1])
+    assert [r["stepper"] for r in d["runs"]] == ["stacked", "stacked"]
+    rc, _, err = cli("train", "modular", "--stack")
+    assert rc == 2 and "--stack" in err
+
+
+def test_exit_codes_failed_run_is_1_bad_input_is_2(cli, store, monkeypatch):
+    from theorylab.tasks.modular import ModularTask
+
+    def broken(self, step, bs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ModularTask, "train_batch", broken)
+    for args in (["train", "modular", *TINY, "train.steps=4"],
+                 ["sweep", "modular", *TINY, "train.steps=4", "--backend", "inprocess"],
+                 ["check", "power2022.weight_decay_needed", "--tier", "smoke", "--backend", "inprocess"]):
+        rc, out, err = cli(*args)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 1 and lines[-1].startswith("theorylab: failed: ") and "disk on fire" in lines[-1], (args, err)
+    rc, _, err = cli("runs", "--status", "bogus")
+    assert rc == 2 and "--status" in err
+    rc, _, err = cli("runs", "--limit", "-1")
+    assert rc == 2 and "--limit" in err
+
+
+def test_help_lists_verbs_by_group_and_version(cli):
+    rc, out, _ = cli("--help")
+    assert rc == 0
+    groups = [ln for ln in out.splitlines() if "─ " in ln and "Options" not in ln]
+    assert [g.split("─ ")[1].split(" ")[0] for g in groups] == ["Runs", "Claims", "Sweeps", "Constructions",
+                                                                 "Measures"]
+    for verb in ("train", "resume", "runs", "show", "generate", "claims", "check", "report", "sweep", "measure",
+                 "construct"):
+        assert f" {verb} " in out, verb
+    from theorylab import __version__
+
+    rc, out, _ = cli("--version")
+    assert rc == 0 and out.strip() == f"theorylab {__version__}"
+
+
+def test_a_verb_module_that_fails_to_import_is_an_error(monkeypatch):
+    import importlib
+    import sys
+
+    import theorylab.cli as cli_pkg
+
+    monkeypatch.setitem(sys.modules, "theorylab.cli.measure", None)  # as if it failed to import
+    with pytest.raises(ImportError):
+        importlib.reload(cli_pkg)
+    monkeypatch.undo()
+    importlib.reload(cli_pkg)
+
+
+def test_measure_fourier_of_a_stored_run(cli, store):
+    d = one_json(cli("train", "modular", *TINY, "train.steps=20", "train.checkpoint_every=10",
+                     "train.keep_checkpoints=all", "--json")[1])
+    rc, out, _ = cli("measure", "fourier", d["run_id"], "--json")
+    m = one_json(out)
+    assert rc == 0 and m["run_id"] == d["run_id"] and m["measures"]["steps"] == [10, 20]
+    assert len(m["measures"]["restricted_loss"]) == 2
+    rc, _, err = cli("measure", "fourier", d["run_id"], "--every", "0")
+    assert rc == 2 and "--every" in err
+    rc, _, err = cli("measure", "nosuch", d["run_id"])
+    assert rc == 2

@@ -1,5 +1,16 @@
-"""The ``theorylab`` command line (layer 7): the only package that imports typer; nothing imports it."""
+"""The ``theorylab`` command line (layer 7): the only package that imports typer; nothing imports it.
+
+Each verb group is one module, imported here explicitly and in the order ``theorylab --help``
+shows the groups: a module that fails to import is an error at start-up, never a silently missing
+command.
+"""
+
+import importlib
 
 from theorylab.cli.app import app, entry, main
 
-__all__ = ["app", "entry", "main"]
+VERB_MODULES = ("runs", "claims", "sweep", "measure", "construct")
+for _name in VERB_MODULES:
+    importlib.import_module(f"theorylab.cli.{_name}")  # registers its verbs on `app`
+
+__all__ = ["app", "entry", "main", "VERB_MODULES"]

@@ -1,17 +1,20 @@
-"""The ``theorylab`` command line.
+"""The ``theorylab`` command line: the app, output helpers, the shared grammar, the entry point.
 
-Every command takes ``--json`` and then prints exactly one JSON object on stdout.
-Bad input prints one ``theorylab: error: ...`` line on stderr and exits with 2;
-nothing is written to the store before the input has been validated.
+One grammar for every verb:
 
-Areas add their commands in their own modules (listed in ``_COMMAND_MODULES``),
-each doing ``from theorylab.cli import app`` and ``@app.command()``.
+* ``--json`` prints exactly one JSON object on stdout (strict JSON: a value that is not finite is null);
+* ``--seeds`` is a count (``5`` = seeds 0..4), a range (``0-4``) or a list (``0,2,5``);
+* exit codes: 0 done (a diverged run is a result), 1 a run or claim failed, 2 bad input (one
+  ``theorylab: error: ...`` line on stderr, nothing written to the store).
+
+The verbs live in one module per group (``runs``, ``claims``, ``sweep``, ``measure``, ``construct``),
+imported explicitly by :mod:`theorylab.cli`; a module that fails to import is an error.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import re
 import sys
 from typing import Any
 
@@ -29,6 +32,55 @@ app = typer.Typer(
 )
 
 JSON_OPT = typer.Option(False, "--json", help="print exactly one JSON object on stdout")
+MAX_SEEDS = 10_000  # more seeds than this in one command is a typo, not an experiment
+SEEDS_HELP = "seeds: a count (5 = seeds 0..4), a range (0-4) or a list (0,2,5)"
+
+# help panels: the verb groups of `theorylab --help`
+RUNS, CLAIMS, SWEEPS, MEASURES, CONSTRUCT = "Runs", "Claims", "Sweeps", "Measures", "Constructions"
+
+
+def parse_seeds(text: str | None, option: str = "--seeds") -> list[int] | None:
+    """``"5"`` -> [0..4] (a count); ``"0-4"`` -> [0..4] (a range); ``"0,2,5"`` -> a list; None -> None.
+
+    Raises ConfigError (one line, exit 2) for anything else: an empty list, a negative seed, a reversed
+    range, a count below 1 or a seed at or above 2**63 (the store's integer range)."""
+    from theorylab.errors import ConfigError
+
+    if text is None:
+        return None
+    t = text.strip()
+    bad = ConfigError(f"{option}: expected a count (5), a range (0-4) or a list (0,2,5); got {text!r}")
+    try:
+        if re.fullmatch(r"\d+", t):
+            n = int(t)
+            if not 1 <= n <= MAX_SEEDS:
+                raise ConfigError(f"{option}: a count must lie in 1..{MAX_SEEDS} (got {n})")
+            out = list(range(n))
+        else:
+            out = []
+            for part in t.split(","):
+                part = part.strip()
+                m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+                if m:
+                    a, b = int(m.group(1)), int(m.group(2))
+                    if b < a:
+                        raise ConfigError(f"{option}: range {part!r} runs backwards")
+                    if b - a >= MAX_SEEDS:
+                        raise ConfigError(f"{option}: range {part!r} holds more than {MAX_SEEDS} seeds")
+                    out.extend(range(a, b + 1))
+                elif re.fullmatch(r"\d+", part):
+                    out.append(int(part))
+                else:
+                    raise bad
+    except ValueError:
+        raise bad from None
+    if not out:
+        raise bad
+    if len(out) > MAX_SEEDS:
+        raise ConfigError(f"{option}: more than {MAX_SEEDS} seeds")
+    if max(out) >= 2 ** 63:
+        raise ConfigError(f"{option}: seeds must be below 2**63 (got {max(out)})")
+    return list(dict.fromkeys(out))
 
 
 def emit(obj: Any, as_json: bool, human: Any = None) -> None:
@@ -76,174 +128,30 @@ def console():
     return Console()
 
 
-def _store():
+def store():
+    """The store at ``$THEORYLAB_HOME`` (default ``./theorylab-runs``)."""
     from theorylab.store import Store
 
     return Store()
 
 
-# --------------------------------------------------------------------------- train / runs / show / resume
 
 
-@app.command(context_settings={"ignore_unknown_options": False})
-def train(
-    task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
-    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. model.d_model=64 train.lr=3e-4"),
-    config: str | None = typer.Option(None, "--config", "-c", help="YAML or JSON config file"),
-    seed: int | None = typer.Option(None, "--seed", help="random seed (default 0)"),
-    force: bool = typer.Option(False, "--force", help="retrain even if an identical finished run is stored"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Train one model on one task with one seed and store the run."""
-    from theorylab.runs import build_run_config
-    from theorylab.runs import train as run_train
+def _version(value: bool) -> None:
+    if value:
+        from theorylab import __version__
 
-    cfg = build_run_config(task, overrides or [], config, seed)  # validates everything first
-    result = run_train(cfg, _store(), force=force, progress=not quiet and not as_json)
-    d = result.to_dict()
-
-    emit(d, as_json, lambda: _print_result(result))
+        print(f"theorylab {__version__}")
+        raise typer.Exit()
 
 
-def _print_result(result) -> None:
-    c = console()
-    tag = " (reused from the store)" if result.reused else ""
-    if result.early_stopped:
-        tag += " (early stop: target metric reached)"
-    if result.status == "diverged":
-        tag += f" ({result.diverged_on} not finite; metrics are from the last finite evaluation)"
-    c.print(f"run [bold]{result.run_id}[/bold]: {result.status} at step {result.step}{tag}", soft_wrap=True)
-    for k, v in sorted(result.metrics.items()):
-        c.print(f"  {k:24s} {v:.6g}")
-    if not result.reused:
-        c.print(f"  wall {result.wall_seconds:.2f}s, {result.steps_per_second:.1f} steps/s")
-
-
-@app.command()
-def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
-           quiet: bool = typer.Option(False, "--quiet", "-q"), as_json: bool = JSON_OPT) -> None:
-    """Continue a killed run from its last checkpoint."""
-    from theorylab.runs import resume as run_resume
-
-    result = run_resume(_store(), run, progress=not quiet and not as_json)
-    emit(result.to_dict(), as_json, lambda: _print_result(result))
-
-
-@app.command()
-def runs(task: str | None = typer.Option(None, "--task"), status: str | None = typer.Option(None, "--status"),
-         limit: int = typer.Option(50, "--limit"), as_json: bool = JSON_OPT) -> None:
-    """List stored runs, newest first."""
-    from theorylab.runs.config import is_stale
-
-    recs = _store().list_runs(task=task, status=status, limit=limit)
-    stale = {r.id: is_stale(r.config, r.id) for r in recs}
-
-    def human():
-        from rich.table import Table
-
-        t = Table("id", "task", "seed", "status", "step", "test acc", "wall s", "code")
-        for r in recs:
-            m = r.summary.get("metrics", {})
-            acc = m.get("test/accuracy")
-            t.add_row(r.id, r.task, str(r.seed), r.status, str(r.step), "" if acc is None else f"{acc:.4f}",
-                      "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}", "stale" if stale[r.id] else "")
-        console().print(t)
-        if any(stale.values()):
-            console().print("stale: made by other model, task or loop code than this one; never reused as evidence")
-
-    emit({"runs": [{**r.to_dict(), "stale": stale[r.id]} for r in recs]}, as_json, human)
-
-
-@app.command()
-def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json: bool = JSON_OPT) -> None:
-    """Show one run: config, status, final metrics, checkpoints."""
-    store = _store()
-    rec = store.find_run(run)
-    arts = store.artifacts(rec.id)
-    d = {**rec.to_dict(), "artifacts": arts}
-
-    def human():
-        import datetime
-
-        c = console()
-        c.print(f"[bold]{rec.id}[/bold]  task={rec.task} seed={rec.seed} status={rec.status} step={rec.step}",
-                soft_wrap=True)
-        when = datetime.datetime.fromtimestamp(rec.created).isoformat(timespec="seconds")
-        sm = rec.summary
-        line = f"  created {when}"
-        if rec.wall_seconds is not None:
-            line += f", wall {rec.wall_seconds:.2f}s"
-        if sm.get("steps_per_second"):
-            line += f", {sm['steps_per_second']:.1f} steps/s"
-        c.print(line, soft_wrap=True)
-        if sm.get("diverged_step") is not None:
-            c.print(f"  diverged at step {sm['diverged_step']}: {sm.get('diverged_on')} not finite", soft_wrap=True)
-        if sm.get("error"):
-            c.print(f"  error: {sm['error']}", soft_wrap=True, markup=False)
-        for k, v in sorted(sm.get("metrics", {}).items()):
-            c.print(f"  {k:24s} {v:.6g}")
-        for a in arts:
-            c.print(f"  {a['kind']:10s} step {a['step']}: {a['path']}", soft_wrap=True, markup=False)
-        for section in ("task", "model", "train"):
-            c.print(f"  {section}: {json.dumps(rec.config.get(section), sort_keys=True)}", soft_wrap=True,
-                    markup=False, highlight=False)
-        c.print(f"  versions: {json.dumps(rec.versions, sort_keys=True)}  commit: {rec.git_commit}", soft_wrap=True,
-                markup=False, highlight=False)
-
-    emit(d, as_json, human)
-
-
-@app.command()
-def tasks(as_json: bool = JSON_OPT) -> None:
-    """List task families and presets."""
-    from theorylab.runs.config import preset_names
-    from theorylab.runs.presets import PRESETS
-    from theorylab.tasks import get_task, task_names
-
-    rows = []
-    for name in preset_names():
-        if name in PRESETS:
-            rows.append({"name": name, "kind": "preset", "description": PRESETS[name]["description"]})
-        else:
-            cls = get_task(name)
-            rows.append({"name": name, "kind": "task", "level": cls.level,
-                         "description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""})
-    _ = task_names
-
-    def human():
-        from rich.table import Table
-
-        t = Table("name", "kind", "description")
-        for r in rows:
-            t.add_row(r["name"], r["kind"], r["description"])
-        console().print(t)
-
-    emit({"tasks": rows}, as_json, human)
-
-
-# --------------------------------------------------------------------------- other areas' commands
-
-_COMMAND_MODULES = [
-    "theorylab.cli.claims",
-    "theorylab.cli.construct",
-    "theorylab.cli.generate",
-    "theorylab.cli.grokking",
-    "theorylab.cli.planning",
-]
-
-
-def _load_command_modules() -> None:
-    for mod in _COMMAND_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if err.name != mod and not mod.startswith(str(err.name)):
-                raise
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """theorylab: an executable laboratory for the theory of large language models."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    _load_command_modules()
     try:
         rv = app(args=argv, standalone_mode=False)
     except TheoryLabError as e:

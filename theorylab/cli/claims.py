@@ -1,4 +1,4 @@
-"""``theorylab claims``, ``theorylab check`` and ``theorylab report``."""
+"""The claims verbs: ``claims``, ``check``, ``report``."""
 
 from __future__ import annotations
 
@@ -7,24 +7,18 @@ import time
 
 import typer
 
-from theorylab.cli.app import JSON_OPT, app, console, emit
+from theorylab.cli.app import CLAIMS, JSON_OPT, SEEDS_HELP, app, console, emit, parse_seeds, store
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
 
-def _store():
-    from theorylab.store import Store
-
-    return Store()
-
-
-@app.command("claims")
+@app.command("claims", rich_help_panel=CLAIMS)
 def claims_cmd(as_json: bool = JSON_OPT) -> None:
     """List claims: id, citation, statement, tiers and the last verdict."""
     from theorylab.claims import claim_ids, get_claim
     from theorylab.claims.engine import results
 
     last: dict[str, object] = {}
-    for r in results(_store()):
+    for r in results(store()):
         if r.claim_id not in last or r.created > last[r.claim_id].created:  # type: ignore[attr-defined]
             last[r.claim_id] = r
     rows = []
@@ -50,14 +44,15 @@ def claims_cmd(as_json: bool = JSON_OPT) -> None:
     emit({"claims": rows}, as_json, human)
 
 
-@app.command("check")
+@app.command("check", rich_help_panel=CLAIMS)
 def check_cmd(
     ids: list[str] | None = typer.Argument(None, help="claim ids (see `theorylab claims`)"),
     all_: bool = typer.Option(False, "--all", help="check every registered claim"),
     tier: str = typer.Option("quick", "--tier", help="smoke | quick | full"),
-    seeds: int | None = typer.Option(None, "--seeds", help="number of seeds (default: the claim's, per tier)"),
+    seeds: str | None = typer.Option(None, "--seeds", help=SEEDS_HELP + " (default: the claim's count for the tier)"),
     backend: str = typer.Option("local", "--backend", help="inprocess | local | ray"),
     workers: int | None = typer.Option(None, "--workers", help="local pool size (default: cores)"),
+    stack: str = typer.Option("auto", "--stack", help="stack each run's seeds in one pass: auto (on CUDA) | yes | no"),
     force: bool = typer.Option(False, "--force", help="retrain the runs even if finished ones are stored"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     as_json: bool = JSON_OPT,
@@ -74,8 +69,10 @@ def check_cmd(
         raise ConfigError(f"--tier: {tier!r} is not allowed; allowed: {', '.join(TIERS)}")
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
-    if seeds is not None and seeds < 1:
-        raise ConfigError(f"--seeds: {seeds} is not allowed; give a count >= 1")
+    seed_list = parse_seeds(seeds)
+    stacking = {"auto": "auto", "yes": True, "no": False}.get(stack)
+    if stacking is None:
+        raise ConfigError(f"--stack: {stack!r} is not allowed; allowed: auto, yes, no")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: {workers} is not allowed; give a count >= 1")
     todo = claim_ids() if all_ else list(dict.fromkeys(ids or []))
@@ -89,8 +86,8 @@ def check_cmd(
         if show and not quiet:
             print(f"checking {cid} [{tier}] ...", file=sys.stderr, flush=True)
         try:
-            r = check(cid, tier=tier, seeds=seeds, backend=backend, workers=workers, force=force,
-                      progress=show and not quiet)
+            r = check(cid, tier=tier, seeds=seed_list, backend=backend, workers=workers, force=force,
+                      progress=show and not quiet, stack=stacking)
         except (TheoryLabError, RunFailedError) as err:
             if len(todo) == 1:
                 raise
@@ -127,7 +124,7 @@ def _print_result(r) -> None:
         c.print(f"  - {why}", highlight=False, markup=False)
 
 
-@app.command("report")
+@app.command("report", rich_help_panel=CLAIMS)
 def report_cmd(
     out: str = typer.Option("report.html", "--out", help="HTML file to write (the Markdown summary goes beside it)"),
     tier: str | None = typer.Option(None, "--tier", help="only results of this tier"),
@@ -136,62 +133,6 @@ def report_cmd(
     """Write a self-contained HTML report (and a Markdown summary) of stored claim results."""
     from theorylab.report import write_report
 
-    paths = write_report(out, _store(), tier=tier)
+    paths = write_report(out, store(), tier=tier)
     emit(paths, as_json, f"wrote {paths['html']} and {paths.get('markdown')} ({paths['results']} results, "
                          f"{len(paths['not_checked'])} claims not run)")
-
-
-@app.command("sweep")
-def sweep_cmd(
-    task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
-    overrides: list[str] | None = typer.Argument(
-        None, help="key=value for every run, key=v1,v2,... for an axis of the grid (e.g. train.weight_decay=0,1)"),
-    seeds: int = typer.Option(1, "--seeds", help="seeds 0..N-1 for every grid point"),
-    backend: str = typer.Option("local", "--backend", help="inprocess | local | ray"),
-    workers: int | None = typer.Option(None, "--workers", help="pool size (default: cores)"),
-    force: bool = typer.Option(False, "--force", help="retrain runs even if finished ones are stored"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
-    as_json: bool = JSON_OPT,
-) -> None:
-    """Train a grid of runs (every combination of the axes, every seed) on a backend."""
-    from theorylab.runs import build_run_config
-    from theorylab.sweep import BACKENDS, grid, run_sweep
-
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
-    if seeds < 1:
-        raise ConfigError(f"--seeds: {seeds} is not allowed; give a count >= 1")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers: {workers} is not allowed; give a count >= 1")
-    fixed, axes = [], {}
-    for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r}: expected key=value or key=v1,v2")
-        if "," in raw and not raw.lstrip().startswith(("[", "{")):
-            axes[key.strip()] = [v.strip() for v in raw.split(",")]
-        else:
-            fixed.append(item)
-    base = build_run_config(task, fixed)
-    cfgs = grid(base, axes, seeds=seeds)  # validates every grid point before anything runs
-    res = run_sweep(cfgs, backend=backend, workers=workers, force=force, progress=not quiet and not as_json,
-                    label=f"sweep {task}")
-
-    def human():
-        from rich.table import Table
-
-        t = Table("run", *axes, "seed", "status", "test acc", "test loss")
-        for c in cfgs:
-            rid = c.run_id()
-            m = res.metrics.get(rid, {})
-            vals = [str(c.to_dict()[k.split(".")[0]].get(k.split(".", 1)[1]) if "." in k else "") for k in axes]
-            t.add_row(rid, *vals, str(c.seed), res.status.get(rid, "?"),
-                      f"{m['test/accuracy']:.4f}" if "test/accuracy" in m else "",
-                      f"{m['test/loss']:.4g}" if "test/loss" in m else "")
-        console().print(t)
-        console().print(f"{len(res.run_ids)} runs ({len(res.trained)} trained, {len(res.reused)} reused) on "
-                        f"{backend} in {res.wall_seconds:.1f}s")
-
-    emit(res.to_dict(), as_json, human)
-    if not res.ok:
-        raise ConfigError("runs failed: " + "; ".join(f"{k}: {v}" for k, v in res.errors.items()))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from theorylab.cli.app import JSON_OPT, app, emit
+from theorylab.cli.app import CONSTRUCT, JSON_OPT, app, emit
 from theorylab.errors import ConfigError
 
 
-@app.command()
+@app.command(rich_help_panel=CONSTRUCT)
 def construct(
     kind: str = typer.Argument(..., help="parity | first"),
     n: int = typer.Option(100, "--n", help="input length (bits)"),

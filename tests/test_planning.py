@@ -21,7 +21,25 @@ from theorylab.measures.planning import (
 from theorylab.models import Transformer
 from theorylab.models.config import TransformerConfig
 from theorylab.tasks import build_task_config, make_task
-from theorylab.tasks.graphs import _sample_loop
+
+
+def reference_sample_loop(model, prompts, max_new_tokens, temperature, generator, eos, pad) -> torch.Tensor:
+    """The plain full-recompute sampling loop the task's decoding must agree with."""
+    seq = prompts.clone()
+    done = torch.zeros(len(seq), dtype=torch.bool, device=seq.device)
+    for _ in range(max_new_tokens):
+        logits = model(seq, positions=slice(-1, None))[:, -1].float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, -1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(seq.device)
+        else:
+            nxt = logits.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        seq = torch.cat([seq, nxt[:, None]], 1)
+        done = done | (nxt == eos)
+        if bool(done.all()):
+            break
+    return seq[:, prompts.shape[1]:]
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +154,10 @@ class Oracle(torch.nn.Module):
 def test_sampling_loop_with_an_oracle_finds_every_path(task):
     pairs = task.test_pairs
     for temp, gen in ((0.0, None), (1.0, torch.Generator().manual_seed(0))):
-        comp = _sample_loop(Oracle(task), task.prompts(pairs), task.max_new_tokens(), temp, gen, task.eos, task.pad)
+        comp = reference_sample_loop(Oracle(task), task.prompts(pairs), task.max_new_tokens(), temp, gen, task.eos, task.pad)
         assert task.check_paths(pairs, comp).all()
     broken = [tuple(p) for p in pairs[:3].tolist()]
-    comp = _sample_loop(Oracle(task, broken), task.prompts(pairs), task.max_new_tokens(), 0.0, None, task.eos,
+    comp = reference_sample_loop(Oracle(task, broken), task.prompts(pairs), task.max_new_tokens(), 0.0, None, task.eos,
                         task.pad)
     assert task.check_paths(pairs, comp).tolist() == [False] * 3 + [True] * (len(pairs) - 3)
 
@@ -185,7 +203,7 @@ def test_task_generation_matches_the_reference_loop(task):
     m = Transformer(cfg, generator=torch.Generator().manual_seed(3)).eval()
     pairs = task.test_pairs[:20]
     got = task.generate(m, pairs, temperature=0.0)
-    ref = _sample_loop(m, task.prompts(pairs), task.max_new_tokens(), 0.0, None, task.eos, task.pad)
+    ref = reference_sample_loop(m, task.prompts(pairs), task.max_new_tokens(), 0.0, None, task.eos, task.pad)
     ref = torch.cat([ref, torch.full((len(ref), got.shape[1] - ref.shape[1]), task.pad)], 1)
     assert got.shape == (len(pairs), task.max_new_tokens())
     assert torch.equal(got, ref)

@@ -72,7 +72,8 @@ def planning(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Path accuracy by degree label and the adjacency / reachability read-outs (Wang et al. 2024)."""
-    from theorylab.measures.planning import analyze, fig_adjacency, fig_reachability
+    from theorylab.figures import planning as fp
+    from theorylab.measures.planning import analyze, mlp_readout, value_readout
     from theorylab.runs import load_run_model
     from theorylab.tasks.graphs import GraphPathTask
 
@@ -92,8 +93,11 @@ def planning(
     if figures is not None:
         out = Path(figures)
         out.mkdir(parents=True, exist_ok=True)
-        for name, fig in (("adjacency_readout", fig_adjacency(model, task, not no_norms)),
-                          ("reachability_readout", fig_reachability(model, task, not no_norms))):
+        n = task.n_nodes
+        figs = (("adjacency_readout", fp.adjacency(mlp_readout(model, n, not no_norms).numpy(), task.adj)),
+                ("reachability_readout", fp.reachability(value_readout(model, n, not no_norms).numpy(), task.obs_reach,
+                                                         task.true_reach & ~task.obs_reach)))
+        for name, fig in figs:
             path = out / f"{name}.png"
             fig.savefig(path, dpi=100)
             saved.append(str(path))

@@ -198,108 +198,6 @@ def analyze(model, task, temperature: float = 1.0, samples: int = 1, seed: int =
     return out
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def _heat(ax, mat: np.ndarray, title: str, cmap: str = "viridis"):
-    """Heatmap with the diagonal blanked (the scores exclude it)."""
-    from matplotlib.ticker import MaxNLocator
-
-    m = np.array(mat, dtype=float)
-    np.fill_diagonal(m, np.nan)
-    im = ax.imshow(m, cmap=cmap, aspect="auto", interpolation="nearest")
-    ax.set_title(title, fontsize=9)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    return im
-
-
-def fig_adjacency(model, task, norms: bool = True):
-    """W_M' next to the true adjacency (rows: current node, columns: next node)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = task.n_nodes
-    wm = mlp_readout(model, n, norms).numpy()
-    wm = wm - np.nanmean(np.where(np.eye(n, dtype=bool), np.nan, wm), 1, keepdims=True)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    im = _heat(axes[0], wm, "MLP read-out W_M' (row-centred logits, diagonal blank)", "coolwarm")
-    fig.colorbar(im, ax=axes[0], label="logit (nats)")
-    _heat(axes[1], task.adj.astype(float), "true adjacency A", "Greys")
-    for ax in axes:
-        ax.set_xlabel("next node k (index)")
-        ax.set_ylabel("current node i (index)")
-    fig.tight_layout()
-    return fig
-
-
-def fig_reachability(model, task, norms: bool = True):
-    """W_V' next to observed reachability and the reachable-but-unobserved entries."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = task.n_nodes
-    wv = value_readout(model, n, norms).numpy()
-    wv = wv - np.nanmean(np.where(np.eye(n, dtype=bool), np.nan, wv), 1, keepdims=True)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    im = _heat(axes[0], wv, "value read-out W_V' (row-centred logits, diagonal blank)", "coolwarm")
-    fig.colorbar(im, ax=axes[0], label="logit (nats)")
-    _heat(axes[1], task.obs_reach.astype(float), "observed reachability R_obs", "Greys")
-    _heat(axes[2], (task.true_reach & ~task.obs_reach).astype(float), "reachable, never observed", "Greys")
-    for ax in axes:
-        ax.set_xlabel("node k (index)")
-        ax.set_ylabel("target t (index)")
-    fig.tight_layout()
-    return fig
-
-
-def fig_accuracy_by_degree(per_seed: list[dict[str, float]]):
-    """Bar chart: mean +- sd over seeds of test path accuracy per degree (mean pair counts below)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["0", "1", "2", "3+"]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    means, sds = [], []
-    for d in range(4):
-        v = np.array([s.get(f"accuracy_degree{d}", math.nan) for s in per_seed], dtype=float)
-        v = v[np.isfinite(v)]
-        means.append(v.mean() if len(v) else math.nan)
-        sds.append(v.std(ddof=1) if len(v) > 1 else 0.0)
-    counts = [np.mean([s.get(f"n_degree{d}", math.nan) for s in per_seed]) for d in range(4)]
-    labels = [f"{lab}\n({c:.0f} pairs)" if math.isfinite(c) else lab for lab, c in zip(labels, counts)]
-    ax.bar(labels, np.nan_to_num(means), yerr=sds, capsize=4, color=["C0", "C0", "C3", "C3"])
-    ax.set_xlabel("degree of the test pair (0-1 observed, 2+ transitive); mean pairs per seed")
-    ax.set_ylabel("path accuracy (fraction)")
-    ax.set_ylim(0, 1.05)
-    fig.tight_layout()
-    return fig
-
-
-def fig_accuracy_vs_size(sizes: list[int], per_seed: list[list[float]]):
-    """Test path accuracy (mean +- sd over seeds) against the number of nodes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    a = np.array(per_seed, dtype=float)  # [seeds, sizes]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    sd = a.std(0, ddof=1) if a.shape[0] > 1 else np.zeros(a.shape[1])
-    ax.errorbar(sizes, a.mean(0), yerr=sd, marker="o", capsize=4)
-    ax.set_xlabel("graph size n (nodes)")
-    ax.set_ylabel("test path accuracy (fraction)")
-    ax.set_ylim(0, 1.05)
-    fig.tight_layout()
-    return fig
-
-
 def summary_table(values: dict[str, Any]) -> str:
     """A plain-text table of an :func:`analyze` result."""
     return "\n".join(f"{k:28s} {v:.4g}" if isinstance(v, float) else f"{k:28s} {v}" for k, v in values.items())
@@ -307,6 +205,5 @@ def summary_table(values: dict[str, Any]) -> str:
 
 __all__ = [
     "mlp_readout", "value_readout", "within_row_auc", "mean_gap", "readout_scores", "path_accuracy_by_label",
-    "analyze", "fig_adjacency", "fig_reachability", "fig_accuracy_by_degree", "fig_accuracy_vs_size",
-    "summary_table",
+    "analyze", "summary_table",
 ]

@@ -85,3 +85,34 @@ def average_sensitivity(decide: OutputFn, n: int, samples: int, seed: int, max_p
     bits, flipped, k = _flips(n, samples, max_positions, seed)
     changed = (decide(flipped) != decide(bits).repeat_interleave(k, 0)).double().view(samples, k)
     return float(changed.mean(1).mean() * n)
+def construction_curves(model, kind: str, ns: list[int], samples: int, positions: int, seed: int, *,
+                        acc_samples: int | None = None, per_bit: bool = True, average: bool = True
+                        ) -> dict[str, list[float]]:
+    """A hand-set construction (:mod:`theorylab.constructions.chiang`, ``kind`` ``parity`` or ``first``)
+    measured at each input length ``n`` in ``ns`` on random strings drawn from ``seed``:
+    ``{"ns", "ce" (cross-entropy, bits per string), "acc" (fraction), "sens" (per-bit sensitivity of the
+    logit gap, nats; ``samples`` strings x ``positions`` flips), "avg_sens" (average sensitivity of the
+    decision, decisive bits)}``; ``acc_samples`` strings for accuracy and cross-entropy (default
+    ``samples``).  Hahn (2020), Lemma 5 and section 5."""
+    from theorylab.constructions.chiang import decision, evaluate, logit_gap
+
+    out: dict[str, list] = {"ns": list(ns), "ce": [], "acc": [], "sens": [], "avg_sens": []}
+    for n in ns:
+        r = evaluate(model, kind, n, acc_samples or samples, seed=seed * 7919 + n)
+        out["ce"].append(r["cross_entropy_bits"])
+        out["acc"].append(r["accuracy"])
+        if per_bit:
+            out["sens"].append(per_bit_sensitivity(lambda b: logit_gap(model, kind, b), n, samples, positions,
+                                                   seed * 104729 + n))
+        if average:
+            out["avg_sens"].append(average_sensitivity(lambda b: decision(model, kind, b), n, max(2, samples // 4),
+                                                       seed * 31 + n, max_positions=positions * 4))
+    return out
+
+
+def sensitivity_slope(curve: dict[str, list[float]]) -> float:
+    """The log-log slope of per-bit sensitivity against n of a :func:`construction_curves` result
+    (-1 is Hahn's O(1/n))."""
+    return loglog_slope(curve["ns"], [max(v, 1e-300) for v in curve["sens"]]).slope
+
+

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from theorylab.config import validate
 from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
 from theorylab.models import Transformer
 from theorylab.runs.config import RunConfig, TrainConfig
+from theorylab.runs.progress import Progress
 from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
 from theorylab.store import Store
 from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
@@ -90,50 +90,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     if cfg.schedule == "cosine":
         return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * frac))
     return floor + (base - floor) * (1 - frac)
-
-
-class Progress:
-    """A rich progress bar (step, loss, ETA) when stdout is a terminal; otherwise plain
-    ``[label] step t/T ... eta Ns`` lines on stderr, at most one per ``min_interval``
-    seconds (the first and the last always)."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, start: int = 0,
-                 min_interval: float = 1.0):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.tty = enabled and sys.stdout.isatty()
-        self.t0 = time.perf_counter()
-        self.start = start
-        self.min_interval = min_interval
-        self._last_line: float | None = None
-        self._bar = None
-        if self.tty:
-            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RP
-
-            self._bar = RP(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(label, total=total, completed=start, info="")
-
-    def update(self, step: int, info: str = "", force_line: bool = False) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(self._task, completed=step, info=info)
-            return
-        if not force_line:
-            return
-        now = time.perf_counter()
-        if self._last_line is not None and step < self.total and now - self._last_line < self.min_interval:
-            return
-        self._last_line = now
-        done = max(1, step - self.start)
-        eta = (now - self.t0) / done * (self.total - step)
-        print(f"[{self.label}] step {step}/{self.total} {info} eta {eta:.0f}s", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def evaluate_model(task: Task, model: torch.nn.Module, device, dtype, eval_bs: int,

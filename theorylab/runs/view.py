@@ -41,6 +41,13 @@ class RunView:
         rows = self.store.metrics(self.run_id, split, name).get(split, {}).get(name, [])
         return [s for s, _ in rows], [v for _, v in rows]
 
+    def curves(self) -> dict[str, list]:
+        """Train/test accuracy and loss at every evaluation: ``{"steps", "train_acc", "test_acc",
+        "train_loss", "test_loss"}`` (what :func:`theorylab.figures.curves.training_curves` draws)."""
+        steps, train_acc = self.series("train", "accuracy")
+        return {"steps": [int(s) for s in steps], "train_acc": train_acc, "test_acc": self.series("test", "accuracy")[1],
+                "train_loss": self.series("train", "loss")[1], "test_loss": self.series("test", "loss")[1]}
+
     def metrics(self) -> dict[str, dict[str, list[tuple[int, float]]]]:
         return self.store.metrics(self.run_id)
 

@@ -34,6 +34,7 @@ from typing import Any
 from theorylab.errors import ConfigError
 from theorylab.runs import RunConfig
 from theorylab.runs.loop import group_configs
+from theorylab.runs.progress import Progress
 from theorylab.store import Store
 from theorylab.sweep.backends import Execution, default_workers, ray_init, run_inprocess, run_pool, run_ray
 from theorylab.sweep.grid import grid
@@ -66,28 +67,17 @@ class SweepResult:
 
 
 class SweepProgress:
-    """One bar for a whole sweep: runs done and steps done (read from the store)."""
+    """One bar for a whole sweep (:class:`theorylab.runs.progress.Progress`): steps done over all runs
+    (read from the store) and runs done; quiet when stdout is not a terminal."""
 
     def __init__(self, store: Store, configs: list, label: str, enabled: bool):
-        self.store, self.label = store, label
+        self.store = store
         self.total_steps = {c.run_id(): c.train.steps for c in configs}
-        self.enabled = enabled and sys.stderr.isatty()
-        self._bar = None
+        self._bar = Progress(sum(self.total_steps.values()) or 1, label, enabled=enabled, plain=False)
         self._last_poll = 0.0
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.fields[runs]}"), TextColumn("{task.fields[info]}"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
-                                 console=Console(stderr=True))
-            self._bar.start()
-            self._task = self._bar.add_task(label, total=sum(self.total_steps.values()) or 1,
-                                            runs="", info="")
 
     def update(self, done: int, total: int, info: str = "", force: bool = False) -> None:
-        if self._bar is None:
+        if not self._bar.tty:
             return
         now = time.monotonic()
         if not force and now - self._last_poll < 0.5:
@@ -102,11 +92,10 @@ class SweepProgress:
                     steps += min(int(s or 0), self.total_steps.get(rid, 0))
         except Exception:  # a busy store must not break the sweep
             pass
-        self._bar.update(self._task, completed=steps, runs=f"runs {done}/{total}", info=info)
+        self._bar.update(steps, f"runs {done}/{total} {info}".strip())
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._bar.close()
 
 
 # --------------------------------------------------------------------------- the sweep

@@ -22,11 +22,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from theorylab.config import Config
-
-IGNORE = -100
+from theorylab.models.objectives import IGNORE
+from theorylab.models.objectives import cross_entropy as token_cross_entropy
 
 
 @dataclass
@@ -96,6 +95,7 @@ class Task:
 
     Config: ClassVar[type[TaskConfig]]
     level: ClassVar[str | None] = None  # e.g. Chomsky hierarchy level, kept as data
+    chance: ClassVar[float | None] = None  # accuracy of guessing, where the task has one (formal languages)
 
     def __init__(self, cfg: TaskConfig, seed: int = 0):
         self.cfg = cfg
@@ -162,11 +162,6 @@ def chunked_metrics(task: Task, model: torch.nn.Module, batch: Batch, rows: int,
                     dtype: Any = None) -> dict[str, float]:
     """``task.metrics`` over ``batch`` in chunks of ``rows`` examples (see :func:`chunked_mean`)."""
     return chunked_mean(lambda part: task.metrics(model, part), batch, rows, device, dtype)
-
-
-def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats) over the positions whose target is not IGNORE."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
 
 
 def token_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

@@ -449,49 +449,25 @@ def _trim(b: Batch, pad: int) -> Batch:
 @torch.no_grad()
 def generate_tokens(model: torch.nn.Module, prompts: torch.Tensor, max_new_tokens: int, temperature: float,
                     generator: torch.Generator | None, eos: int, pad: int) -> torch.Tensor:
-    """Batched sampling (greedy at temperature 0) until every row has emitted ``eos``;
-    ``pad`` after it.  Uses :func:`theorylab.models.decoding.generate` when available."""
+    """Batched sampling (greedy at temperature 0, :func:`theorylab.models.decoding.generate`) until every
+    row has emitted ``eos``; ``pad`` after it.  Returns ``[B, max_new_tokens]``."""
+    from theorylab.models.decoding import generate
+
     was = model.training
     model.eval()
     try:
-        try:
-            from theorylab.models.decoding import generate as _gen  # noqa: WPS433
-        except ImportError:
-            _gen = None
-        if _gen is not None:
-            do_sample = temperature > 0
-            kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=eos,
-                                      pad_token_id=pad)
-            if do_sample:
-                kw.update(temperature=temperature, generator=generator)
-            seq = _gen(model, prompts, **kw)
-            new = seq[:, prompts.shape[1]:]
-        else:
-            new = _sample_loop(model, prompts, max_new_tokens, temperature, generator, eos, pad)
+        do_sample = temperature > 0
+        kw: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=eos,
+                                  pad_token_id=pad)
+        if do_sample:
+            kw.update(temperature=temperature, generator=generator)
+        new = generate(model, prompts, **kw)[:, prompts.shape[1]:]
         if new.shape[1] < max_new_tokens:
             new = torch.cat([new, torch.full((new.shape[0], max_new_tokens - new.shape[1]), pad,
                                              dtype=new.dtype, device=new.device)], 1)
         return new[:, :max_new_tokens]
     finally:
         model.train(was)
-
-
-def _sample_loop(model, prompts, max_new_tokens, temperature, generator, eos, pad) -> torch.Tensor:
-    seq = prompts.clone()
-    done = torch.zeros(len(seq), dtype=torch.bool, device=seq.device)
-    for _ in range(max_new_tokens):
-        logits = model(seq, positions=slice(-1, None))[:, -1].float()
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, -1)
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(seq.device)
-        else:
-            nxt = logits.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        seq = torch.cat([seq, nxt[:, None]], 1)
-        done = done | (nxt == eos)
-        if bool(done.all()):
-            break
-    return seq[:, prompts.shape[1]:]
 
 
 @register_task

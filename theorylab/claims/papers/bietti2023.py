@@ -85,24 +85,6 @@ class InductionFromTriggers(Claim):
                 "icl_accuracy_one_layer": one["test/icl_accuracy"], "curves": curves}
 
     def figures(self, evidence):
-        import matplotlib.pyplot as plt
+        from theorylab.figures.icl import trigger_dynamics
 
-        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-        for i, s in enumerate(evidence.seeds):
-            c = evidence.series[s]["curves"]
-            kw = {"alpha": 0.9 if i == 0 else 0.4}
-            lab = (lambda x: x) if i == 0 else (lambda x: None)
-            a.plot(c["steps"], c["icl_loss"], "C0", label=lab("in-context outputs"), **kw)
-            a.plot(c["steps"], c["first_loss"], "C3", label=lab("first occurrences"), **kw)
-            a.plot(c["steps"], c["bigram_loss"], "C2", label=lab("bigram positions"), **kw)
-            a.plot(c["steps"], c["bigram_optimal_loss"], "C2:", label=lab("bigram Bayes loss"), **kw)
-            for name, color in (("probe_induction_output", "C0"), ("probe_induction_key", "C1"),
-                                ("probe_induction_key_triggers", "C5"), ("probe_prev_token", "C4"),
-                                ("icl_accuracy", "k")):
-                b.plot(c["steps"], c[name], color=color, label=lab(name), **kw)
-        a.set(xlabel="step", ylabel="loss (nats)", title="losses by position kind (two layers)")
-        b.set(xlabel="step", ylabel="recall / accuracy", title="memory-recall probes", ylim=(0, 1.02))
-        a.legend(fontsize=7)
-        b.legend(fontsize=7)
-        fig.tight_layout()
-        return {"training_dynamics": fig}
+        return {"training_dynamics": trigger_dynamics([evidence.series[s]["curves"] for s in evidence.seeds])}

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from theorylab.claims import register_claim
 from theorylab.claims.base import Claim, Criterion, all_of
 from theorylab.claims.citations import BU2024 as BU
@@ -54,21 +52,10 @@ class _ConceptClaim(Claim):
         return out
 
     def _figure(self, evidence, keys: tuple[tuple[str, ...], ...], titles: tuple[str, ...], log: tuple[bool, ...]):
-        import matplotlib.pyplot as plt
+        from theorylab.figures.icl import panels
 
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.2))
-        for ax, ks, title, lg in zip(np.atleast_1d(axes), keys, titles, log):
-            for s in evidence.seeds:
-                c = evidence.series.get(s, {}).get("curves")
-                if not c:
-                    continue
-                for j, k in enumerate(ks):
-                    y = [max(v, 1e-4) for v in c[k]] if lg else c[k]
-                    ax.plot(c["steps"], y, color=f"C{j}", alpha=0.7, label=k if s == evidence.seeds[0] else None)
-            ax.set(xlabel="step", title=title, yscale="log" if lg else "linear")
-            ax.legend(fontsize=6)
-        fig.tight_layout()
-        return fig
+        curves = [c for c in (evidence.series.get(s, {}).get("curves") for s in evidence.seeds) if c]
+        return panels(curves, keys, titles, log)
 
 
 @register_claim

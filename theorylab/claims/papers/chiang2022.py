@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from theorylab.claims import register_claim
 from theorylab.claims.base import Claim, Criterion, Evidence, all_of
 from theorylab.claims.citations import CHIANG2022 as CHIANG
 from theorylab.claims.papers.deletang2023 import formal_config
+from theorylab.measures.sensitivity import construction_curves, sensitivity_slope
 
 # lengths n and random strings per length; per-bit sensitivity flips `positions` bits per string
 TIERS: dict[str, dict[str, Any]] = {
@@ -35,71 +34,28 @@ TIERS: dict[str, dict[str, Any]] = {
 SEEDS = {"smoke": 2, "quick": 3, "full": 5}
 
 
-def _curves(model, kind: str, ns: list[int], samples: int, positions: int, seed: int, *,
-            acc_samples: int | None = None, per_bit: bool = True, average: bool = True) -> dict[str, list[float]]:
-    """Cross-entropy, accuracy, per-bit and average sensitivity of a construction at each n."""
-    from theorylab.constructions.chiang import decision, evaluate, logit_gap
-    from theorylab.measures.sensitivity import average_sensitivity, per_bit_sensitivity
-
-    out: dict[str, list] = {"ns": list(ns), "ce": [], "acc": [], "sens": [], "avg_sens": []}
-    for n in ns:
-        r = evaluate(model, kind, n, acc_samples or samples, seed=seed * 7919 + n)
-        out["ce"].append(r["cross_entropy_bits"])
-        out["acc"].append(r["accuracy"])
-        if per_bit:
-            gap = lambda b: logit_gap(model, kind, b)  # noqa: E731
-            out["sens"].append(per_bit_sensitivity(gap, n, samples, positions, seed * 104729 + n))
-        if average:
-            decide = lambda b: decision(model, kind, b)  # noqa: E731
-            out["avg_sens"].append(average_sensitivity(decide, n, max(2, samples // 4), seed * 31 + n,
-                                                       max_positions=positions * 4))
-    return out
-
-
-def _slope(c: dict[str, list[float]]) -> float:
-    from theorylab.measures.sensitivity import loglog_slope
-
-    vals = [max(v, 1e-300) for v in c["sens"]]
-    return loglog_slope(c["ns"], vals).slope
-
-
 class _Construction(Claim):
     tiers = TIERS
     seeds = SEEDS
     decides = "more random strings per length, or the full tier's longer lengths"
 
 
-def _fig_lines(evidence: Evidence, key_label: dict[str, str], title: str, sensitivity: bool):
-    """Cross-entropy (log x) or per-bit sensitivity (log-log, with fitted slopes) against n."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    seed = evidence.seeds[0]
-    for key, label in key_label.items():
-        c = evidence.series[seed][key]
-        if sensitivity:
-            ax.loglog(c["ns"], c["sens"], marker="o", label=f"{label} (slope {_slope(c):.2f})")
-        else:
-            ax.plot(c["ns"], c["ce"], marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("input length n (bits, log scale)")
-    ax.set_ylabel("mean |change of logit gap| per bit flip (nats, log scale)" if sensitivity
-                  else "cross-entropy (bits per string)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    return fig
+def _first_seed(evidence: Evidence, key_label: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The first seed's curves, by label."""
+    return {label: evidence.series[evidence.seeds[0]][key] for key, label in key_label.items()}
 
 
 def _fig_ce(evidence: Evidence, key_label: dict[str, str], title: str):
-    return _fig_lines(evidence, key_label, title, sensitivity=False)
+    from theorylab.figures.expressivity import cross_entropy_vs_n
+
+    return cross_entropy_vs_n(_first_seed(evidence, key_label), title)
 
 
 def _fig_sens(evidence: Evidence, key_label: dict[str, str], title: str):
-    return _fig_lines(evidence, key_label, title, sensitivity=True)
+    from theorylab.figures.expressivity import sensitivity_vs_n
+
+    curves = _first_seed(evidence, key_label)
+    return sensitivity_vs_n(curves, {k: sensitivity_slope(c) for k, c in curves.items()}, title)
 
 
 @register_claim
@@ -123,9 +79,9 @@ class LayerNormEscapes(_Construction):
         from theorylab.constructions import parity
 
         p = self.params(tier)
-        c = _curves(parity(layernorm_eps=0.0), "parity", p["ns"], p["samples"], p["positions"], seed)
+        c = construction_curves(parity(layernorm_eps=0.0), "parity", p["ns"], p["samples"], p["positions"], seed)
         return {"ce_at_max_n": c["ce"][-1], "ce_change_over_n": max(c["ce"]) - min(c["ce"]),
-                "sensitivity_slope": _slope(c), "accuracy_min": min(c["acc"]), "ln0": c}
+                "sensitivity_slope": sensitivity_slope(c), "accuracy_min": min(c["acc"]), "ln0": c}
 
     def figures(self, evidence: Evidence) -> dict[str, Any]:
         labels = {"ln0": "layer-norm trick, eps = 0"}
@@ -152,8 +108,8 @@ class LogLengthFirst(_Construction):
         from theorylab.constructions import first
 
         p = self.params(tier)
-        a = _curves(first(), "first", p["ns"], p["samples"], p["positions"], seed)
-        b = _curves(first(log_length=True), "first", p["ns"], p["samples"], p["positions"], seed)
+        a = construction_curves(first(), "first", p["ns"], p["samples"], p["positions"], seed)
+        b = construction_curves(first(log_length=True), "first", p["ns"], p["samples"], p["positions"], seed)
         return {"ce_plain_at_max_n": a["ce"][-1], "ce_log_change_over_n": max(b["ce"]) - min(b["ce"]),
                 "ce_log_at_max_n": b["ce"][-1], "accuracy_min": min(a["acc"] + b["acc"]), "plain": a,
                 "log_length": b}
@@ -226,21 +182,8 @@ class FirstLogLength(Claim):
         return out
 
     def figures(self, evidence):
-        import matplotlib
+        from theorylab.figures.expressivity import accuracy_vs_length
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name in [f"{k}/{v}" for v in FIRST_VARIANTS for k in ("plain", "scaled")]:
-            curves = [evidence.series[s][f"curve:{name}"] for s in evidence.seeds]
-            acc = np.mean([c["acc"] for c in curves], axis=0)
-            ax.plot(curves[0]["lengths"], acc, marker="o", ls="-" if name.endswith("sinusoidal") else "--", label=name)
-        ax.set_xscale("log")
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("test length n (log scale)")
-        ax.set_ylabel(f"accuracy (mean over {len(evidence.seeds)} seeds)")
-        ax.set_title(f"FIRST trained at n = {self.params(evidence.tier)['train_n']}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        return {"accuracy_vs_n": fig}
+        names = [f"{k}/{v}" for v in FIRST_VARIANTS for k in ("plain", "scaled")]
+        curves = {name: [evidence.series[s][f"curve:{name}"] for s in evidence.seeds] for name in names}
+        return {"accuracy_vs_n": accuracy_vs_length(curves, f"FIRST trained at n = {self.params(evidence.tier)['train_n']}")}

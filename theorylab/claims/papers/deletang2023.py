@@ -93,34 +93,13 @@ def _score_quantities(run) -> dict[str, Any]:
 
 def _per_length_figure(evidence: Evidence, tasks: list[str], encodings: list[str], key, title: str):
     """Per-length test accuracy (mean over seeds) for each task, one line per encoding."""
-    import matplotlib
+    from theorylab.figures.formal import per_length_accuracy
+    from theorylab.tasks import get_task
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from theorylab.tasks.formal import FORMAL_TASKS
-
-    cols = min(3, len(tasks))
-    rows = (len(tasks) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
-        for enc in encodings:
-            curves = [evidence.series[s][key(task, enc)] for s in evidence.seeds if key(task, enc) in evidence.series[s]]
-            if not curves:
-                continue
-            acc = np.mean([c["acc"] for c in curves], axis=0)
-            ax.plot(curves[0]["lengths"], acc, marker=".", label=enc)
-        ax.axhline(FORMAL_TASKS[task].chance, color="grey", ls=":", lw=1)
-        ax.set_title(f"{task} ({FORMAL_TASKS[task].level})", fontsize=9)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("test length")
-        ax.set_ylabel("accuracy")
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    curves = {t: {e: [evidence.series[s][key(t, e)] for s in evidence.seeds if key(t, e) in evidence.series[s]]
+                  for e in encodings} for t in tasks}
+    return per_length_accuracy(curves, {t: get_task(t).chance for t in tasks}, {t: get_task(t).level for t in tasks},
+                               title)
 
 
 def _fmt_pct(vals: list[float]) -> str:
@@ -175,7 +154,7 @@ class NoLengthGeneralization(Claim):
             f"Per-length test accuracy (train lengths 1..{p['train_max']}; dotted: chance)")}
 
     def tables(self, evidence):
-        from theorylab.tasks.formal import FORMAL_TASKS
+        from theorylab.tasks import get_task
 
         p = self.params(evidence.tier)
         rows = []
@@ -183,7 +162,7 @@ class NoLengthGeneralization(Claim):
             pub = PUBLISHED.get(t, {})
             for enc in p["encodings"]:
                 vals = evidence.values(f"score_{t}_{enc}")
-                rows.append([t, FORMAL_TASKS[t].level, enc, _fmt_pct(vals),
+                rows.append([t, get_task(t).level, enc, _fmt_pct(vals),
                              f"{100 * max(vals):.1f}" if vals else "",
                              _fmt_pct(evidence.values(f"iid_{t}")),
                              "" if pub.get("score") is None else f"{pub['score']:.1f}",

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from theorylab.claims import register_claim
 from theorylab.claims.base import Claim, Criterion, all_of
 from theorylab.claims.citations import GARG2022 as GARG
@@ -95,22 +93,9 @@ class TracksLeastSquares(Claim):
         return out
 
     def figures(self, evidence):
-        import matplotlib.pyplot as plt
+        from theorylab.figures.icl import regression_error
 
-        curves = [evidence.series.get(s, {}).get("curves") for s in evidence.seeds]
-        curves = [c for c in curves if c]
+        curves = [c for c in (evidence.series.get(s, {}).get("curves") for s in evidence.seeds) if c]
         if not curves:
             return {}
-        d = curves[0]["d"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for i, name in enumerate(("transformer", "least_squares", "ridge", "averaging", "knn")):
-            y = np.mean([c[name] for c in curves], axis=0)
-            ax.plot(np.arange(len(y)) / d, y, "-o" if name == "transformer" else "--", ms=3, color=f"C{i}",
-                    label=name.replace("_", " "))
-        ax.axvline(1.0, color="gray", lw=0.6, ls=":")
-        ax.axvline(2.0, color="gray", lw=0.6, ls="-.")
-        ax.set(xlabel="in-context examples / d", ylabel="squared error / d", yscale="log",
-               title=f"in-context linear regression, d = {d} (mean over {len(curves)} seeds)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        return {"error_vs_examples": fig}
+        return {"error_vs_examples": regression_error(curves, curves[0]["d"])}

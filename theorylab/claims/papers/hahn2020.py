@@ -19,7 +19,8 @@ from typing import Any
 from theorylab.claims import register_claim
 from theorylab.claims.base import Criterion, Evidence, all_of
 from theorylab.claims.citations import HAHN2020 as HAHN
-from theorylab.claims.papers.chiang2022 import _Construction, _curves, _fig_ce, _fig_sens, _slope
+from theorylab.claims.papers.chiang2022 import _Construction, _fig_ce, _fig_sens
+from theorylab.measures.sensitivity import construction_curves, sensitivity_slope
 
 
 @register_claim
@@ -43,9 +44,9 @@ class SoftAttentionSensitivity(_Construction):
         from theorylab.constructions import parity
 
         p = self.params(tier)
-        a = _curves(parity(), "parity", p["ns"], p["samples"], p["positions"], seed)
-        b = _curves(parity(layernorm_eps=1e-5), "parity", p["ns"], p["samples"], p["positions"], seed)
-        return {"slope_no_ln": _slope(a), "slope_ln_eps": _slope(b), "ce_no_ln_at_max_n": a["ce"][-1],
+        a = construction_curves(parity(), "parity", p["ns"], p["samples"], p["positions"], seed)
+        b = construction_curves(parity(layernorm_eps=1e-5), "parity", p["ns"], p["samples"], p["positions"], seed)
+        return {"slope_no_ln": sensitivity_slope(a), "slope_ln_eps": sensitivity_slope(b), "ce_no_ln_at_max_n": a["ce"][-1],
                 "ce_ln_eps_at_max_n": b["ce"][-1], "accuracy_no_ln_at_max_n": a["acc"][-1],
                 "no_ln": a, "ln_eps": b}
 
@@ -78,30 +79,16 @@ class UniqueHardAttentionBounded(_Construction):
         p = self.params(tier)
         # accuracy near chance needs many strings to pin down: 16x the tier's sample count
         kw = dict(acc_samples=16 * p["samples"], per_bit=False)
-        u = _curves(parity(attention="hard_unique"), "parity", p["ns"], p["samples"], p["positions"], seed, **kw)
-        a = _curves(parity(attention="hard_average"), "parity", p["ns"], p["samples"], p["positions"], seed, **kw)
+        u = construction_curves(parity(attention="hard_unique"), "parity", p["ns"], p["samples"], p["positions"], seed, **kw)
+        a = construction_curves(parity(attention="hard_average"), "parity", p["ns"], p["samples"], p["positions"], seed, **kw)
         return {"avg_sensitivity_max": max(u["avg_sens"]), "accuracy_at_max_n": u["acc"][-1],
                 "averaging_hard_accuracy_at_max_n": a["acc"][-1],
                 "averaging_hard_avg_sensitivity_at_max_n": a["avg_sens"][-1], "unique": u, "average": a}
 
     def figures(self, evidence: Evidence) -> dict[str, Any]:
-        import matplotlib
+        from theorylab.figures.expressivity import average_sensitivity_vs_n
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        seed = evidence.seeds[0]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, label in (("unique", "unique hard attention"), ("average", "averaging hard attention")):
-            c = evidence.series[seed][key]
-            ax.plot(c["ns"], c["avg_sens"], marker="o", label=label)
-        ns = evidence.series[seed]["unique"]["ns"]
-        ax.plot(ns, ns, linestyle="--", color="gray", label="PARITY itself (= n)")
-        ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_xlabel("input length n (bits, log scale)")
-        ax.set_ylabel("average sensitivity (decisive bits)")
-        ax.set_title("Hard attention on the PARITY construction")
-        ax.legend()
-        fig.tight_layout()
-        return {"average_sensitivity_vs_n": fig}
+        first = evidence.series[evidence.seeds[0]]
+        return {"average_sensitivity_vs_n": average_sensitivity_vs_n(
+            {"unique hard attention": first["unique"], "averaging hard attention": first["average"]},
+            "Hard attention on the PARITY construction")}

@@ -19,11 +19,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from theorylab.claims import register_claim
 from theorylab.claims.base import Claim, Criterion, Evidence, all_of
 from theorylab.claims.citations import NANDA2023 as NANDA
+from theorylab.measures.phases import first_crossing
 
 _TIERS: dict[str, dict[str, Any]] = {
     "smoke": {"overrides": ["task.p=13", "task.train_fraction=0.5", "model.d_model=16", "model.d_head=4",
@@ -51,13 +50,6 @@ def _config(tier: str, seed: int, weight_decay: float | None = None):
 _CACHE: dict[tuple[str, str], dict[str, Any]] = {}
 
 
-def _first(steps, values, thr: float, above: bool = True) -> int | None:
-    for s, v in zip(steps, values):
-        if math.isfinite(v) and (v >= thr if above else v <= thr):
-            return int(s)
-    return None
-
-
 def _at(steps: list[int], values: list[float], step: int) -> float:
     """The value at the first measured step at or after ``step`` (the last one if none)."""
     for s, v in zip(steps, values):
@@ -81,7 +73,7 @@ def grokking_measures(view) -> dict[str, Any]:
     _, test_loss = view.series("test", "loss")
     fm = measure_checkpoints(view.task(), view.checkpoint_models())
     ph = detect_phases(steps, train_acc, test_loss)
-    t_tr, t_te = _first(steps, train_acc, 0.99), _first(steps, test_acc, 0.99)
+    t_tr, t_te = first_crossing(steps, train_acc, 0.99), first_crossing(steps, test_acc, 0.99)
     out: dict[str, Any] = {
         "curves": {"steps": steps, "train_loss": train_loss, "test_loss": test_loss, "train_acc": train_acc,
                    "test_acc": test_acc},
@@ -163,8 +155,8 @@ class KeyFrequencies(_GrokkingClaim):
     def measure(self, tier: str, seed: int, runs) -> dict[str, Any]:
         g = grokking_measures(runs["wd"])
         fm = g["fourier"]
-        t_r = _first(fm["steps"], fm["restricted_loss"], 1.0, above=False)
-        t_t = _first(fm["steps"], fm["test_loss"], 1.0, above=False)
+        t_r = first_crossing(fm["steps"], fm["restricted_loss"], 1.0, above=False)
+        t_t = first_crossing(fm["steps"], fm["test_loss"], 1.0, above=False)
         lead = (t_t - t_r) / t_t if (t_r is not None and t_t is not None and t_t > 0) else float("nan")
         n_key = len(fm["key_frequencies"])
         return {
@@ -252,7 +244,7 @@ class NoWeightDecay(_GrokkingClaim):
         _, trl = nw.series("train", "loss")
         return {
             "reached_99_with_wd": 1.0 if g["t_test99"] is not None else 0.0,
-            "reached_99_without_wd": 1.0 if _first(steps, te, 0.99) is not None else 0.0,
+            "reached_99_without_wd": 1.0 if first_crossing(steps, te, 0.99) is not None else 0.0,
             "final_test_acc_without_wd": float(te[-1]),
             "final_train_acc_without_wd": float(tr[-1]),
             "curves": g["curves"],
@@ -260,133 +252,24 @@ class NoWeightDecay(_GrokkingClaim):
         }
 
 
-def _seed_series(evidence: Evidence, key: str) -> list[tuple[int, Any]]:
-    return [(s, evidence.series[s][key]) for s in evidence.seeds if key in evidence.series.get(s, {})]
+# --------------------------------------------------------------------------- figures (paper style)
 
 
-def fig_losses(evidence: Evidence):
-    """Train and test loss over log-scaled steps (one line per seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    curves = _seed_series(evidence, "curves") or _seed_series(evidence, "fourier")  # checkpoints if no evals
-    for s, c in curves:
-        st = np.maximum(np.asarray(c["steps"]), 1)
-        ax.plot(st, c["train_loss"], color="tab:blue", alpha=0.7, label="train" if s == evidence.seeds[0] else None)
-        ax.plot(st, c["test_loss"], color="tab:red", alpha=0.7, label="test" if s == evidence.seeds[0] else None)
-    for s, c in _seed_series(evidence, "curves_no_wd"):
-        st = np.maximum(np.asarray(c["steps"]), 1)
-        ax.plot(st, c["test_loss"], color="tab:gray", ls="--", alpha=0.7,
-                label="test, no weight decay" if s == evidence.seeds[0] else None)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("step (full-batch epochs)")
-    ax.set_ylabel("cross-entropy loss (nats)")
-    ax.set_title("Train and test loss")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def _phase_lines(ax, ph: dict[str, Any]) -> None:
-    for key, color in (("memorization_end", "tab:purple"), ("circuit_formation_end", "tab:orange"),
-                       ("cleanup_end", "tab:green")):
-        st = ph.get(key, {}).get("step")
-        if st is not None:
-            ax.axvline(st, color=color, ls=":", lw=1, label=key.replace("_", " "))
-
-
-def fig_restricted_excluded(evidence: Evidence):
-    """Restricted and excluded loss with train and test loss, phase boundaries of the first seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    first = True
-    for s, fm in _seed_series(evidence, "fourier"):
-        lab = (lambda x: x) if first else (lambda x: None)
-        ax.plot(fm["steps"], fm["train_loss"], color="tab:blue", alpha=0.6, label=lab("train"))
-        ax.plot(fm["steps"], fm["test_loss"], color="tab:red", alpha=0.6, label=lab("test"))
-        ax.plot(fm["steps"], fm["restricted_loss"], color="tab:green", alpha=0.8, label=lab("restricted"))
-        ax.plot(fm["steps"], fm["excluded_loss"], color="tab:orange", alpha=0.8, label=lab("excluded (train)"))
-        if first and "phases" in evidence.series.get(s, {}):
-            _phase_lines(ax, evidence.series[s]["phases"])
-        first = False
-    ax.set_yscale("log")
-    ax.set_xlabel("step (full-batch epochs)")
-    ax.set_ylabel("cross-entropy loss (nats)")
-    ax.set_title("Restricted and excluded loss")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def fig_gini_weight_norm(evidence: Evidence):
-    """Gini of the Fourier norms (W_E, W_L) and the sum of squared weights."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax2 = ax.twinx()
-    first = True
-    for _, fm in _seed_series(evidence, "fourier"):
-        ax.plot(fm["steps"], fm["gini_embed"], color="tab:blue", alpha=0.7, label="Gini W_E" if first else None)
-        ax.plot(fm["steps"], fm["gini_neuron_logit"], color="tab:cyan", alpha=0.7,
-                label="Gini W_L" if first else None)
-        ax2.plot(fm["steps"], fm["weight_norm_sq"], color="tab:red", alpha=0.7,
-                 label="sum of squared weights" if first else None)
-        first = False
-    ax.set_xlabel("step (full-batch epochs)")
-    ax.set_ylabel("Gini coefficient of Fourier norms (0-1)")
-    ax2.set_ylabel("sum of squared weights")
-    ax.set_title("Sparsity in the Fourier basis and weight norm")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def fig_spectrum(evidence: Evidence):
-    """Norm of each Fourier component of the final embedding (first seed), key frequencies marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from theorylab.measures.fourier import basis_labels
-
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    items = _seed_series(evidence, "fourier")
-    if items:
-        s, fm = items[0]
-        norms = fm["embed_norms_final"]
-        p = len(norms)
-        keys = set(fm["key_frequencies"])
-        colors = ["tab:red" if j > 0 and (j + 1) // 2 in keys else "tab:blue" for j in range(p)]
-        ax.bar(range(p), norms, color=colors)
-        labels = basis_labels(p)
-        ticks = [j for j in range(p) if j == 0 or (j + 1) // 2 in keys]
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([labels[j] for j in ticks], rotation=90, fontsize=7)
-        ax.set_title(f"Fourier norms of W_E at the end (seed {s}); key frequencies {sorted(keys)} in red")
-    ax.set_xlabel("Fourier component (const, cos k, sin k)")
-    ax.set_ylabel("norm of the component")
-    fig.tight_layout()
-    return fig
+def _seed_series(evidence: Evidence, key: str) -> list[Any]:
+    return [evidence.series[s][key] for s in evidence.seeds if key in evidence.series.get(s, {})]
 
 
 def grokking_figures(evidence: Evidence) -> dict[str, Any]:
-    figs = {"losses": fig_losses(evidence)}
-    if _seed_series(evidence, "fourier"):
-        figs["restricted_excluded"] = fig_restricted_excluded(evidence)
-        figs["gini_weight_norm"] = fig_gini_weight_norm(evidence)
-        figs["embedding_spectrum"] = fig_spectrum(evidence)
+    from theorylab.figures import grokking as fg
+
+    curves = _seed_series(evidence, "curves") or _seed_series(evidence, "fourier")  # checkpoints if no evals
+    figs = {"losses": fg.losses(curves, _seed_series(evidence, "curves_no_wd"))}
+    fourier = _seed_series(evidence, "fourier")
+    if fourier:
+        phases = _seed_series(evidence, "phases")
+        figs["restricted_excluded"] = fg.restricted_excluded(fourier, phases[0] if phases else None)
+        figs["gini_weight_norm"] = fg.gini_weight_norm(fourier)
+        first = next(s for s in evidence.seeds if "fourier" in evidence.series.get(s, {}))
+        figs["embedding_spectrum"] = fg.spectrum(fourier[0]["embed_norms_final"], fourier[0]["key_frequencies"],
+                                                 f"seed {first}")
     return figs

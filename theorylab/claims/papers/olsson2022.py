@@ -14,7 +14,6 @@ prefix-matching score per layer and the loss on the second copy (the in-context 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from theorylab.claims import register_claim
@@ -65,27 +64,12 @@ class _InductionClaim(Claim):
     seeds = {"smoke": 2, "quick": 3, "full": 5}
 
     def _curve_figure(self, evidence, names: tuple[str, ...]):
-        import matplotlib.pyplot as plt
+        from theorylab.figures.icl import induction_formation
 
-        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-        for s in evidence.seeds:
-            for name in names:
-                c = evidence.series.get(s, {}).get(f"curves_{name}")
-                if not c:
-                    continue
-                ls = "-" if name == names[0] else "--"
-                a.plot(c["steps"], c["loss_second_copy"], ls, label=f"{name} seed {s}")
-                b.plot(c["steps"], c["prefix_matching"], ls, label=f"{name} seed {s}")
-                m = evidence.series[s].get(f"marks_{name}", {})
-                for key, color in (("drop_step", "C3"), ("rise_step", "C2")):
-                    if m.get(key) is not None and math.isfinite(m[key]):
-                        a.axvline(m[key], color=color, lw=0.6, ls=":")
-                        b.axvline(m[key], color=color, lw=0.6, ls=":")
-        a.set(xlabel="step", ylabel="loss on the second copy (nats)", title="in-context loss")
-        b.set(xlabel="step", ylabel="best prefix-matching score", title="induction score", ylim=(0, 1))
-        b.legend(fontsize=6)
-        fig.tight_layout()
-        return fig
+        runs = {name: [(s, evidence.series[s][f"curves_{name}"], evidence.series[s].get(f"marks_{name}", {}))
+                       for s in evidence.seeds if evidence.series.get(s, {}).get(f"curves_{name}")]
+                for name in names}
+        return induction_formation(runs)
 
 
 @register_claim

@@ -67,15 +67,13 @@ def run_config(tier: str, seed: int, *, fraction: float, weight_decay: float):
 
 
 def _curves(view) -> dict[str, Any]:
-    from theorylab.figures import run_curves
-
-    return run_curves(view)
+    return view.curves()
 
 
 def _steps_to(curves: dict[str, Any], threshold: float = GENERALIZED) -> int | None:
-    from theorylab.figures import first_step
+    from theorylab.measures.phases import first_crossing
 
-    return first_step(curves["steps"], curves["test_acc"], threshold)
+    return first_crossing(curves["steps"], curves["test_acc"], threshold)
 
 
 class _ModularClaim(Claim):
@@ -138,7 +136,7 @@ class WeightDecayNeeded(_ModularClaim):
         }
 
     def figures(self, evidence: Evidence) -> dict[str, Any]:
-        from theorylab.figures import per_seed_bars, training_curves
+        from theorylab.figures.curves import per_seed_bars, training_curves
 
         ss = evidence.seeds
         groups = {"weight decay 1.0": [evidence.series[s]["curves_wd"] for s in ss if s in evidence.series],
@@ -197,7 +195,7 @@ class FractionDelay(_ModularClaim):
         }
 
     def figures(self, evidence: Evidence) -> dict[str, Any]:
-        from theorylab.figures import per_seed_bars, training_curves
+        from theorylab.figures.curves import per_seed_bars, training_curves
 
         fr = self.params(evidence.tier)["fractions"]
         ss = [s for s in evidence.seeds if s in evidence.series]

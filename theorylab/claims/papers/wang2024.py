@@ -62,13 +62,17 @@ class _MainRun(Claim):
         return readout_scores(rv.model(), rv.task())
 
     def _heatmaps(self, evidence) -> dict[str, Any]:
-        from theorylab.measures.planning import fig_adjacency, fig_reachability
+        from theorylab.figures import planning as fp
+        from theorylab.measures.planning import mlp_readout, value_readout
 
         if not evidence.seeds or evidence.seeds[0] not in evidence.runs:
             return {}
         rv = evidence.runs[evidence.seeds[0]]["main"]
         model, task = rv.model(), rv.task()
-        return {"adjacency_readout": fig_adjacency(model, task), "reachability_readout": fig_reachability(model, task)}
+        n = task.n_nodes
+        return {"adjacency_readout": fp.adjacency(mlp_readout(model, n).numpy(), task.adj),
+                "reachability_readout": fp.reachability(value_readout(model, n).numpy(), task.obs_reach,
+                                                        task.true_reach & ~task.obs_reach)}
 
 
 @register_claim
@@ -148,9 +152,9 @@ class TransitivityGap(_MainRun):
         return out
 
     def figures(self, evidence):
-        from theorylab.measures.planning import fig_accuracy_by_degree
+        from theorylab.figures.planning import accuracy_by_degree
 
-        return {"accuracy_by_degree": fig_accuracy_by_degree([evidence.per_seed[s] for s in evidence.seeds])}
+        return {"accuracy_by_degree": accuracy_by_degree([evidence.per_seed[s] for s in evidence.seeds])}
 
 
 @register_claim
@@ -202,7 +206,7 @@ class AccuracyFallsWithSize(Claim):
         return out
 
     def figures(self, evidence):
-        from theorylab.measures.planning import fig_accuracy_vs_size
+        from theorylab.figures.planning import accuracy_vs_size
 
         curves = [evidence.series.get(s, {}).get("curve") for s in evidence.seeds]
         curves = [c for c in curves if c]
@@ -211,4 +215,4 @@ class AccuracyFallsWithSize(Claim):
         acc = [c["accuracy"] for c in curves]
         if any(not all(math.isfinite(x) for x in a) for a in acc):
             acc = [[x if math.isfinite(x) else np.nan for x in a] for a in acc]
-        return {"accuracy_vs_size": fig_accuracy_vs_size(curves[0]["sizes"], acc)}
+        return {"accuracy_vs_size": accuracy_vs_size(curves[0]["sizes"], acc)}

@@ -25,7 +25,6 @@ terminal; quiet otherwise.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field

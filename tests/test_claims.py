@@ -11,7 +11,17 @@ import pytest
 matplotlib.use("Agg")
 
 import theorylab.claims.engine as engine  # noqa: E402
-from theorylab.claims import CLAIMS, Citation, Claim, Criterion, all_of, claim_ids, get_claim, summarize  # noqa: E402
+from theorylab.claims import (  # noqa: E402
+    CLAIMS,
+    Citation,
+    Claim,
+    Criterion,
+    Tier,
+    all_of,
+    claim_ids,
+    get_claim,
+    summarize,
+)
 from theorylab.claims.base import TIERS  # noqa: E402
 from theorylab.cli import main  # noqa: E402
 from theorylab.errors import ConfigError, TheoryLabError  # noqa: E402
@@ -97,7 +107,7 @@ class _Synthetic(Claim):
     citation = Citation("Ada Lovelace and Alan Turing", 2024, "A <i>synthetic</i> paper", arxiv="2401.00001")
     statement = "x is at least 0.5 <script>alert('x')</script>"
     rule = all_of(Criterion("x", ">=", 0.5, why="a 'why' with <tags> & ampersands"))
-    tiers = {"smoke": {}, "quick": {}}
+    tiers = {"smoke": Tier(), "quick": Tier()}
     seeds = {"smoke": 3, "quick": 3}
     table: dict[int, dict] = {}
 
@@ -262,7 +272,7 @@ def _tiny_claim_cls():
         citation = Citation("Nobody", 2024, "Nothing")
         statement = "Train loss after a few steps is finite."
         rule = all_of(Criterion("final_train_loss", "<", 100.0, why="finite"))
-        tiers = {"smoke": {}}
+        tiers = {"smoke": Tier()}
         seeds = {"smoke": 2}
 
         def experiment(self, tier, seed):
@@ -360,3 +370,34 @@ def test_cli_claims_check_and_errors(synthetic, tmp_path, monkeypatch, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("theorylab: error:") and word in err and err.count("\n") == 1
+
+
+def test_claim_tiers_are_typed():
+    """Each claim family's tiers are a pydantic model: an unknown or misspelt key is one ConfigError line."""
+    from theorylab.claims import register_claim
+    from theorylab.claims.base import tiers_of
+    from theorylab.claims.papers.olsson2022 import InductionTier
+    from theorylab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tier quick: stpes: unknown key"):
+        tiers_of(InductionTier, {"quick": {"vocab": 64, "period": 16, "min_period": 8, "d_model": 64, "steps": 800,
+                                           "stpes": 3, "eval_every": 20, "n_test": 256}})
+    with pytest.raises(ConfigError, match="tier smoke: d_model"):
+        tiers_of(InductionTier, {"smoke": {"vocab": 64, "period": 16, "min_period": 8, "d_model": "wide",
+                                           "steps": 800, "eval_every": 20, "n_test": 256}})
+    for cid in claim_ids():
+        c = get_claim(cid)
+        assert c.tiers and all(isinstance(t, Tier) and type(t) is not Tier for t in c.tiers.values()), cid
+    p = get_claim("olsson2022.induction_head_forms").params("quick")
+    assert p["steps"] == p.steps == 800 and dict(**p)["vocab"] == 64 and "faithful" not in p.keys()
+
+    class Untyped(Claim):
+        id = "untyped2024.dict_tiers"
+        title, statement = "t", "s"
+        citation = Citation("Nobody", 2024, "Nothing")
+        rule = all_of(Criterion("x", ">=", 0.0))
+        tiers = {"smoke": {"steps": 3}}
+
+    with pytest.raises(ValueError, match="must be a Tier"):
+        register_claim(Untyped)
+    assert "untyped2024.dict_tiers" not in CLAIMS

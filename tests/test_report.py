@@ -15,7 +15,7 @@ import pytest
 matplotlib.use("Agg")
 
 import theorylab.claims.engine as engine  # noqa: E402
-from theorylab.claims import CLAIMS, Citation, Claim, Criterion, all_of, claim_ids, register_claim  # noqa: E402
+from theorylab.claims import CLAIMS, Citation, Claim, Criterion, Tier, all_of, claim_ids, register_claim  # noqa: E402
 from theorylab.cli import main  # noqa: E402
 from theorylab.errors import ConfigError  # noqa: E402
 from theorylab.report import write_report  # noqa: E402
@@ -31,7 +31,7 @@ class _Evil(Claim):
                         arxiv="2401.0<b>1</b>")
     statement = f"Statement {EVIL}"
     rule = all_of(Criterion("x", ">=", 0.5, why=f"because {EVIL}"))
-    tiers = {"smoke": {}}
+    tiers = {"smoke": Tier()}
     seeds = {"smoke": 3}
     decides = f"decided by {EVIL}"
 

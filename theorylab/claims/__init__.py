@@ -14,6 +14,7 @@ from theorylab.claims.base import (
     Evidence,
     Rule,
     Stat,
+    Tier,
     all_of,
     summarize,
 )
@@ -32,9 +33,12 @@ def register_claim(cls: type[Claim]) -> type[Claim]:
         raise ValueError(f"claim id {cls.id!r} must look like 'author2023.short_name'")
     if cls.id in CLAIMS and type(CLAIMS[cls.id]) is not cls:
         raise ValueError(f"claim id {cls.id!r} is registered twice")
-    for tier in cls.tiers:
+    for tier, sizes in cls.tiers.items():
         if tier not in TIERS:
             raise ValueError(f"claim {cls.id}: unknown tier {tier!r}")
+        if not isinstance(sizes, Tier):
+            raise ValueError(f"claim {cls.id}: tier {tier!r} must be a Tier (a typed model of the family's sizes), "
+                             f"not {type(sizes).__name__}")
     CLAIMS[cls.id] = cls()
     return cls
 
@@ -77,6 +81,6 @@ def claim_ids() -> list[str]:
 
 
 __all__ = [
-    "CLAIMS", "TIERS", "Citation", "Claim", "Criterion", "Evidence", "Rule", "Stat", "all_of", "summarize",
+    "CLAIMS", "TIERS", "Tier", "Citation", "Claim", "Criterion", "Evidence", "Rule", "Stat", "all_of", "summarize",
     "register_claim", "get_claim", "claim_ids", "load_builtin",
 ]

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import ConfigDict
 
 from theorylab.claims.citations import Citation
+from theorylab.config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from theorylab.runs.config import RunConfig
@@ -160,6 +162,40 @@ def all_of(*criteria: Criterion, note: str = "") -> Rule:
     return Rule(tuple(criteria), note)
 
 
+# --------------------------------------------------------------------------- tiers
+
+
+class Tier(Config):
+    """The sizes of one tier of a claim.  Each claim family subclasses it with its own fields, so a
+    misspelt or unknown key is an error when the claim module is imported.
+
+    A tier reads like a mapping of its family's own fields (``p["steps"]``, ``**p`` into a config
+    builder), so that the sizes pass straight to the functions that build a claim's runs.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def keys(self) -> list[str]:
+        """The family's own fields (those the subclass declares)."""
+        return [k for k in type(self).model_fields if k not in Tier.model_fields]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, self[k]) for k in self.keys()]
+
+
+def tiers_of(cls: type[Tier], sizes: dict[str, dict[str, Any]]) -> dict[str, Tier]:
+    """``{tier: cls(**sizes[tier])}``: every tier's sizes checked by the family's :class:`Tier` model (one
+    ConfigError line naming the tier and the field when one is wrong)."""
+    from theorylab.config import validate
+
+    return {name: validate(cls, d, prefix=f"tier {name}: ") for name, d in sizes.items()}
+
+
 # --------------------------------------------------------------------------- the claim
 
 
@@ -172,19 +208,19 @@ class Claim:
     citation: ClassVar[Citation]
     statement: ClassVar[str]
     rule: ClassVar[Rule]
-    tiers: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "quick": {}, "full": {}}
+    tiers: ClassVar[dict[str, Tier]] = {}
     seeds: ClassVar[dict[str, int]] = {"smoke": 2, "quick": 3, "full": 5}
     # what would settle an inconclusive verdict, in words (shown in the report)
     decides: ClassVar[str] = "more seeds, or the full tier"
     # quantities shown in the report beyond those the rule uses
     extra_quantities: ClassVar[tuple[str, ...]] = ()
 
-    def params(self, tier: str) -> dict[str, Any]:
+    def params(self, tier: str) -> Tier:
         if tier not in self.tiers:
             from theorylab.errors import ConfigError
 
             raise ConfigError(f"tier: {tier!r} is not a tier of {self.id}; allowed: {', '.join(self.tiers)}")
-        return dict(self.tiers[tier])
+        return self.tiers[tier]
 
     def experiment(self, tier: str, seed: int) -> dict[str, RunConfig]:
         """Named runs one seed needs ({} for data-free claims)."""

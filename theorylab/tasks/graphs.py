@@ -303,7 +303,13 @@ def _num_blocksworld_states(n_blocks: int) -> int:
 
 
 class GraphPathTask(Task):
-    """Shared data pipeline of the path-finding tasks (see the module docstring)."""
+    """Shared data pipeline of the path-finding tasks (see the module docstring).
+
+    Its interface for measures and claims: ``n_nodes``; the ``[n, n]`` bool matrices ``adj``, ``reach``,
+    ``obs_adj``, ``obs_reach``, ``true_reach``; the pairs ``train_pairs``, ``test_pairs`` (``[m, 2]`` int)
+    with their ``train_degree``, ``test_degree`` (``[m]``); the tokens ``eos`` and ``pad``; and
+    :meth:`prompts`, :meth:`generate`, :meth:`check_paths`, :meth:`path_accuracy`.
+    """
 
     Config: ClassVar[type[GraphPathConfig]]
     cfg: GraphPathConfig

@@ -7,22 +7,32 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, all_of
+from theorylab.claims.base import Claim, Criterion, Tier, all_of, tiers_of
 from theorylab.claims.citations import BIETTI2023 as BIETTI
+
 
 # quick: 64 tokens, sequences of 64, 5 triggers, d_model 64 (paper: 65 characters, T = 256, d = 256).
 # Pilots (seed 0): without layer norm (d_model 128, lr 1e-3) in-context accuracy sat at 0.52-0.58 from
 # step 250 to 3000 - the level of copying the most frequent token of the context, 0.57 on this data -
 # with no previous-token head; with pre-LN (d_model 64) it jumped from 0.60 to 1.00 between steps 1000
 # and 1500.  The preset and these tiers use pre-LN; the probes ignore the norms (see the task module).
-_TRIGGER_TIERS: dict[str, dict[str, Any]] = {
+class TriggerTier(Tier):
+    """Sizes of the trigger-bigram runs: vocabulary, sequence length, width, steps, evaluation cadence."""
+
+    vocab: int
+    seq_len: int
+    d_model: int
+    steps: int
+    eval_every: int
+    n_test: int
+
+
+_TRIGGER_TIERS: dict[str, Tier] = tiers_of(TriggerTier, {
     "smoke": {"vocab": 16, "seq_len": 24, "d_model": 32, "steps": 30, "eval_every": 10, "n_test": 32},
     "quick": {"vocab": 64, "seq_len": 64, "d_model": 64, "steps": 2000, "eval_every": 100, "n_test": 256},
     "full": {"vocab": 65, "seq_len": 256, "d_model": 256, "steps": 10000, "eval_every": 250, "n_test": 512},
-}
+})
 
 
 _TRIGGER_SERIES = ("icl_loss", "first_loss", "bigram_loss", "bigram_optimal_loss", "icl_accuracy",

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, all_of
+from theorylab.claims.base import Claim, Criterion, Tier, all_of, tiers_of
 from theorylab.claims.citations import BU2024 as BU
+
 
 # The task's defaults (d 32, K 4, L 8, sigma 0.1; see theorylab.tasks.concepts) and the
 # "concepts" preset: one softmax-attention + ReLU-MLP block, SGD lr 0.1, batch 64 (the paper
@@ -16,11 +17,19 @@ from theorylab.claims.citations import BU2024 as BU
 # with momentum 0.9 and d_mlp 256 (1,000 steps) all stalled at a 0-1 error of about 0.25;
 # AdamW lr 3e-3 with d_mlp 256 reached 0 test error in 1,500 steps, with OOD short/long/skewed
 # errors at most 0.002 but 0.47 on switched label features.
-_CONCEPT_TIERS: dict[str, dict[str, Any]] = {
+class ConceptTier(Tier):
+    """Sizes of the concept-ICL runs: steps, evaluation cadence, test prompts per evaluation set."""
+
+    steps: int
+    eval_every: int
+    n_test: int
+
+
+_CONCEPT_TIERS: dict[str, Tier] = tiers_of(ConceptTier, {
     "smoke": {"steps": 40, "eval_every": 10, "n_test": 128},
     "quick": {"steps": 600, "eval_every": 25, "n_test": 512},
     "full": {"steps": 3000, "eval_every": 25, "n_test": 2048},
-}
+})
 
 
 OOD_SETS = ("ood_short", "ood_long", "ood_skewed", "ood_switched")

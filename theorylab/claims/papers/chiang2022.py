@@ -18,17 +18,41 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Evidence, all_of
+from theorylab.claims.base import Claim, Criterion, Evidence, Tier, all_of, tiers_of
 from theorylab.claims.citations import CHIANG2022 as CHIANG
 from theorylab.claims.papers.deletang2023 import formal_config
 from theorylab.measures.sensitivity import construction_curves, sensitivity_slope
 
+
 # lengths n and random strings per length; per-bit sensitivity flips `positions` bits per string
-TIERS: dict[str, dict[str, Any]] = {
+class ConstructionTier(Tier):
+    """Lengths ``ns`` and random strings per length; per-bit sensitivity flips ``positions`` bits per string."""
+
+    ns: tuple[int, ...]
+    samples: int
+    positions: int
+
+
+class FirstTier(Tier):
+    """Sizes of the FIRST runs: train length, test lengths (min, max, stride), model and optimisation."""
+
+    train_n: int
+    test_min: int
+    test_max: int
+    stride: int
+    n_eval: int
+    steps: int
+    layers: int
+    d_model: int
+    heads: int
+    batch: int
+
+
+TIERS: dict[str, Tier] = tiers_of(ConstructionTier, {
     "smoke": {"ns": [16, 32, 64], "samples": 4, "positions": 4},
     "quick": {"ns": [64, 128, 256, 512, 1024], "samples": 16, "positions": 8},
     "full": {"ns": [64, 128, 256, 512, 1024, 2048, 4096], "samples": 64, "positions": 16},
-}
+})
 
 
 SEEDS = {"smoke": 2, "quick": 3, "full": 5}
@@ -119,14 +143,14 @@ class LogLengthFirst(_Construction):
         return {"cross_entropy_vs_n": _fig_ce(evidence, labels, "FIRST: cross-entropy vs n")}
 
 
-FIRST_TIERS = {
+FIRST_TIERS: dict[str, Tier] = tiers_of(FirstTier, {
     "smoke": {"train_n": 10, "test_min": 20, "test_max": 40, "stride": 10, "n_eval": 32, "steps": 60, "layers": 1,
               "d_model": 32, "heads": 2, "batch": 32},
     "quick": {"train_n": 50, "test_min": 100, "test_max": 1000, "stride": 300, "n_eval": 128, "steps": 400,
               "layers": 2, "d_model": 64, "heads": 4, "batch": 64},
     "full": {"train_n": 50, "test_min": 100, "test_max": 1000, "stride": 100, "n_eval": 512, "steps": 2000,
              "layers": 2, "d_model": 64, "heads": 4, "batch": 64},
-}
+})
 
 
 # The rule's runs use sinusoidal positions (the standard transformer).  The variant with no positional

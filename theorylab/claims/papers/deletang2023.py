@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Evidence, all_of
+from theorylab.claims.base import Claim, Criterion, Evidence, Tier, all_of, tiers_of
 from theorylab.claims.citations import DELETANG2023 as DELETANG
 
 SUITE = ["even_pairs", "modular_arithmetic", "parity_check", "cycle_navigation", "reverse_string",
@@ -54,7 +54,23 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 
 # Sizes per tier.  quick: minutes on a 2-core CPU; full: the paper's scale (train 1..40, test 41..500,
 # 5 layers of width 64).
-SUITE_TIERS: dict[str, dict[str, Any]] = {
+class FormalTier(Tier):
+    """Sizes of the formal-language runs (the Delétang et al. protocol): tasks, encodings, lengths, model."""
+
+    tasks: tuple[str, ...]
+    encodings: tuple[str, ...]
+    train_max: int
+    test_max: int
+    stride: int
+    n_eval: int
+    steps: int
+    layers: int
+    d_model: int
+    heads: int
+    batch: int
+
+
+SUITE_TIERS: dict[str, Tier] = tiers_of(FormalTier, {
     "smoke": {"tasks": ["parity_check"] + NON_REGULAR_HARD, "encodings": ["sinusoidal"], "train_max": 6,
               "test_max": 12, "stride": 3, "n_eval": 16, "steps": 40, "layers": 1, "d_model": 32, "heads": 2,
               "batch": 32},
@@ -62,7 +78,7 @@ SUITE_TIERS: dict[str, dict[str, Any]] = {
               "n_eval": 64, "steps": 1500, "layers": 2, "d_model": 64, "heads": 4, "batch": 64},
     "full": {"tasks": SUITE, "encodings": ENCODINGS, "train_max": 40, "test_max": 500, "stride": 1,
              "n_eval": 128, "steps": 100_000, "layers": 5, "d_model": 64, "heads": 8, "batch": 128},
-}
+})
 
 
 def formal_config(task: str, seed: int, *, positional: str, train_max: int, test_max: int, stride: int,
@@ -180,11 +196,11 @@ class NoLengthGeneralization(Claim):
                      "maximum over 10 seeds, three learning rates and five encodings.")}}
 
 
-PARITY_TIERS = {
+PARITY_TIERS: dict[str, Tier] = tiers_of(FormalTier, {
     "smoke": {**SUITE_TIERS["smoke"], "encodings": ENCODINGS},
     "quick": {**SUITE_TIERS["quick"], "encodings": ENCODINGS},
     "full": {**SUITE_TIERS["full"], "encodings": ENCODINGS},
-}
+})
 
 
 @register_claim

@@ -10,14 +10,30 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, all_of
+from theorylab.claims.base import Claim, Criterion, Tier, all_of, tiers_of
 from theorylab.claims.citations import GARG2022 as GARG
+
 
 # Noisy labels (noise_std 0.5) so that least squares has a finite, non-zero error to be
 # compared with by a factor; on noiseless prompts it is exactly 0 from k = d on.  The
 # comparison window is k = 2d .. n_points - 1 examples: just past k = d + 1 the expected
 # least-squares error is infinite (sigma^2 / (k - d - 1)) and any shrinking estimator wins.
-_REGRESSION_TIERS: dict[str, dict[str, Any]] = {
+class RegressionTier(Tier):
+    """Sizes of the in-context regression runs (dimension, prompt length, noise, model, optimisation)."""
+
+    d: int
+    n_points: int
+    noise_std: float
+    n_layers: int
+    d_model: int
+    n_heads: int
+    steps: int
+    lr: float
+    batch_size: int
+    n_test: int
+
+
+_REGRESSION_TIERS: dict[str, Tier] = tiers_of(RegressionTier, {
     "smoke": {"d": 3, "n_points": 8, "noise_std": 0.5, "n_layers": 1, "d_model": 16, "n_heads": 2, "steps": 30,
               "lr": 1e-3, "batch_size": 32, "n_test": 64},
     # CPU-sized: in pilots (d = 5, 2-3 layers, 2-4k steps) the error at k = 10 fell to 0.26-0.30 and was still
@@ -27,7 +43,7 @@ _REGRESSION_TIERS: dict[str, dict[str, Any]] = {
     # Garg et al. train d = 20, 12 layers, width 256, 500k steps with a curriculum; this is a tenth of the steps
     "full": {"d": 20, "n_points": 41, "noise_std": 0.5, "n_layers": 12, "d_model": 256, "n_heads": 8,
              "steps": 50000, "lr": 1e-4, "batch_size": 64, "n_test": 1024},
-}
+})
 
 
 LS_FACTOR = 2.0
@@ -76,7 +92,7 @@ class TracksLeastSquares(Claim):
         p = self.params(tier)
         rv = runs["main"]
         model, task = rv.model(), rv.task()
-        b = task.test_set
+        b = task.eval_sets()["test"]
         with torch.no_grad():
             pred = task.predictions(model, b)
         d = p["d"]

@@ -20,11 +20,18 @@ import math
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Evidence, all_of
+from theorylab.claims.base import Claim, Criterion, Evidence, Tier, all_of, tiers_of
 from theorylab.claims.citations import NANDA2023 as NANDA
 from theorylab.measures.phases import first_crossing
 
-_TIERS: dict[str, dict[str, Any]] = {
+
+class GrokkingTier(Tier):
+    """A tier of the grokking claims: overrides applied to the ``grokking`` preset."""
+
+    overrides: tuple[str, ...]
+
+
+_TIERS: dict[str, Tier] = tiers_of(GrokkingTier, {
     "smoke": {"overrides": ["task.p=13", "task.train_fraction=0.5", "model.d_model=16", "model.d_head=4",
                             "model.d_mlp=32", "model.init_std=0.25", "train.lr=3e-3", "train.steps=150",
                             "train.eval_every=10", "train.checkpoint_every=25"]},
@@ -32,7 +39,7 @@ _TIERS: dict[str, dict[str, Any]] = {
                             "model.d_mlp=256", "model.init_std=0.125", "train.lr=3e-3", "train.steps=2500",
                             "train.eval_every=25", "train.checkpoint_every=50"]},
     "full": {"overrides": ["train.eval_every=100", "train.checkpoint_every=500"]},
-}
+})
 
 
 _SEEDS = {"smoke": 2, "quick": 5, "full": 5}  # 3 seeds give t-intervals too wide to decide (tried)

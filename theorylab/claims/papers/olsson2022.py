@@ -17,20 +17,33 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, all_of
+from theorylab.claims.base import Claim, Criterion, Tier, all_of, tiers_of
 from theorylab.claims.citations import OLSSON2022 as OLSSON
+
 
 # In a pilot (seed 0, 1,000 steps, eval every 50) the second-copy loss of the two-layer
 # model fell from 3.6 to 0.8 nats between steps 150 and 250 and the layer-1 prefix-matching
 # score rose from 0.16 to 0.76 over the same evaluations; the quick tier trains 800 steps.
-_INDUCTION_TIERS: dict[str, dict[str, Any]] = {
+class InductionTier(Tier):
+    """Sizes of the induction runs: vocabulary, block periods, width, steps, evaluation cadence."""
+
+    vocab: int
+    period: int
+    min_period: int
+    d_model: int
+    steps: int
+    eval_every: int
+    n_test: int
+
+
+_INDUCTION_TIERS: dict[str, Tier] = tiers_of(InductionTier, {
     "smoke": {"vocab": 20, "period": 8, "min_period": 4, "d_model": 32, "steps": 60, "eval_every": 10,
               "n_test": 64},
     "quick": {"vocab": 64, "period": 16, "min_period": 8, "d_model": 64, "steps": 800, "eval_every": 20,
               "n_test": 256},
     "full": {"vocab": 64, "period": 16, "min_period": 8, "d_model": 64, "steps": 3000, "eval_every": 25,
              "n_test": 512},
-}
+})
 
 
 WINDOW_FRAC = 0.1  # abruptness window: a tenth of the run

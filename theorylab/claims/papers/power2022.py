@@ -22,14 +22,28 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Evidence, all_of
+from theorylab.claims.base import Claim, Criterion, Evidence, Tier, all_of, tiers_of
 from theorylab.claims.citations import POWER2022 as POWER
 
 GENERALIZED = 0.99  # "generalized" = 99% test accuracy, the criterion of Power et al. (Fig. 1)
 
 
 # Sizes per tier.  ``steps`` is the fixed budget; ``fractions`` = (large, small) train fractions.
-TIERS: dict[str, dict[str, Any]] = {
+class ModularTier(Tier):
+    """Sizes of the modular-addition runs; ``fractions`` = (large, small) train fractions."""
+
+    p: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    init_std: float
+    steps: int
+    eval_every: int
+    checkpoint_every: int
+    fractions: tuple[float, float]
+
+
+TIERS: dict[str, Tier] = tiers_of(ModularTier, {
     # decides nothing; exercises the code path in seconds
     "smoke": {"p": 13, "d_model": 16, "d_head": 4, "d_mlp": 32, "init_std": 0.25, "steps": 60, "eval_every": 10,
               "checkpoint_every": 30, "fractions": (0.6, 0.4)},
@@ -40,7 +54,7 @@ TIERS: dict[str, dict[str, Any]] = {
     # the paper-scale setup of Nanda et al.: p=113, d_model 128, 30% vs 50% of pairs, 40k steps
     "full": {"p": 113, "d_model": 128, "d_head": 32, "d_mlp": 512, "init_std": 0.0884, "steps": 40000,
              "eval_every": 100, "checkpoint_every": 2000, "fractions": (0.5, 0.3)},
-}
+})
 
 
 SEEDS = {"smoke": 2, "quick": 3, "full": 5}

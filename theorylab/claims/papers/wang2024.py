@@ -20,19 +20,44 @@ from typing import Any
 import numpy as np
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, all_of
+from theorylab.claims.base import Claim, Criterion, Tier, all_of, tiers_of
 from theorylab.claims.citations import WANG2024 as CITATION
+
 
 # Shared by claims 1-3.  Sizes per tier; everything else comes from the "alpine" preset
 # (AdamW lr 5e-4, weight decay 0.1, betas (0.9, 0.95), clip 1.0, batch 32, cosine).
-_MAIN_TIERS: dict[str, dict[str, Any]] = {
+class AlpineTier(Tier):
+    """Sizes of an ALPINE run: graph (n nodes, edge probability p), data, width, steps, samples per pair."""
+
+    n: int
+    p: float
+    train_fraction: float
+    paths_per_pair: int
+    d_model: int
+    steps: int
+    samples: int
+
+
+class AlpineSizesTier(Tier):
+    """Sizes of the graph-size sweep: ``sizes`` (nodes) and the settings shared by every size."""
+
+    sizes: tuple[int, ...]
+    p: float
+    train_fraction: float
+    paths_per_pair: int
+    d_model: int
+    steps: int
+    samples: int
+
+
+_MAIN_TIERS: dict[str, Tier] = tiers_of(AlpineTier, {
     "smoke": {"n": 16, "p": 0.2, "train_fraction": 0.3, "paths_per_pair": 5, "d_model": 32, "steps": 150,
               "samples": 1},
     "quick": {"n": 100, "p": 0.1, "train_fraction": 0.2, "paths_per_pair": 20, "d_model": 120, "steps": 2000,
               "samples": 2},
     "full": {"n": 100, "p": 0.1, "train_fraction": 0.2, "paths_per_pair": 20, "d_model": 120, "steps": 10000,
              "samples": 4},
-}
+})
 
 
 def alpine_config(seed: int, n: int, p: float, train_fraction: float, paths_per_pair: int, d_model: int,
@@ -169,7 +194,7 @@ class AccuracyFallsWithSize(Claim):
                   why="the paper shows a fall from n=100 to n=500 without a size for it; we ask that the 95% interval "
                       "of accuracy(smallest n) - accuracy(largest n) exclude zero"),
     )
-    tiers = {
+    tiers = tiers_of(AlpineSizesTier, {
         "smoke": {"sizes": [12, 30], "p": 0.2, "train_fraction": 0.5, "paths_per_pair": 5, "d_model": 32,
                   "steps": 300, "samples": 1},
         # a fixed small model (d_model 32) and a short fixed budget, so that the fall shows on CPU-sized
@@ -180,7 +205,7 @@ class AccuracyFallsWithSize(Claim):
         # the paper's sweep: n = 100 .. 500, d_model = 120, 10k iterations
         "full": {"sizes": [100, 200, 300, 400, 500], "p": 0.1, "train_fraction": 0.5, "paths_per_pair": 20,
                  "d_model": 120, "steps": 10000, "samples": 2},
-    }
+    })
     seeds = {"smoke": 2, "quick": 3, "full": 3}
     extra_quantities = ()
 

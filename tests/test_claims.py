@@ -107,7 +107,7 @@ class _Synthetic(Claim):
     citation = Citation("Ada Lovelace and Alan Turing", 2024, "A <i>synthetic</i> paper", arxiv="2401.00001")
     statement = "x is at least 0.5 <script>alert('x')</script>"
     rule = all_of(Criterion("x", ">=", 0.5, why="a 'why' with <tags> & ampersands"))
-    tiers = {"smoke": Tier(), "quick": Tier()}
+    tiers = {"smoke": Tier(faithful=True), "quick": Tier()}
     seeds = {"smoke": 3, "quick": 3}
     table: dict[int, dict] = {}
 
@@ -222,7 +222,7 @@ def test_check_data_free_claim_and_store_round_trip(synthetic, tmp_path):
     res = engine.check(_Synthetic.id, tier="smoke", seeds=[0, 1, 2], backend="inprocess", store=store)
     assert res.verdict == "inconclusive"  # seed 2 measured NaN
     assert res.seeds == [0, 1, 2] and res.result_id is not None
-    assert res.rule == "x >= 0.5 (a 'why' with <tags> & ampersands)"
+    assert res.rule == "x >= 0.5 [mean over seeds, Student-t 95% interval] (a 'why' with <tags> & ampersands)"
     assert res.figures and all(p.endswith(".png") for p in res.figures.values())
     fig_path = next(iter(res.figures.values()))
     assert (tmp_path / "claims" / _Synthetic.id / "smoke") in __import__("pathlib").Path(fig_path).parents

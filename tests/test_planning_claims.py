@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from theorylab.claims import claim_ids, get_claim, summarize
+from theorylab.claims import claim_ids, get_claim
 from theorylab.runs import train
 from theorylab.runs.view import RunView
 from theorylab.store import Store
@@ -65,8 +65,8 @@ def test_smoke_measurements(tmp_path):
     else:
         assert math.isnan(gap["accuracy_gap"])
     # the rule takes the per-seed values as they are
-    verdict, _ = get_claim(MAIN[0]).rule.decide({"adj_auc": summarize("adj_auc", [adj["adj_auc"]] * 2)})
-    assert verdict in ("supported", "refuted")
+    d = get_claim(MAIN[0]).rule.decide({0: adj, 1: adj}, faithful=True)
+    assert d.verdict in ("supported", "refuted") and d.criteria[0]["n"] == 2
 
 
 @pytest.mark.slow

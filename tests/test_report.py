@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 
 import theorylab.claims.engine as engine  # noqa: E402
 from theorylab.claims import CLAIMS, Citation, Claim, Criterion, Tier, all_of, claim_ids, register_claim  # noqa: E402
+from theorylab.claims.statistics import fitted  # noqa: E402
 from theorylab.cli import main  # noqa: E402
 from theorylab.errors import ConfigError  # noqa: E402
 from theorylab.report import write_report  # noqa: E402
@@ -53,11 +54,14 @@ class _Good(_Evil):
     title = "A plain claim"
     citation = Citation("Ada Lovelace", 2024, "Plain", arxiv="2401.00002")
     statement = "x is at least 0.5."
-    rule = all_of(Criterion("x", ">=", 0.5, why="half"))
+    rule = all_of(Criterion("x", ">=", 0.5, why="half"),
+                  premises=[fitted("fit", 0.95, why="the model must fit first")])
     decides = "more seeds"
+    deviations = {"optimizer": "Adam instead of the paper's SGD"}
+    tiers = {"smoke": Tier(faithful=True, statement="x is at least 0.5 at smoke size.")}
 
     def measure(self, tier, seed, runs):
-        return {"x": 0.8 + 0.01 * seed}
+        return {"x": 0.8 + 0.01 * seed, "fit": 0.99}
 
     def figures(self, evidence):
         return {}
@@ -185,8 +189,11 @@ def test_report_content(report):
     assert rows == 2 + len([c for c in claim_ids() if c not in (_Evil.id, _Good.id)])
     assert "not run" in summary
     st = good.stat("x")
-    for piece in (f"{st.mean:.4g}", f"[{st.lo:.4g}, {st.hi:.4g}]", "x >= 0.5 (half)", "Ada Lovelace (2024)",
-                  good.run_ids and "" or "No training runs", "python", "torch", good.device, "What would decide it"):
+    for piece in (f"{st.mean:.4g}", f"[{st.lo:.4g}, {st.hi:.4g}]", "half", "mean over seeds, Student-t 95% interval",
+                  "Ada Lovelace (2024)", good.run_ids and "" or "No training runs", "python", "torch", good.device,
+                  "What would decide it", "smoke (faithful)", "smoke (proxy)", "the model fitted its training data",
+                  "fit >= 0.95", "the model must fit first", "Adam instead of the paper's SGD",
+                  "x is at least 0.5 at smoke size.", "1 of 1 met", "none declared"):
         assert piece in text, piece
     assert report["paths"]["verdicts"] == {f"{_Evil.id} [smoke]": "inconclusive", f"{_Good.id} [smoke]": "supported"}
 
@@ -194,13 +201,14 @@ def test_report_content(report):
 def test_markdown_summary(report):
     md = report["md"]
     assert report["paths"]["markdown"].endswith("report.md")
-    assert "| claim | citation | tier | seeds | verdict | wall time |" in md
+    assert "| claim | citation | tier | seeds | premises | verdict | wall time |" in md
+    assert "premise met: the model fitted its training data" in md and "deviation, optimizer" in md
     assert f"| `{_Good.id}` |" in md and "**supported**" in md and "**inconclusive**" in md
     assert "<script" not in md and "&lt;script&gt;" in md
     for line in md.splitlines():
         if line.startswith("|"):
             cells = re.split(r"(?<!\\)\|", line)[1:-1]
-            assert len(cells) in (2, 6), line  # escaped pipes never split a cell
+            assert len(cells) in (2, 7), line  # escaped pipes never split a cell
 
 
 def test_report_cli_json_and_errors(report, tmp_path, monkeypatch, capsys):

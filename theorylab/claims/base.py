@@ -13,153 +13,38 @@ A claim declares, in code and before it runs:
   for the paper's scale) and ``seeds`` - how many seeds each tier runs by default.
 
 The engine (:mod:`theorylab.claims.engine`) executes the runs through a sweep backend,
-measures every seed, summarises each quantity as mean, sd and a 95% interval, and
-applies the rule to the intervals, never to one seed.
+measures every seed, checks the rule's premises seed by seed and judges each criterion with
+its declared statistic (:mod:`theorylab.claims.statistics`), never on one seed alone.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from theorylab.claims.citations import Citation
+from theorylab.claims.statistics import (  # noqa: F401  (the claim API in one import)
+    Criterion,
+    Premise,
+    Rule,
+    Stat,
+    Verdict,
+    all_of,
+    converged,
+    fitted,
+    happened,
+    summarize,
+)
 from theorylab.config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from theorylab.runs.config import RunConfig
     from theorylab.runs.view import RunView
 
-Verdict = Literal["supported", "refuted", "inconclusive"]
 TIERS = ("smoke", "quick", "full")
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class Stat:
-    """A quantity over seeds: values, mean, sd and a 95% interval for the mean."""
-
-    name: str
-    values: list[float]
-    mean: float
-    sd: float
-    lo: float
-    hi: float
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def fmt(self, digits: int = 4) -> str:
-        if self.n <= 1:
-            return f"{self.mean:.{digits}g} (1 seed)"
-        return f"{self.mean:.{digits}g} ± {self.sd:.{digits}g} [95% CI {self.lo:.{digits}g}, {self.hi:.{digits}g}]"
-
-
-def summarize(name: str, values: list[float], level: float = 0.95) -> Stat:
-    """Mean, sample sd and Student-t interval for the mean (infinite with one seed
-    unless all seeds agree exactly, as data-free constructions do)."""
-    from scipy import stats
-
-    v = np.asarray([float(x) for x in values], dtype=np.float64)
-    n = len(v)
-    if n == 0:
-        return Stat(name, [], math.nan, math.nan, -math.inf, math.inf, 0)
-    mean = float(v.mean())
-    if not np.all(np.isfinite(v)):
-        return Stat(name, v.tolist(), mean, math.nan, -math.inf, math.inf, n)
-    if np.all(v == v[0]):  # identical seeds: exactly that value, no rounding noise in mean or sd
-        mean = float(v[0])
-    sd = float(v.std(ddof=1)) if n > 1 and not np.all(v == v[0]) else 0.0
-    if n == 1:
-        return Stat(name, v.tolist(), mean, math.nan, -math.inf, math.inf, 1)
-    if sd == 0.0:
-        return Stat(name, v.tolist(), mean, 0.0, mean, mean, n)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return Stat(name, v.tolist(), mean, sd, mean - half, mean + half, n)
-
-
-# --------------------------------------------------------------------------- verdict rules
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """``quantity op threshold`` judged on the 95% interval of the quantity's mean.
-
-    supported: the whole interval satisfies it; refuted: the whole interval violates
-    it; inconclusive: the interval straddles the threshold.
-    """
-
-    quantity: str
-    op: Literal[">=", "<=", ">", "<"]
-    threshold: float
-    why: str = ""  # the reason for this threshold, shown in the report
-
-    def describe(self) -> str:
-        s = f"{self.quantity} {self.op} {self.threshold:g}"
-        return f"{s} ({self.why})" if self.why else s
-
-    def judge(self, st: Stat) -> tuple[Verdict, str]:
-        above = self.op in (">=", ">")
-        strict = self.op in (">", "<")
-
-        def ok(x: float) -> bool:
-            if above:
-                return x > self.threshold if strict else x >= self.threshold
-            return x < self.threshold if strict else x <= self.threshold
-
-        if st.n == 0 or math.isnan(st.mean):
-            return "inconclusive", f"{self.quantity}: no finite measurement"
-        lo_ok, hi_ok = ok(st.lo), ok(st.hi)
-        if lo_ok and hi_ok:
-            return "supported", f"{self.quantity}: interval [{st.lo:.4g}, {st.hi:.4g}] satisfies {self.op} {self.threshold:g}"
-        if not lo_ok and not hi_ok and math.isfinite(st.lo) and math.isfinite(st.hi):
-            return "refuted", f"{self.quantity}: interval [{st.lo:.4g}, {st.hi:.4g}] violates {self.op} {self.threshold:g}"
-        return "inconclusive", (f"{self.quantity}: interval [{st.lo:.4g}, {st.hi:.4g}] straddles {self.threshold:g}; "
-                                "more seeds or a larger tier would decide it")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """All criteria must hold.  Refuted if any criterion is refuted; supported if all
-    are supported; inconclusive otherwise."""
-
-    criteria: tuple[Criterion, ...]
-    note: str = ""
-
-    def describe(self) -> str:
-        s = " AND ".join(c.describe() for c in self.criteria)
-        return f"{s}. {self.note}" if self.note else s
-
-    def quantities(self) -> list[str]:
-        return [c.quantity for c in self.criteria]
-
-    def decide(self, stats: dict[str, Stat]) -> tuple[Verdict, list[str]]:
-        verdicts, reasons = [], []
-        for c in self.criteria:
-            st = stats.get(c.quantity)
-            if st is None:
-                verdicts.append("inconclusive")
-                reasons.append(f"{c.quantity}: not measured")
-                continue
-            v, why = c.judge(st)
-            verdicts.append(v)
-            reasons.append(why)
-        if "refuted" in verdicts:
-            return "refuted", reasons
-        if all(v == "supported" for v in verdicts):
-            return "supported", reasons
-        return "inconclusive", reasons
-
-
-def all_of(*criteria: Criterion, note: str = "") -> Rule:
-    return Rule(tuple(criteria), note)
 
 
 # --------------------------------------------------------------------------- tiers
@@ -169,11 +54,18 @@ class Tier(Config):
     """The sizes of one tier of a claim.  Each claim family subclasses it with its own fields, so a
     misspelt or unknown key is an error when the claim module is imported.
 
+    Every tier also says whether it is ``faithful``: whether it meets the conditions the paper states
+    (model, data, budget); a proxy tier (``faithful=False``) can support a claim but never refute it.
+    When a proxy tier changes a quantity the claim's statement names (a train fraction, a length),
+    ``statement`` gives the statement as that tier tests it.
+
     A tier reads like a mapping of its family's own fields (``p["steps"]``, ``**p`` into a config
     builder), so that the sizes pass straight to the functions that build a claim's runs.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    faithful: bool = Field(False, description="meets the paper's stated conditions (may refute)")
+    statement: str | None = Field(None, description="the statement as this tier tests it, when it differs")
 
     def keys(self) -> list[str]:
         """The family's own fields (those the subclass declares)."""
@@ -214,6 +106,8 @@ class Claim:
     decides: ClassVar[str] = "more seeds, or the full tier"
     # quantities shown in the report beyond those the rule uses
     extra_quantities: ClassVar[tuple[str, ...]] = ()
+    # how the lab's setup departs from the paper's, {aspect: "ours vs theirs, and why"} (shown in the report)
+    deviations: ClassVar[dict[str, str]] = {}
 
     def params(self, tier: str) -> Tier:
         if tier not in self.tiers:
@@ -253,6 +147,7 @@ class Evidence:
     stats: dict[str, Stat] = field(default_factory=dict)
     # non-numeric values a claim's measure() returned (curves, tables), per seed, for figures
     series: dict[int, dict[str, Any]] = field(default_factory=dict)
+    decision: Any = None  # the rule's Decision (premises, criteria with their statistics, verdict)
 
     def values(self, name: str) -> list[float]:
         return [self.per_seed[s][name] for s in self.seeds if name in self.per_seed[s]]

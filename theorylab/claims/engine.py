@@ -10,7 +10,8 @@
 4. call ``claim.measure`` per seed on read-only :class:`RunView` handles; numbers
    become statistics over seeds (:func:`summarize`), anything else is kept in
    ``Evidence.series`` for figures;
-5. apply ``claim.rule.decide`` to the statistics (intervals, never one seed);
+5. apply ``claim.rule.decide``: premises seed by seed, then each criterion with its statistic; a proxy
+   tier cannot refute;
 6. save ``claim.figures(evidence)`` as PNG files under
    ``<store>/claims/<id>/<tier>/<stamp>/`` and the result in the store, with what ran: the
    backend, the number of workers, each run's stepper and the commit of the code that trained it.
@@ -52,7 +53,8 @@ class ClaimResult:
     stats: dict[str, dict[str, Any]]  # quantity -> Stat.to_dict() (values, mean, sd, lo, hi, n)
     per_seed: dict[int, dict[str, float]]
     rule: str
-    criteria: list[dict[str, Any]]
+    criteria: list[dict[str, Any]]  # per criterion: quantity, op, threshold, why, statistic, estimate, lo, hi, k, n,
+    #                                 verdict, reason
     run_ids: dict[int, dict[str, str]]  # seed -> run name -> run id
     configs: dict[int, dict[str, dict[str, Any]]]  # seed -> run name -> RunConfig.to_dict()
     figures: dict[str, str]  # figure name -> PNG path
@@ -72,6 +74,13 @@ class ClaimResult:
     run_commits: dict[str, str | None] = field(default_factory=dict)  # run id -> commit of the code that trained it
     runs_trained: int = 0
     runs_reused: int = 0
+    # per premise: name, quantity, op, bound, why, values {seed: value}, failed [seeds], met
+    premises: list[dict[str, Any]] = field(default_factory=list)
+    tier_faithful: bool = False  # the tier meets the paper's stated conditions (only such a tier may refute)
+    tier_statement: str = ""  # the statement as a proxy tier tests it, when it differs from `statement`
+    deviations: dict[str, str] = field(default_factory=dict)  # how the setup departs from the paper's
+    seeds_default: list[int] = field(default_factory=list)  # the seeds the claim declares for the tier
+    seeds_after_inconclusive: bool = False  # seeds were added after an inconclusive result at this tier
     result_id: int | None = None
     evidence: Evidence | None = field(default=None, repr=False, compare=False)
 
@@ -90,6 +99,9 @@ class ClaimResult:
             d[key] = {int(s): v for s, v in (d.get(key) or {}).items()}
         d["stats"] = {k: _unjson_stat(v) for k, v in (d.get("stats") or {}).items()}
         d["per_seed"] = {s: {k: _unjson_num(x) for k, x in v.items()} for s, v in d["per_seed"].items()}
+        d["criteria"] = [{k: _unjson_num(x) for k, x in c.items()} for c in d.get("criteria") or []]
+        d["premises"] = [{**p, "values": {int(s): _unjson_num(x) for s, x in (p.get("values") or {}).items()},
+                          "bound": _unjson_num(p.get("bound"))} for p in d.get("premises") or []]
         known = set(cls.__dataclass_fields__) - {"evidence"}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -176,7 +188,8 @@ def _slug(s: str) -> str:
 
 def evaluate(claim: Claim, tier: str, seeds: list[int], runs: dict[int, dict[str, RunView]],
              measured: dict[int, dict[str, Any]]) -> tuple[Evidence, str, list[str]]:
-    """Split per-seed measurements into numbers and series, summarise, decide."""
+    """Split per-seed measurements into numbers and series, summarise, decide (premises first, then each
+    criterion with its statistic; a proxy tier cannot refute).  ``Evidence.decision`` holds the details."""
     per_seed: dict[int, dict[str, float]] = {}
     series: dict[int, dict[str, Any]] = {}
     for s in seeds:
@@ -190,8 +203,8 @@ def evaluate(claim: Claim, tier: str, seeds: list[int], runs: dict[int, dict[str
             if k not in names:
                 names.append(k)
     ev.stats = {q: summarize(q, ev.values(q)) for q in names}
-    verdict, reasons = claim.rule.decide(ev.stats)
-    return ev, verdict, reasons
+    ev.decision = claim.rule.decide(per_seed, faithful=claim.params(tier).faithful)
+    return ev, ev.decision.verdict, ev.decision.reasons
 
 
 # --------------------------------------------------------------------------- check
@@ -251,9 +264,10 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
     res = ClaimResult(
         claim_id=claim.id, tier=tier, seeds=seed_list, verdict=verdict, reasons=reasons,
         stats={k: v.to_dict() for k, v in ev.stats.items()}, per_seed=ev.per_seed,
-        rule=claim.rule.describe(),
-        criteria=[{"quantity": c.quantity, "op": c.op, "threshold": c.threshold, "why": c.why}
-                  for c in claim.rule.criteria],
+        rule=claim.rule.describe(), criteria=ev.decision.criteria, premises=ev.decision.premises,
+        tier_faithful=claim.params(tier).faithful, tier_statement=claim.params(tier).statement or "",
+        deviations=dict(claim.deviations), seeds_default=resolve_seeds(claim, tier, None),
+        seeds_after_inconclusive=_seeds_after_inconclusive(store, claim, tier, seed_list),
         run_ids={s: {n: v.run_id for n, v in views[s].items()} for s in seed_list},
         configs={s: {n: c.to_dict() for n, c in experiment[s].items()} for s in seed_list},
         figures=figures, tables=claim.tables(ev) or {}, title=claim.title, statement=claim.statement,
@@ -268,6 +282,14 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
     if save:
         res.result_id = store.save_claim_result(claim.id, tier, seed_list, verdict, res.to_dict())
     return res
+
+
+def _seeds_after_inconclusive(store: Store, claim: Claim, tier: str, seeds: list[int]) -> bool:
+    """True when these seeds are not the claim's declared ones for the tier and an earlier result of this
+    claim at this tier was inconclusive: the verdict may have been chased with extra seeds."""
+    if seeds == resolve_seeds(claim, tier, None) or not store.db_path.exists():
+        return False
+    return any(r["verdict"] == "inconclusive" for r in store.claim_results(claim.id, tier, latest=False))
 
 
 def save_figures(figs: dict[str, Any], directory: Path) -> dict[str, str]:

@@ -85,26 +85,42 @@ def _stat_cells(s: dict[str, Any]) -> str:
             f'<td class="num">{n}</td><td class="num">{esc(values)}</td>')
 
 
+def tier_label(r: Any) -> str:
+    """``quick (proxy)`` / ``full (faithful)``."""
+    return f"{r.tier} ({'faithful' if getattr(r, 'tier_faithful', False) else 'proxy'})"
+
+
+def premises_line(r: Any) -> str:
+    """``2 of 2 met`` / ``1 of 2 met`` / ``none declared``."""
+    ps = getattr(r, "premises", None) or []
+    if not ps:
+        return "none declared"
+    return f"{sum(1 for p in ps if p.get('met'))} of {len(ps)} met"
+
+
 def _summary(rs: list[Any], unchecked: list[Any]) -> str:
     rows = []
     for r in rs:
         cit = r.citation.get("short", "")
+        flag = " *" if getattr(r, "seeds_after_inconclusive", False) else ""
         rows.append(
             f'<tr><td><a href="#{anchor(r.claim_id, r.tier)}"><code>{esc(r.claim_id)}</code></a></td>'
-            f"<td>{esc(r.title)}</td><td>{esc(cit)}</td><td>{esc(r.tier)}</td>"
-            f'<td class="num">{len(r.seeds)}</td><td>{verdict_badge(r.verdict)}</td>'
-            f'<td class="num">{num(r.wall_seconds, 3)} s</td></tr>')
+            f"<td>{esc(r.title)}</td><td>{esc(cit)}</td><td>{esc(tier_label(r))}</td>"
+            f'<td class="num">{len(r.seeds)}{esc(flag)}</td><td>{esc(premises_line(r))}</td>'
+            f'<td>{verdict_badge(r.verdict)}</td><td class="num">{num(r.wall_seconds, 3)} s</td></tr>')
     for c in unchecked:
         rows.append(f"<tr><td><code>{esc(c.id)}</code></td><td>{esc(c.title)}</td><td>{esc(c.citation.short())}</td>"
-                    f'<td></td><td></td><td>{verdict_badge("not run")}</td><td></td></tr>')
+                    f'<td></td><td></td><td></td><td>{verdict_badge("not run")}</td><td></td></tr>')
     counts: dict[str, int] = {}
     for r in rs:
         counts[r.verdict] = counts.get(r.verdict, 0) + 1
     tally = ", ".join(f"{n} {esc(v)}" for v, n in sorted(counts.items())) or "no results yet"
+    flagged = any(getattr(r, "seeds_after_inconclusive", False) for r in rs)
+    note = ('<p class="meta">* seeds were added after an inconclusive result at this tier.</p>' if flagged else "")
     return (f'<p class="meta">{len(rs)} result(s): {tally}; {len(unchecked)} claim(s) not run.</p>'
             '<table id="summary"><thead><tr><th>claim</th><th>title</th><th>citation</th><th>tier</th>'
-            "<th>seeds</th><th>verdict</th><th>wall time</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
+            "<th>seeds</th><th>premises</th><th>verdict</th><th>wall time</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>" + note)
 
 
 def _claim_section(r: Any) -> str:
@@ -118,15 +134,47 @@ def _claim_section(r: Any) -> str:
         a = esc(cit["arxiv"])
         line += f' <a href="https://arxiv.org/abs/{a}">arXiv:{a}</a>'
     parts.append(f'<p class="meta">Citation: {line}</p>')
+    faithful = getattr(r, "tier_faithful", False)
+    parts.append(f"<p><strong>Tier:</strong> {esc(tier_label(r))}: "
+                 + ("meets the paper's stated conditions, so it may refute." if faithful else
+                    "does not meet the paper's stated conditions; it may support but never refute.") + "</p>")
+    if getattr(r, "tier_statement", ""):
+        parts.append(f"<p><strong>The statement as this tier tests it:</strong> {esc(r.tier_statement)}</p>")
+    if getattr(r, "seeds_after_inconclusive", False):
+        parts.append("<p><strong>Flag:</strong> seeds were added after an inconclusive result at this tier "
+                     f"(declared seeds: {esc(', '.join(str(x) for x in r.seeds_default))}).</p>")
+    devs = getattr(r, "deviations", None) or {}
+    if devs:
+        parts.append("<h3>Deviations from the paper</h3><table><tbody>")
+        parts += [f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in devs.items()]
+        parts.append("</tbody></table>")
 
     parts.append("<h3>Verdict rule (declared before the run)</h3>")
     parts.append(f"<p><code>{esc(r.rule)}</code></p>")
+    premises = getattr(r, "premises", None) or []
+    if premises:
+        parts.append("<h4>Premises (checked in every seed first; a failed one makes the verdict inconclusive)</h4>"
+                     "<table><thead><tr><th>premise</th><th>condition</th><th>per seed</th><th>met</th>"
+                     "<th>why</th></tr></thead><tbody>")
+        for p in premises:
+            vals = ", ".join(f"{esc(s)}: {num(v)}" for s, v in sorted((p.get("values") or {}).items()))
+            parts.append(f"<tr><td>{esc(p.get('name'))}</td><td><code>{esc(p.get('quantity'))} {esc(p.get('op'))} "
+                         f"{num(p.get('bound'))}</code></td><td>{vals}</td><td>{'yes' if p.get('met') else 'NO'}</td>"
+                         f"<td>{esc(p.get('why'))}</td></tr>")
+        parts.append("</tbody></table>")
     if r.criteria:
-        parts.append("<table><thead><tr><th>quantity</th><th>condition on the 95% interval</th><th>why this "
-                     "threshold</th></tr></thead><tbody>")
+        parts.append("<h4>Criteria</h4><table><thead><tr><th>quantity</th><th>condition</th><th>statistic</th>"
+                     "<th>estimate</th><th>95% interval</th><th>seeds satisfying</th><th>verdict</th>"
+                     "<th>why this threshold</th></tr></thead><tbody>")
         for c in r.criteria:
+            k = c.get("k")
+            count = "" if k is None else f"{k} of {c.get('n')}"
+            interval = "" if c.get("lo") is None else f"[{num(c.get('lo'))}, {num(c.get('hi'))}]"
             parts.append(f"<tr><td><code>{esc(c.get('quantity'))}</code></td>"
-                         f"<td>{esc(c.get('op'))} {num(c.get('threshold'))}</td><td>{esc(c.get('why'))}</td></tr>")
+                         f"<td>{esc(c.get('op'))} {num(c.get('threshold'))}</td><td>{esc(c.get('statistic', ''))}</td>"
+                         f"<td class=\"num\">{num(c.get('estimate'))}</td><td class=\"num\">{esc(interval)}</td>"
+                         f"<td class=\"num\">{esc(count)}</td><td>{esc(c.get('verdict', ''))}</td>"
+                         f"<td>{esc(c.get('why'))}</td></tr>")
         parts.append("</tbody></table>")
     parts.append("<h3>Outcome</h3><ul class=\"reasons\">")
     parts += [f"<li>{esc(x)}</li>" for x in r.reasons]
@@ -198,9 +246,10 @@ def render_html(rs: list[Any], unchecked: list[Any], store: Any = None) -> str:
         f"<style>{CSS}</style></head><body>",
         "<header><h1>theorylab report</h1>",
         f'<p class="meta">Generated {esc(made)} by theorylab {esc(__version__)}{where}. Each verdict is '
-        "decided by a rule declared in code before the run, applied to the 95% interval of each quantity's "
-        "mean over seeds (supported: the whole interval satisfies it; refuted: the whole interval violates "
-        "it; inconclusive: it straddles the threshold).</p></header>",
+        "decided by a rule declared in code before the run: its premises are checked in every seed first (a "
+        "failed premise makes the verdict inconclusive), then each criterion is judged over seeds with the "
+        "statistic it declares (an interval of the mean, an exact count of seeds, or the best seed as the "
+        "paper reports it). Only a tier faithful to the paper's conditions may refute.</p></header>",
         "<main><h2>Summary</h2>",
         _summary(rs, unchecked),
     ]

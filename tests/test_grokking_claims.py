@@ -68,7 +68,7 @@ def test_smoke_delay_and_key_frequencies(smoke_store):
     for s in ev.seeds:
         keys = ev.series[s]["key_frequencies"]
         assert ev.per_seed[s]["n_key_frequencies"] == len(keys)
-        assert ev.per_seed[s]["handful_of_key_frequencies"] == (1.0 if 1 <= len(keys) <= 8 else 0.0)
+        assert ev.per_seed[s]["grokked"] in (0.0, 1.0) and ev.per_seed[s]["memorized"] in (0.0, 1.0)
         assert all(1 <= k <= 6 for k in keys)
         fm = ev.series[s]["fourier"]
         assert fm["steps"] == [25, 50, 75, 100, 125, 150] and len(fm["restricted_loss"]) == 6
@@ -78,7 +78,8 @@ def test_smoke_delay_and_key_frequencies(smoke_store):
 @pytest.mark.slow
 def test_smoke_phases_and_no_weight_decay(smoke_store):
     verdict, ev, res = _check(IDS[2], smoke_store)
-    assert verdict in ("supported", "refuted", "inconclusive") and len(res.reasons) == 5
+    assert verdict == "inconclusive"  # the smoke tier is a proxy: it never refutes
+    assert len(res.criteria) == 5 and len(res.premises) == 2
     for s in ev.seeds:
         ph = ev.series[s]["phases"]
         assert set(ph) >= {"memorization_end", "circuit_formation_end", "cleanup_end"}

@@ -11,8 +11,12 @@ test loss at or after ``t_mem`` and ``L_lo`` the final test loss.  The progress 
 collapse is ``f(t) = (log L_hi - log L(t)) / (log L_hi - log L_lo)`` (0 before, 1 at
 the end).
 
-* **end of memorization** ``t_mem``: the first step at which train accuracy reaches
-  ``train_acc`` (0.99).
+* **end of memorization** ``t_mem``: as the paper defines it (section 5.1: memorization ends when
+  the excluded loss, which fell with the train loss, turns and starts to rise as the generalizing
+  circuit forms), the step of the smallest excluded loss before the end of circuit formation,
+  when the excluded-loss series is given (:func:`memorization_end`); otherwise, as a proxy, the
+  first step at which train accuracy reaches ``train_acc`` (0.99).  The test-loss peak below is
+  searched from the step train accuracy reaches 0.99 on, in both cases.
 * **end of circuit formation** ``t_circ``: the first step after the test-loss peak from
   which on ``f >= start_frac`` (0.1) holds at every later evaluation: the test loss has
   begun its collapse for good.
@@ -37,7 +41,7 @@ import numpy as np
 
 from theorylab.errors import TheoryLabError
 
-__all__ = ["Boundary", "Phases", "detect_phases", "first_crossing"]
+__all__ = ["Boundary", "Phases", "detect_phases", "first_crossing", "memorization_end", "tail_change"]
 
 
 @dataclass
@@ -81,9 +85,44 @@ def first_crossing(steps, values, threshold: float, above: bool = True, start: i
     return None
 
 
+def memorization_end(steps, excluded_loss, until: int | None = None) -> int | None:
+    """The step where the excluded loss is smallest at or before ``until`` (all steps when None): where it
+    stops falling with the train loss and starts rising as the Fourier circuit takes over (Nanda et al.
+    2023, section 5.1, "memorization ... circuit formation").  ``steps`` and ``excluded_loss`` are the
+    checkpoint series of :func:`theorylab.measures.fourier.measure_checkpoints`; None when no finite
+    value lies in range."""
+    s = np.asarray(steps, dtype=np.int64)
+    v = np.asarray(excluded_loss, dtype=np.float64)
+    if len(s) != len(v):
+        raise TheoryLabError("memorization_end: steps and excluded_loss must have equal length")
+    keep = np.isfinite(v) & ((s <= until) if until is not None else True)
+    if not keep.any():
+        return None
+    i = np.flatnonzero(keep)[int(np.argmin(v[keep]))]
+    return int(s[i])
+
+
+def tail_change(steps, values, frac: float = 0.2) -> float:
+    """Relative change of a loss over the last ``frac`` of training: ``|L(end) - L(t0)| / L(t0)`` with t0 the
+    last evaluation at or before ``(1 - frac)`` of the final step (a convergence premise: "the loss change
+    over the last 20% of steps below a declared bound").  nan with fewer than two finite points."""
+    s = np.asarray(steps, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    s, v = s[ok], v[ok]
+    if len(s) < 2 or not 0 < frac < 1:
+        return math.nan
+    cut = s[-1] - frac * (s[-1] - s[0])
+    i0 = int(np.flatnonzero(s <= cut)[-1])
+    if i0 == len(s) - 1 or v[i0] == 0:
+        return math.nan
+    return float(abs(v[-1] - v[i0]) / abs(v[i0]))
+
+
 def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0.99, start_frac: float = 0.1,
-                  end_frac: float = 0.9) -> Phases:
-    """Phase boundaries from the evaluation curves (see the module docstring for the rules)."""
+                  end_frac: float = 0.9, excluded: tuple[Any, Any] | None = None) -> Phases:
+    """Phase boundaries from the evaluation curves (see the module docstring for the rules);
+    ``excluded = (checkpoint steps, excluded loss)`` places the end of memorization as the paper does."""
     s = np.asarray(steps, dtype=np.int64)
     acc = np.asarray(train_acc, dtype=np.float64)
     tl = np.asarray(test_loss, dtype=np.float64)
@@ -118,4 +157,7 @@ def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0
     stays = np.minimum.accumulate(frac[::-1])[::-1]  # stays[i] = min(frac[i:])
     t_circ = first_crossing(s[i_mem:], stays, start_frac, above=True, start=i_peak)
     t_clean = first_crossing(s[i_mem:], stays, end_frac, above=True, start=i_peak)
+    if excluded is not None:
+        t_mem = memorization_end(excluded[0], excluded[1], until=t_circ)
+        r_mem = "the step of the smallest excluded loss before the end of circuit formation (Nanda et al. 2023, §5.1)"
     return Phases(Boundary(t_mem, r_mem), Boundary(t_circ, r_circ), Boundary(t_clean, r_clean), notes)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Evidence, Tier, all_of, tiers_of
+from theorylab.claims.base import Claim, Criterion, Evidence, Tier, all_of, fitted, happened, tiers_of
 from theorylab.claims.citations import POWER2022 as POWER
 
 GENERALIZED = 0.99  # "generalized" = 99% test accuracy, the criterion of Power et al. (Fig. 1)
@@ -51,9 +51,10 @@ TIERS: dict[str, Tier] = tiers_of(ModularTier, {
     # reached 99% test accuracy at step 700; the budget of 1,500 steps is about twice that.
     "quick": {"p": 47, "d_model": 64, "d_head": 16, "d_mlp": 256, "init_std": 0.125, "steps": 1500,
               "eval_every": 25, "checkpoint_every": 250, "fractions": (0.6, 0.4)},
-    # the paper-scale setup of Nanda et al.: p=113, d_model 128, 30% vs 50% of pairs, 40k steps
+    # the paper-scale setup of Nanda et al.: p=113, d_model 128, 30% vs 50% of pairs, 40k steps (faithful to the
+    # published setup the statement cites beside Power et al.)
     "full": {"p": 113, "d_model": 128, "d_head": 32, "d_mlp": 512, "init_std": 0.0884, "steps": 40000,
-             "eval_every": 100, "checkpoint_every": 2000, "fractions": (0.5, 0.3)},
+             "eval_every": 100, "checkpoint_every": 2000, "fractions": (0.5, 0.3), "faithful": True},
 })
 
 
@@ -94,8 +95,12 @@ class _ModularClaim(Claim):
     tiers = TIERS
     seeds = SEEDS
 
-    def params(self, tier: str) -> dict[str, Any]:
-        return super().params(tier)
+    deviations = {
+        "model and data": "the one-layer, full-batch setup of Nanda et al. 2023 on (a + b) mod p, not Power et al.'s "
+                          "two-layer model with minibatches of 512 on division mod 97",
+        "early stop": "runs stop at the first evaluation with 99% test accuracy (the quantity both claims read)",
+        "quick tier": "p = 47, d_model 64, lr 3e-3, 1,500 steps, fractions 60% / 40%: a proxy that cannot refute",
+    }
 
 
 @register_claim
@@ -108,20 +113,20 @@ class WeightDecayNeeded(_ModularClaim):
                  "pairs, while the same model trained without weight decay fits the training pairs but stays far "
                  "from generalizing within the same budget (Power et al. 2022; Nanda et al. 2023).")
     rule = all_of(
-        Criterion("test_acc_wd", ">=", 0.95,
-                  why="generalizes: Power et al. count 99% test accuracy as generalized; runs stop at the first "
-                      "evaluation at or above 99%, so per-seed values sit just above it, and the interval of the "
-                      "mean is held to 0.95 so that a t-interval over 3 seeds does not straddle on noise alone"),
+        # Generalization is a per-seed yes/no outcome (Power et al. count 99% test accuracy as generalized), so
+        # it is judged as an exact count of seeds, not with a t interval of accuracies that stop at 99%.
+        Criterion("test_acc_wd", ">=", 0.99, stat="every",
+                  why="generalizes: every seed with weight decay reaches the 99% that Power et al. count as "
+                      "generalized"),
         # Set before any multi-seed run; a one-seed pilot without weight decay plateaued near 0.56
         # test accuracy (partial generalization), so "does not generalize" is read, as in the paper,
         # as "does not reach the 99% criterion", with a 9-point margin.
-        Criterion("test_acc_no_wd", "<=", 0.9,
-                  why="does not generalize: its best test accuracy within the same budget stays clearly below "
-                      "the 99% that defines generalization (a 9-point margin, so a run about to cross is not "
-                      "counted as failing)"),
-        Criterion("train_acc_no_wd", ">=", 0.99,
-                  why="the no-decay model must fit its training set, so its failure is one of generalization, "
-                      "not of optimization"),
+        Criterion("test_acc_no_wd", "<=", 0.9, stat="every",
+                  why="does not generalize: in every seed its best test accuracy within the same budget stays "
+                      "clearly below the 99% that defines generalization (a 9-point margin, so a run about to "
+                      "cross is not counted as failing)"),
+        premises=[fitted("train_acc_no_wd", 0.99, name="the model without weight decay fitted its training pairs",
+                         why="its failure must be one of generalization, not of optimization")],
     )
     decides = "more seeds, or the full tier (p=113, 40k steps, the setup of Nanda et al.)"
     extra_quantities = ("steps_to_99_wd", "acc_gap")
@@ -174,14 +179,16 @@ class FractionDelay(_ModularClaim):
                  "are predicted with 99% accuracy grows steeply as the fraction of pairs used for training "
                  "shrinks (Power et al. 2022, Fig. 1 right).")
     rule = all_of(
-        Criterion("steps_ratio", ">=", 1.5,
+        Criterion("steps_ratio", ">=", 1.5, stat="log_mean",
                   why="'many more steps': at least 1.5x the steps of the larger fraction; Power et al.'s curve "
                       "rises far more steeply than that over a similar drop, and 1.5x is well above the "
                       "evaluation granularity (eval_every steps)"),
         note="steps_ratio = steps to 99% test accuracy at the small fraction / at the large fraction; a small-"
-             "fraction run that never reaches 99% counts as the budget (a lower bound on the ratio); a seed "
-             "whose large-fraction run never reaches 99% has no ratio (NaN), which makes the verdict "
-             "inconclusive",
+             "fraction run that never reaches 99% counts as the budget (a lower bound on the ratio); ratios are "
+             "averaged in log space",
+        premises=[happened("large_reached", ">=", 1.0, name="the larger fraction generalized",
+                           why="the delay is measured from the step the larger fraction reaches 99% test accuracy "
+                               "(1 = it did within the budget)")],
     )
     decides = "more seeds, a longer budget, or the full tier (p=113, 30% vs 50% of pairs)"
     extra_quantities = ("steps_large", "steps_small", "small_reached")
@@ -202,6 +209,7 @@ class FractionDelay(_ModularClaim):
             "steps_large": float(t_big) if t_big is not None else float("nan"),
             "steps_small": t_small_c,
             "small_reached": 1.0 if t_small is not None else 0.0,
+            "large_reached": 1.0 if t_big is not None else 0.0,
             "fraction_large": float(p["fractions"][0]),
             "fraction_small": float(p["fractions"][1]),
             "curves_large": big,

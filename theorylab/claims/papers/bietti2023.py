@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Tier, all_of, tiers_of
+from theorylab.claims.base import Claim, Criterion, Premise, Tier, all_of, tiers_of
 from theorylab.claims.citations import BIETTI2023 as BIETTI
 
 
@@ -31,7 +31,8 @@ class TriggerTier(Tier):
 _TRIGGER_TIERS: dict[str, Tier] = tiers_of(TriggerTier, {
     "smoke": {"vocab": 16, "seq_len": 24, "d_model": 32, "steps": 30, "eval_every": 10, "n_test": 32},
     "quick": {"vocab": 64, "seq_len": 64, "d_model": 64, "steps": 2000, "eval_every": 100, "n_test": 256},
-    "full": {"vocab": 65, "seq_len": 256, "d_model": 256, "steps": 10000, "eval_every": 250, "n_test": 512},
+    "full": {"vocab": 65, "seq_len": 256, "d_model": 256, "steps": 10000, "eval_every": 250, "n_test": 512,
+             "faithful": True},
 })
 
 
@@ -59,6 +60,13 @@ class InductionFromTriggers(Claim):
                  "later occurrences (an induction head), while the first occurrences stay unpredictable, and the "
                  "second layer's value/output matrices become an associative memory that copies the attended "
                  "token (the paper's memory-recall probe).")
+    deviations = {
+        "bigram chain": "drawn from a seeded Dirichlet(0.5) over 64 tokens; the paper estimates it from character-level "
+                        "Shakespeare, which cannot be downloaded here",
+        "layer norm": "pre-LN in every tier (without it our pilots stalled at copying the most frequent token); the "
+                      "paper's analysis model has none, and the probes read the weights without the norms",
+        "quick tier": "sequences of 64 (the paper: 256), width 64 (256), 2,000 steps: a proxy that cannot refute",
+    }
     rule = all_of(
         Criterion("icl_accuracy", ">=", 0.9,
                   why="the paper's trained model predicts in-context outputs almost perfectly; chance is 1/vocab"),
@@ -66,6 +74,9 @@ class InductionFromTriggers(Claim):
                   why="the gain is in context: the same outputs at first occurrences cannot be predicted"),
         Criterion("probe_induction_output", ">=", 0.5,
                   why="the copying memory exists: over half the vocabulary recalled (the paper's probes approach 1)"),
+        premises=[Premise("the model fitted the global bigrams", "bigram_excess_loss", "<=", 0.1,
+                          why="on bigram positions the loss is within 0.1 nat of the chain's exact Bayes loss: "
+                              "the weights learned the global statistics the induction mechanism works beside")],
     )
     tiers = _TRIGGER_TIERS
     seeds = {"smoke": 2, "quick": 3, "full": 5}

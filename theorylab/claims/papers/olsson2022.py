@@ -17,13 +17,16 @@ from __future__ import annotations
 from typing import Any
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Tier, all_of, tiers_of
+from theorylab.claims.base import Claim, Criterion, Tier, all_of, fitted, happened, tiers_of
 from theorylab.claims.citations import OLSSON2022 as OLSSON
 
 
-# In a pilot (seed 0, 1,000 steps, eval every 50) the second-copy loss of the two-layer
-# model fell from 3.6 to 0.8 nats between steps 150 and 250 and the layer-1 prefix-matching
-# score rose from 0.16 to 0.76 over the same evaluations; the quick tier trains 800 steps.
+# Pilots.  Seed 0, 1,000 steps: the second-copy loss of the two-layer model fell from 3.6 to 0.8 nats
+# between steps 150 and 250 and the layer-1 prefix-matching score rose from 0.16 to 0.76 over the same
+# evaluations.  Seeds 0-4, 2,000 steps (this revision, run before the rules below were set): four seeds
+# passed 0.5 by step 400 and stayed at 0.78-0.84; seed 1 reached second-copy accuracy 0.86 by step 1,000
+# with prefix-matching scores of only 0.15 (layer 0) and 0.05 (layer 1): it learned the copy another way.
+# The quick tier trains 1,500 steps, well past the formation in every seed that formed a head by 2,000.
 class InductionTier(Tier):
     """Sizes of the induction runs: vocabulary, block periods, width, steps, evaluation cadence."""
 
@@ -39,7 +42,7 @@ class InductionTier(Tier):
 _INDUCTION_TIERS: dict[str, Tier] = tiers_of(InductionTier, {
     "smoke": {"vocab": 20, "period": 8, "min_period": 4, "d_model": 32, "steps": 60, "eval_every": 10,
               "n_test": 64},
-    "quick": {"vocab": 64, "period": 16, "min_period": 8, "d_model": 64, "steps": 800, "eval_every": 20,
+    "quick": {"vocab": 64, "period": 16, "min_period": 8, "d_model": 64, "steps": 1500, "eval_every": 25,
               "n_test": 256},
     "full": {"vocab": 64, "period": 16, "min_period": 8, "d_model": 64, "steps": 3000, "eval_every": 25,
              "n_test": 512},
@@ -74,7 +77,13 @@ def induction_curves(view) -> dict[str, list[float]]:
 class _InductionClaim(Claim):
     citation = OLSSON
     tiers = _INDUCTION_TIERS
-    seeds = {"smoke": 2, "quick": 3, "full": 5}
+    seeds = {"smoke": 2, "quick": 5, "full": 10}
+    deviations = {
+        "data": "repeated random tokens (the standard synthetic probe of induction heads), not natural text as in "
+                "Olsson et al.'s models; every tier is therefore a proxy and cannot refute",
+        "model": "two attention-only layers of width 64 with 2 heads, learned positions, pre-LN",
+    }
+    decides = "more seeds (the per-seed outcome is judged as an exact count)"
 
     def _curve_figure(self, evidence, names: tuple[str, ...]):
         from theorylab.figures.icl import induction_formation
@@ -92,16 +101,21 @@ class InductionHeadForms(_InductionClaim):
     statement = ("Trained on repeated random tokens, a two-layer attention-only transformer develops a head that "
                  "attends to the token after the earlier occurrence of the current token (prefix matching); the "
                  "loss on the repeated half drops abruptly, and the prefix-matching score rises at the same time.")
+    # Each part is a per-seed yes/no outcome judged as an exact count: in at least 80% of seeds (4 of 5 at
+    # the quick tier; 'forms' read as 'forms in most runs within the budget').
     rule = all_of(
-        Criterion("prefix_matching_final", ">=", 0.5,
+        Criterion("prefix_matching_final", ">=", 0.5, stat="count", at_least=0.8,
                   why="most of the head's attention on the token after the earlier occurrence; uniform causal "
                       "attention scores about 0.07 on these sequences and a hand-built induction head 0.99"),
-        Criterion("loss_drop_sharpness", ">=", 0.4,
+        Criterion("loss_drop_sharpness", ">=", 0.4, stat="count", at_least=0.8,
                   why=f"at least 40% of the total fall of the second-copy loss within {WINDOW_FRAC:.0%} of training, "
                       "four times what a steady decrease would give"),
-        Criterion("onset_gap_frac", "<=", 0.1,
+        Criterion("onset_gap_frac", "<=", 0.1, stat="count", at_least=0.8,
                   why="the step where the score rises past halfway and the step where the loss falls past halfway "
                       "lie within a tenth of the run of each other"),
+        premises=[fitted("accuracy_second_copy", 0.5, name="the model learned to copy in context",
+                         why="a head's role in in-context copying is only asked of a model that copies: at least "
+                             "half of the second copy predicted (chance is 1/64)")],
     )
     extra_quantities = ("loss_drop_step", "score_rise_step", "in_context_gain", "accuracy_second_copy",
                         "loss_second_copy_final", "prev_token_final")
@@ -143,12 +157,14 @@ class OneLayerNoInduction(_InductionClaim):
     statement = ("With a single attention-only layer (and otherwise the same run), no head prefix-matches: a key "
                  "cannot know its previous token without an earlier layer, so induction needs two composed layers.")
     rule = all_of(
-        Criterion("prefix_matching_one_layer", "<=", 0.3,
-                  why="well under the 0.5 that counts as an induction head for the two-layer claim"),
-        Criterion("prefix_matching_gap", ">=", 0.3,
-                  why="the two-layer run of the same setup scores at least 0.3 higher"),
+        Criterion("prefix_matching_one_layer", "<=", 0.3, stat="every",
+                  why="well under the 0.5 that counts as an induction head for the two-layer claim, in every seed"),
+        premises=[happened("prefix_matching_two_layer", ">=", 0.5,
+                           name="the two-layer run of the same setup formed an induction head",
+                           why="the one-layer vs two-layer contrast needs the two-layer head (the 0.5 of the "
+                               "two-layer claim)")],
     )
-    extra_quantities = ("prefix_matching_two_layer", "in_context_gain_one_layer", "in_context_gain_two_layer",
+    extra_quantities = ("prefix_matching_gap", "in_context_gain_one_layer", "in_context_gain_two_layer",
                         "accuracy_second_copy_one_layer", "accuracy_second_copy_two_layer")
 
     def experiment(self, tier, seed):

@@ -64,9 +64,10 @@ def average_sensitivity_vs_n(curves: dict[str, dict[str, Any]], title: str) -> F
     return fig
 
 
-def accuracy_vs_length(curves: dict[str, Sequence[dict[str, Any]]], title: str, log_x: bool = True) -> Figure:
-    """Accuracy (mean over seeds) against the test length, one line per label; ``curves[label]`` holds one
-    ``{"lengths", "acc"}`` per seed."""
+def accuracy_vs_length(curves: dict[str, Sequence[dict[str, Any]]], title: str, log_x: bool = True,
+                       ylim: tuple[float, float] | None = (0, 1.02), ylabel: str = "accuracy") -> Figure:
+    """A per-length quantity (mean over seeds; accuracy by default) against the test length, one line per
+    label; ``curves[label]`` holds one ``{"lengths", "acc"}`` per seed."""
     fig, ax = plt.subplots(figsize=(6, 4))
     n_seeds = 0
     for label, per_seed in curves.items():
@@ -75,9 +76,10 @@ def accuracy_vs_length(curves: dict[str, Sequence[dict[str, Any]]], title: str, 
         ax.plot(per_seed[0]["lengths"], acc, marker="o", ls="-" if "sinusoidal" in label else "--", label=label)
     if log_x:
         ax.set_xscale("log")
-    ax.set_ylim(0, 1.02)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel("test length n" + (" (log scale)" if log_x else ""))
-    ax.set_ylabel(f"accuracy (mean over {n_seeds} seeds)")
+    ax.set_ylabel(f"{ylabel} (mean over {n_seeds} seeds)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -29,7 +29,8 @@ bucket_sort    cs        string over 0..4 -> the same symbols sorted            
 **Layout.**  The model is an encoder (bidirectional attention).  The input reads
 ``x_1 ... x_L`` followed by K copies of a query symbol (the output slots, K = output length);
 the model's prediction for output position k is read at slot k.  Loss and accuracy are taken on
-the slots only.
+the slots only.  With ``query_position="start"`` the slots come first, before the string (a CLS
+symbol at position 0, as Chiang & Cholak's FIRST experiments read it).
 
 **Protocol** (Delétang et al.): every training step draws one length uniformly from
 ``train_min_length .. train_max_length`` and a batch of strings of that length; evaluation draws
@@ -63,6 +64,9 @@ class FormalConfig(TaskConfig):
     test_max_length: int = Field(500, ge=1, description="longest test length (Deletang et al.: 500)")
     test_stride: int = Field(1, ge=1, description="evaluate every k-th test length")
     n_eval: int = Field(64, gt=0, description="fresh strings per evaluated length")
+    query_position: Literal["end", "start"] = Field(
+        "end", description="where the output slots sit: after the string (Deletang et al.) or before it, a CLS "
+                           "at position 0 read there (Chiang & Cholak's FIRST)")
 
     @model_validator(mode="after")
     def _lengths(self) -> FormalConfig:
@@ -121,8 +125,11 @@ class FormalTask(Task):
     def batch(self, rng: np.random.Generator, n: int, length: int) -> Batch:
         x, y = self.sample(rng, n, length)
         length, k = x.shape[1], y.shape[1]  # modular_arithmetic drops the last symbol of even lengths
-        tokens = np.concatenate([x, np.full((n, k), self.n_symbols, dtype=np.int64)], axis=1)
-        targets = np.concatenate([np.full((n, length), IGNORE, dtype=np.int64), y], axis=1)
+        slots, blank = np.full((n, k), self.n_symbols, dtype=np.int64), np.full((n, length), IGNORE, dtype=np.int64)
+        if self.cfg.query_position == "start":
+            tokens, targets = np.concatenate([slots, x], axis=1), np.concatenate([y, blank], axis=1)
+        else:
+            tokens, targets = np.concatenate([x, slots], axis=1), np.concatenate([blank, y], axis=1)
         return Batch(tokens=torch.from_numpy(np.ascontiguousarray(tokens, dtype=np.int64)),
                      targets=torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64)))
 
@@ -170,6 +177,7 @@ class FormalTask(Task):
                 losses.append(m["loss"])
                 seqs.append(m["seq_accuracy"])
                 out[f"{split}/acc_len_{length}"] = m["accuracy"]
+                out[f"{split}/loss_len_{length}"] = m["loss"]
             out[f"{split}/accuracy"] = float(np.mean(accs))
             out[f"{split}/loss"] = float(np.mean(losses))
             out[f"{split}/seq_accuracy"] = float(np.mean(seqs))
@@ -177,9 +185,10 @@ class FormalTask(Task):
         return out
 
 
-def per_length(metrics: dict[str, float], split: str = "test") -> tuple[list[int], list[float]]:
-    """(lengths, accuracies) from a run's ``split/acc_len_L`` metrics, sorted by length."""
-    pre = f"{split}/acc_len_"
+def per_length(metrics: dict[str, float], split: str = "test", what: str = "acc") -> tuple[list[int], list[float]]:
+    """(lengths, values) from a run's ``split/acc_len_L`` (``what="acc"``, accuracy) or ``split/loss_len_L``
+    (``what="loss"``, cross-entropy in nats per output symbol) metrics, sorted by length."""
+    pre = f"{split}/{what}_len_"
     pairs = sorted((int(k[len(pre):]), v) for k, v in metrics.items() if k.startswith(pre))
     return [p[0] for p in pairs], [p[1] for p in pairs]
 

@@ -217,9 +217,9 @@ class AccuracyFallsWithSize(Claim):
     statement = ("With the model fixed and the same number of passes over each graph's training paths, test path "
                  "accuracy is lower on a larger random DAG (same edge probability) than on a smaller one.")
     rule = all_of(
-        Criterion("accuracy_drop", ">", 0.0,
-                  why="the paper shows a fall from n=100 to n=500 without a size for it; we ask that the 95% interval "
-                      "of accuracy(smallest n) - accuracy(largest n) exclude zero"),
+        Criterion("accuracy_drop", ">", 0.0, stat="every",
+                  why="the paper shows a fall from n=100 to n=500 without a size for it; we ask that accuracy at the "
+                      "smallest n exceed accuracy at the largest n in every seed"),
         premises=[fitted("min_train_path_accuracy", 0.9, name="the model fits its training pairs at every size",
                          why="the fall must be one of generalization: at least 90% of training pairs solved at "
                              "every graph size")],
@@ -229,9 +229,11 @@ class AccuracyFallsWithSize(Claim):
     tiers = tiers_of(AlpineSizesTier, {
         "smoke": {"sizes": [12, 30], "p": 0.2, "train_fraction": 0.5, "paths_per_pair": 5, "d_model": 32,
                   "passes": 3, "samples": 1},
-        # a fixed small model (d_model 32) on CPU-sized graphs, the same passes over each graph's paths
-        "quick": {"sizes": [50, 75, 100], "p": 0.1, "train_fraction": 0.5, "paths_per_pair": 10, "d_model": 32,
-                  "passes": 8, "samples": 1},
+        # a fixed small model (d_model 32) on CPU-sized graphs, the same passes over each graph's paths.  Pilot
+        # (seed 0, n = 50, 5 paths per pair): training pairs fitted (greedy path accuracy 0.99) after 1,000 steps,
+        # about 22 passes; 8 passes left n = 50 at 0.75, below the premise, so every size trains 40 passes.
+        "quick": {"sizes": [40, 60, 80], "p": 0.1, "train_fraction": 0.5, "paths_per_pair": 5, "d_model": 32,
+                  "passes": 40, "samples": 1},
         # the paper's sizes, n = 100 .. 500, d_model = 120
         "full": {"sizes": [100, 200, 300, 400, 500], "p": 0.1, "train_fraction": 0.5, "paths_per_pair": 20,
                  "d_model": 120, "passes": 10, "samples": 2, "faithful": True},

@@ -102,10 +102,11 @@ def memorization_end(steps, excluded_loss, until: int | None = None) -> int | No
     return int(s[i])
 
 
-def tail_change(steps, values, frac: float = 0.2) -> float:
-    """Relative change of a loss over the last ``frac`` of training: ``|L(end) - L(t0)| / L(t0)`` with t0 the
-    last evaluation at or before ``(1 - frac)`` of the final step (a convergence premise: "the loss change
-    over the last 20% of steps below a declared bound").  nan with fewer than two finite points."""
+def tail_change(steps, values, frac: float = 0.2, relative: bool = True) -> float:
+    """Change of a loss over the last ``frac`` of training: ``|L(end) - L(t0)| / L(t0)`` (or the absolute
+    ``|L(end) - L(t0)|`` with ``relative=False``), t0 the last evaluation at or before ``(1 - frac)`` of the
+    final step (a convergence premise: "the loss change over the last 20% of steps below a declared bound").
+    nan with fewer than two finite points."""
     s = np.asarray(steps, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(v)
@@ -114,9 +115,9 @@ def tail_change(steps, values, frac: float = 0.2) -> float:
         return math.nan
     cut = s[-1] - frac * (s[-1] - s[0])
     i0 = int(np.flatnonzero(s <= cut)[-1])
-    if i0 == len(s) - 1 or v[i0] == 0:
+    if i0 == len(s) - 1 or (relative and v[i0] == 0):
         return math.nan
-    return float(abs(v[-1] - v[i0]) / abs(v[i0]))
+    return float(abs(v[-1] - v[i0]) / (abs(v[i0]) if relative else 1.0))
 
 
 def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0.99, start_frac: float = 0.1,

@@ -156,6 +156,33 @@ class ConceptsTask(Task):
         return {"loss": float(-lp.gather(-1, batch.targets[:, None]).mean()), "accuracy": float(1 - err),
                 "error01": float(err)}
 
+    def context_free_error(self, batch: Batch) -> float:
+        """The 0-1 error of the best predictor that reads the query alone (the Bayes classifier of the query's
+        label given only its word, marginalizing the prompt's concept, the query's polysemous features and
+        their signs; Gaussian noise of std sigma), on the queries of ``batch``.
+
+        A model below this error uses the demonstrations.  Exact posterior over the K * 2 * ((K - 1) * 2)^n_poly
+        mixture components of the word model (288 at the defaults; concepts uniform as in training)."""
+        import itertools
+
+        c = self.cfg
+        xq = batch.inputs[:, -1, : c.d].double().cpu().numpy()
+        means, labels = [], []
+        for k in range(c.K):
+            for y in (0, 1):
+                for offs in itertools.product(range(1, c.K), repeat=c.n_poly):
+                    for signs in itertools.product((0, 1), repeat=c.n_poly):
+                        m = self.word[k, y].copy()
+                        for o, sg in zip(offs, signs):
+                            m = m + c.gamma * self.word[(k + o) % c.K, sg]
+                        means.append(m)
+                        labels.append(y)
+        means, labels = np.asarray(means), np.asarray(labels)
+        ll = -((xq[:, None, :] - means[None]) ** 2).sum(-1) / (2 * max(c.sigma, 1e-12) ** 2)
+        w = np.exp(ll - ll.max(1, keepdims=True))
+        p1 = (w * (labels == 1)).sum(1) / w.sum(1)
+        return float(((p1 > 0.5).astype(int) != batch.targets.cpu().numpy()).mean())
+
     def directions(self) -> dict[str, np.ndarray]:
         """The dictionary, as arrays ``[n, d]``: ``word_shared`` (a_k), ``word_concept`` (b_k, the word's
         label-splitting directions), ``label_shared`` (q_k), ``label_concept`` (r_k), and ``noise``, an

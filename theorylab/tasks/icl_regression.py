@@ -9,7 +9,10 @@ coordinate is our choice).  The model reads them through ``embed.W_in``
 (``input_dim = d + 1``) and writes one scalar per position (``d_vocab_out = 1``); the
 prediction of ``y_k`` is read at the position of ``x_k``, so it sees the ``k`` earlier
 pairs.  The loss is the squared error divided by ``d``, averaged over all ``k``, as in
-Garg et al.  Fresh prompts every step; a fixed test set of ``n_test`` prompts.
+Garg et al.  Fresh prompts every step; a fixed test set of ``n_test`` prompts.  With
+``curriculum`` the training prompts follow Garg et al.'s curriculum (section 4): they start with
+``curriculum_d`` active dimensions (the others zero) and ``curriculum_points`` pairs and grow by one
+dimension and two pairs every ``curriculum_every`` steps; the test set is always the full size.
 
 ``format="paired"`` (our option, for CPU budgets): one position per example holding
 ``(x_i, y_i, 0)``, and a final query position ``(x_k, 0, 1)``; ``input_dim = d + 2``.  Each
@@ -47,6 +50,12 @@ class IclRegressionConfig(TaskConfig):
     format: Literal["interleaved", "paired"] = Field(
         "interleaved", description="interleaved: x and y positions (Garg et al.); paired: one (x, y) per position "
                                    "and a single query, k examples drawn per step")
+    curriculum: bool = Field(False, description="Garg et al.'s curriculum: training prompts start with "
+                                                "curriculum_d active dimensions and curriculum_points pairs and grow")
+    curriculum_d: int = Field(5, gt=0, description="active dimensions at step 0 (Garg et al.: 5)")
+    curriculum_points: int = Field(11, gt=1, description="pairs per prompt at step 0 (Garg et al.: 11)")
+    curriculum_every: int = Field(2000, gt=0, description="steps between increments of +1 dimension and +2 pairs "
+                                                          "(Garg et al.: 2,000)")
 
     def model_defaults(self) -> dict[str, Any]:
         if self.format == "paired":
@@ -96,22 +105,51 @@ class IclRegressionTask(Task):
 
     def _sample(self, n: int, rng: np.random.Generator, n_points: int | None = None) -> Batch:
         c = self.cfg
-        xs, ys, clean, w = sample_prompts(n, c.d, n_points or c.n_points, c.noise_std, rng)
+        n_points = n_points or c.n_points
+        xs, ys, clean, w = sample_prompts(n, c.d, n_points, c.noise_std, rng)
         if c.format == "paired":  # inputs are built per number of examples (see paired_inputs)
             return Batch(inputs=paired_inputs(xs, ys, xs.shape[1] - 1), extras={"xs": xs, "ys": ys, "clean": clean,
                                                                                   "w": w})
-        targets = torch.zeros(n, 2 * c.n_points)
+        targets = torch.zeros(n, 2 * n_points)
         targets[:, 0::2] = ys
-        mask = torch.zeros(n, 2 * c.n_points, dtype=torch.bool)
+        mask = torch.zeros(n, 2 * n_points, dtype=torch.bool)
         mask[:, 0::2] = True
         return Batch(inputs=interleave(xs, ys), targets=targets, mask=mask,
                      extras={"xs": xs, "ys": ys, "clean": clean, "w": w})
 
+    def curriculum_at(self, step: int) -> tuple[int, int]:
+        """(active dimensions, pairs per prompt) of the training prompts at ``step``: the full ``(d, n_points)``
+        without the curriculum; with it, Garg et al.'s schedule (section 4: dimensions +1 and pairs +2 every
+        ``curriculum_every`` steps, from ``curriculum_d`` and ``curriculum_points``, capped at the full size)."""
+        c = self.cfg
+        if not c.curriculum:
+            return c.d, c.n_points
+        k = step // c.curriculum_every
+        return min(c.d, c.curriculum_d + k), min(c.n_points, c.curriculum_points + 2 * k)
+
     def train_batch(self, step: int, batch_size: int | None) -> Batch:
         rng = step_rng(self.seed, step)
-        if self.cfg.format == "paired":  # k examples and a query; k uniform in 0..n_points-1 for the step
-            return self._sample(batch_size or 64, rng, n_points=int(rng.integers(1, self.cfg.n_points + 1)))
-        return self._sample(batch_size or 64, rng)
+        d_eff, n_eff = self.curriculum_at(step)
+        if self.cfg.format == "paired":  # k examples and a query; k uniform in 0..n_eff-1 for the step
+            b = self._sample(batch_size or 64, rng, n_points=int(rng.integers(1, n_eff + 1)))
+        else:
+            b = self._sample(batch_size or 64, rng, n_points=n_eff)
+        if d_eff < self.cfg.d:  # inactive dimensions are zero in every x (so w . x uses the active ones)
+            b = self._mask_dims(b, d_eff)
+        return b
+
+    def _mask_dims(self, b: Batch, d_eff: int) -> Batch:
+        c = self.cfg
+        xs = b.extras["xs"].clone()
+        xs[..., d_eff:] = 0
+        clean = torch.einsum("bnd,bd->bn", xs, b.extras["w"])
+        ys = b.extras["ys"] - b.extras["clean"] + clean  # the same noise on the new clean values
+        extras = {**b.extras, "xs": xs, "ys": ys, "clean": clean}
+        if c.format == "paired":
+            return Batch(inputs=paired_inputs(xs, ys, xs.shape[1] - 1), extras=extras)
+        targets = torch.zeros_like(b.targets)
+        targets[:, 0::2] = ys
+        return Batch(inputs=interleave(xs, ys), targets=targets, mask=b.mask, extras=extras)
 
     def eval_sets(self) -> dict[str, Batch]:
         return {"test": self.test_set}

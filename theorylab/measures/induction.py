@@ -6,8 +6,9 @@ rows, key columns; e.g. ``cache["blocks.1.attn.hook_pattern"]``) and return one 
 per head:
 
 * previous-token score: mean attention from position i to i - 1;
-* induction (stripe) score: on a sequence repeated with period P, mean attention from a
-  position i of a later copy to i - P + 1 (the token after the earlier occurrence);
+* induction (stripe) score: on a sequence repeated with period P, mean attention from every
+  position i >= P (every row of the later copies) to i - P + 1 (the token after the earlier
+  occurrence);
 * prefix-matching score: attention mass on the keys j whose previous token equals the
   query's token (tokens[j - 1] == tokens[i]), averaged over the query rows that have at
   least one such key (rows that cannot match are left out, not counted as zero).
@@ -35,12 +36,26 @@ def previous_token_score(tokens: torch.Tensor, pattern: torch.Tensor) -> torch.T
 
 
 def induction_score(tokens: torch.Tensor, pattern: torch.Tensor, period: int) -> torch.Tensor:
-    """[H]: mean attention from i to i - period + 1 over positions i >= period."""
+    """Induction (stripe) score of each head on a sequence repeated with period ``P``: ``[H]`` float64.
+
+    ``score[h] = mean over b and over every query row i of the later copies (P <= i < T) of
+    pattern[b, h, i, i - P + 1]``: the attention from a token to the token right after its earlier
+    occurrence (row P, the first token of the second copy, looks at key 1).  ``T - P`` rows per sequence,
+    each weighted equally; a fraction in [0, 1] for a softmax pattern (1 = a perfect induction head).
+
+    Source: Olsson et al. (2022, "In-context Learning and Induction Heads": on repeated sequences of
+    random tokens an induction head attends from a token to the one after its earlier occurrence) and the
+    induction-head detector of TransformerLens (attention on the ``-(P - 1)`` diagonal of a repeated
+    sequence, averaged over the repeated half).  ``tokens [B, T]`` are checked only for their shape: the caller makes them periodic.
+    ``pattern [B, H, T, T]`` (query rows, key columns).  Raises ConfigError on mismatched shapes or
+    ``period`` outside ``[1, T)``.
+    """
     _check(tokens, pattern)
     T = tokens.shape[1]
     if not 1 <= period < T:
         raise ConfigError(f"period must lie in [1, {T}) (got {period})")
-    return pattern.diagonal(offset=-(period - 1), dim1=-2, dim2=-1)[..., period - 1:].double().mean(dim=(0, 2))
+    # the (-(P - 1))-diagonal holds (i, i - P + 1) for i = P - 1 .. T - 1; row P - 1 belongs to the first copy
+    return pattern.diagonal(offset=-(period - 1), dim1=-2, dim2=-1)[..., 1:].double().mean(dim=(0, 2))
 
 
 def prefix_matching_score(tokens: torch.Tensor, pattern: torch.Tensor,

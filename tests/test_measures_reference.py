@@ -7,8 +7,12 @@ own definition fails here.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+
+from theorylab.errors import ConfigError
 
 
 def random_pattern(B, H, T, gen, causal=True):
@@ -58,3 +62,87 @@ def test_induction_score_matches_loop_on_random_patterns(B, H, P, copies):
     got = induction_score(x, pat, P)
     assert got.dtype == torch.float64 and got.shape == (H,)
     assert got.tolist() == pytest.approx(ref_induction_score(x, pat, P), abs=1e-12)
+
+
+def ref_previous_token_score(pattern):
+    B, H, T, _ = pattern.shape
+    return [sum(float(pattern[b, h, i, i - 1]) for b in range(B) for i in range(1, T)) / (B * (T - 1))
+            for h in range(H)]
+
+
+def ref_prefix_matching(tokens, pattern, rows=None):
+    """Mean over query rows i with a key j <= i, tokens[j - 1] == tokens[i] (j >= 1), of the attention on
+    all such keys; with ``rows`` only over those rows."""
+    B, H, T, _ = pattern.shape
+    out = []
+    for h in range(H):
+        vals = []
+        for b in range(B):
+            for i in range(T):
+                if rows is not None and not bool(rows[b, i]):
+                    continue
+                keys = [j for j in range(1, i + 1) if int(tokens[b, j - 1]) == int(tokens[b, i])]
+                if keys:
+                    vals.append(sum(float(pattern[b, h, i, j]) for j in keys))
+        out.append(sum(vals) / len(vals))
+    return out
+
+
+def test_previous_token_and_prefix_matching_match_loops_on_random_patterns():
+    from theorylab.measures.induction import prefix_matching_score, previous_token_score
+
+    g = torch.Generator().manual_seed(1)
+    for B, H, T, V in [(2, 3, 9, 3), (3, 2, 12, 5), (1, 1, 6, 2)]:
+        x = torch.randint(0, V, (B, T), generator=g)  # small vocabularies: many rows match several keys
+        pat = random_pattern(B, H, T, g)
+        assert previous_token_score(x, pat).tolist() == pytest.approx(ref_previous_token_score(pat), abs=1e-12)
+        assert prefix_matching_score(x, pat).tolist() == pytest.approx(ref_prefix_matching(x, pat), abs=1e-12)
+        rows = torch.rand(B, T, generator=g) < 0.5
+        rows[0, -1] = True
+        x[0, -1] = x[0, 0]  # at least one selected row matches
+        assert prefix_matching_score(x, pat, rows).tolist() == pytest.approx(
+            ref_prefix_matching(x, pat, rows), abs=1e-12)
+
+
+def test_prefix_matching_ignores_nan_outside_the_counted_entries():
+    # NaN rows (e.g. fully masked queries) and NaN weights on non-matching keys are not part of the score
+    from theorylab.measures.induction import prefix_matching_score
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]])
+    pat = random_pattern(1, 2, 8, g)
+    want = ref_prefix_matching(x, pat)
+    pat[0, :, 2] = float("nan")  # row 2 (token 2, first occurrence) cannot match: not counted
+    pat[0, :, 5, 0] = float("nan")  # row 5 (token 1) matches key 2 only
+    assert prefix_matching_score(x, pat).tolist() == pytest.approx(want, abs=1e-12)
+    pat[0, 0, 5, 2] = float("nan")  # a NaN on a counted entry stays NaN
+    assert math.isnan(float(prefix_matching_score(x, pat)[0]))
+
+
+def test_trigger_scores_match_loops():
+    from theorylab.measures.induction import previous_token_after_trigger_score, trigger_induction_score
+
+    g = torch.Generator().manual_seed(3)
+    B, H, T = 3, 2, 14
+    x = torch.randint(0, 4, (B, T), generator=g)
+    pat = random_pattern(B, H, T, g)
+    # kind 2: a repeated trigger (a token seen before); triggers are tokens 0 and 1
+    kind = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        for i in range(T):
+            if int(x[b, i]) in (0, 1) and int(x[b, i]) in x[b, :i].tolist():
+                kind[b, i] = 2
+    got = trigger_induction_score(x, pat, kind)
+    assert got.tolist() == pytest.approx(ref_prefix_matching(x, pat, kind == 2), abs=1e-12)
+    rows = [(b, t) for b in range(B) for t in range(1, T) if int(x[b, t - 1]) in (0, 1)]
+    want = [sum(float(pat[b, h, t, t - 1]) for b, t in rows) / len(rows) for h in range(H)]
+    assert previous_token_after_trigger_score(x, pat, [0, 1]).tolist() == pytest.approx(want, abs=1e-12)
+    pat[:, :, 0] = float("nan")  # row 0 has no previous token: never counted
+    for b, t in [(b, t) for b in range(B) for t in range(1, T) if (b, t) not in rows]:
+        pat[b, :, t] = float("nan")
+    assert previous_token_after_trigger_score(x, pat, [0, 1]).tolist() == pytest.approx(want, abs=1e-12)
+    # no repeated trigger / no trigger: 0 (the loop logs only finite values)
+    assert trigger_induction_score(x, pat, torch.zeros_like(kind)).tolist() == [0.0, 0.0]
+    assert previous_token_after_trigger_score(x, pat, [7]).tolist() == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="do not match"):
+        previous_token_after_trigger_score(x, pat[:, :, :-1], [0])

@@ -30,7 +30,13 @@ def _check(tokens: torch.Tensor, pattern: torch.Tensor) -> None:
 
 
 def previous_token_score(tokens: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
-    """[H]: mean attention from i to i - 1 over i >= 1."""
+    """Previous-token score of each head: ``[H]`` float64, the mean over b and over every query row
+    ``1 <= i < T`` of ``pattern[b, h, i, i - 1]`` (a fraction in [0, 1]; 1 = attends only to the previous
+    token).  Olsson et al. (2022): the first half of the two-layer induction circuit.
+
+    ``tokens [B, T]`` (only the shape is read), ``pattern [B, H, T, T]`` (query rows, key columns).
+    Raises ConfigError on mismatched shapes.
+    """
     _check(tokens, pattern)
     return pattern.diagonal(offset=-1, dim1=-2, dim2=-1).double().mean(dim=(0, 2))
 
@@ -58,28 +64,56 @@ def induction_score(tokens: torch.Tensor, pattern: torch.Tensor, period: int) ->
     return pattern.diagonal(offset=-(period - 1), dim1=-2, dim2=-1)[..., 1:].double().mean(dim=(0, 2))
 
 
+def _row_mean(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``values [B, H, T]`` averaged over the query rows ``rows [B, T]`` only: ``[H]``.  Entries outside
+    ``rows`` are not read (a NaN there does not leak into the mean)."""
+    sel = rows[:, None].expand_as(values)
+    return torch.where(sel, values, 0.0).sum(dim=(0, 2)) / rows.sum()
+
+
 def prefix_matching_score(tokens: torch.Tensor, pattern: torch.Tensor,
                           rows: torch.Tensor | None = None) -> torch.Tensor:
-    """[H]: attention on keys whose previous token equals the query's token, over rows that can match
-    (and, if ``rows`` [B, T] is given, only over those query rows)."""
+    """Prefix-matching score of each head: ``[H]`` float64, a fraction in [0, 1].
+
+    For a query row i, the matching keys are the positions ``1 <= j <= i`` whose previous token equals the
+    query's token (``tokens[b, j - 1] == tokens[b, i]``: the token after an earlier occurrence, which an
+    induction head attends to).  The score is the attention mass on the matching keys, averaged over the
+    query rows that have at least one (and, if ``rows [B, T]`` bool is given, only over those rows);
+    rows that cannot match are left out, not counted as zero, and entries outside the counted rows and
+    keys are not read (a NaN there does not matter; a NaN on a counted entry gives NaN).
+
+    Olsson et al. (2022, "In-context Learning and Induction Heads"): the prefix-matching property of an
+    induction head; TransformerLens's induction-head detection pattern marks the same keys.
+    ``tokens [B, T]``, ``pattern [B, H, T, T]``.  Raises ConfigError on mismatched shapes or when no
+    counted row has a matching key.
+    """
     _check(tokens, pattern)
     B, T = tokens.shape
     prev = torch.full_like(tokens, -1)
     prev[:, 1:] = tokens[:, :-1]
     match = prev[:, None, :] == tokens[:, :, None]  # [B, Tq, Tk]: tokens[k-1] == tokens[q]
+    match[:, :, 0] = False  # key 0 has no previous token
     match &= torch.ones(T, T, dtype=torch.bool).tril()[None]  # keys a causal query can see
-    rows = match.any(-1) if rows is None else match.any(-1) & rows  # [B, Tq]
+    if rows is not None and tuple(rows.shape) != (B, T):
+        raise ConfigError(f"rows must be [B, T] = {(B, T)} (got {tuple(rows.shape)})")
+    rows = match.any(-1) if rows is None else match.any(-1) & rows.bool()  # [B, Tq]
     if not rows.any():
         raise ConfigError("no query row has a matching earlier token: use repeated sequences")
-    mass = (pattern.double() * match[:, None].double()).sum(-1)  # [B, H, Tq]
-    return (mass * rows[:, None]).sum(dim=(0, 2)) / rows.sum()
+    mass = torch.where(match[:, None], pattern.double(), 0.0).sum(-1)  # [B, H, Tq]
+    return _row_mean(mass, rows)
 
 
 def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
-    """[H]: mean attention mass, from positions holding a repeated trigger (kind 2), on the positions
-    right after the trigger's earlier occurrences (where its output token sits)."""
-    from theorylab.measures.induction import prefix_matching_score
+    """Trigger-induction score of each head: ``[H]`` float64, the :func:`prefix_matching_score` over the
+    query rows holding a repeated trigger (``kind == 2``): the attention mass on the positions right after
+    the trigger's earlier occurrences, where its output token sits (Bietti et al. 2023, "Birth of a
+    Transformer: A Memory Viewpoint": the induction head of the bigram-with-triggers task).
 
+    ``tokens [B, T]``, ``pattern [B, H, T, T]``, ``kind [B, T]`` (the task's position kinds; 2 = a trigger
+    seen before).  Returns zeros when no row holds a repeated trigger (the training loop logs only finite
+    values).  Raises ConfigError on mismatched shapes.
+    """
+    _check(tokens, pattern)
     rows = kind == 2  # every repeat of a trigger has an earlier occurrence to match
     if not rows.any():
         return torch.zeros(pattern.shape[1], dtype=torch.float64)
@@ -87,8 +121,15 @@ def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: t
 
 
 def previous_token_after_trigger_score(tokens: torch.Tensor, pattern: torch.Tensor, triggers) -> torch.Tensor:
-    """[H]: mean attention from t to t - 1 over the positions t whose previous token is a trigger (where an
-    output token sits: the only positions whose previous token the induction head needs)."""
+    """``[H]`` float64: mean of ``pattern[b, h, t, t - 1]`` over the positions ``t >= 1`` whose previous token
+    is a trigger (where an output token sits: the only positions whose previous token the induction head
+    needs); other rows are not read.  Bietti et al. (2023): the previous-token head of the
+    bigram-with-triggers task.
+
+    ``tokens [B, T]``, ``pattern [B, H, T, T]``, ``triggers``: the trigger token ids.  Returns zeros when no
+    position follows a trigger.  Raises ConfigError on mismatched shapes.
+    """
+    _check(tokens, pattern)
     trig = torch.as_tensor(np.asarray(triggers), dtype=tokens.dtype)
     rows = torch.zeros_like(tokens, dtype=torch.bool)
     rows[:, 1:] = torch.isin(tokens[:, :-1], trig)
@@ -96,7 +137,7 @@ def previous_token_after_trigger_score(tokens: torch.Tensor, pattern: torch.Tens
         return torch.zeros(pattern.shape[1], dtype=torch.float64)
     diag = torch.zeros(pattern.shape[:3], dtype=torch.float64)
     diag[..., 1:] = pattern.diagonal(offset=-1, dim1=-2, dim2=-1).double()
-    return (diag * rows[:, None]).sum(dim=(0, 2)) / rows.sum()
+    return _row_mean(diag, rows)
 
 
 @torch.no_grad()

@@ -146,3 +146,44 @@ def test_trigger_scores_match_loops():
     assert previous_token_after_trigger_score(x, pat, [7]).tolist() == [0.0, 0.0]
     with pytest.raises(ConfigError, match="do not match"):
         previous_token_after_trigger_score(x, pat[:, :, :-1], [0])
+
+
+def test_in_context_gain_uses_the_tokens_predictable_from_an_earlier_copy():
+    from theorylab.measures.induction import in_context_gain
+
+    # loss on token t (entry 0 unused); the second copy's first token cannot be predicted in context
+    P, T = 8, 16
+    loss = torch.full((2, T), 0.5)
+    loss[:, : P + 1] = 3.0
+    assert in_context_gain(loss, P) == pytest.approx(2.5)  # was 3.0 - (3.0 + 7 * 0.5) / 8 = 2.1875
+    g = torch.Generator().manual_seed(0)
+    for P, copies in [(5, 2), (4, 3), (2, 4)]:
+        loss = torch.rand(3, P * copies, generator=g)
+        first = [float(loss[b, t]) for b in range(3) for t in range(1, P)]
+        later = [float(loss[b, t]) for b in range(3) for t in range(P + 1, P * copies)]
+        assert in_context_gain(loss, P) == pytest.approx(sum(first) / len(first) - sum(later) / len(later))
+    with pytest.raises(ConfigError, match="period"):
+        in_context_gain(torch.zeros(1, 8), 7)
+    with pytest.raises(ConfigError, match="period"):
+        in_context_gain(torch.zeros(1, 8), 1)
+
+
+def test_in_context_gain_agrees_with_the_induction_task():
+    from theorylab.measures.induction import in_context_gain
+    from theorylab.models import Transformer, TransformerConfig
+    from theorylab.tasks import make_task
+    from theorylab.tasks.induction import InductionConfig
+
+    task = make_task(InductionConfig(vocab=20, period=6, min_period=6, n_test=16), 0)
+    batch = task.eval_sets()["test"]
+    period = int(batch.extras["period"][0])
+    assert bool((batch.extras["period"] == period).all())
+    model = Transformer(TransformerConfig(d_vocab=20, n_ctx=batch.tokens.shape[1], d_model=16, n_layers=1,
+                                          n_heads=2, d_head=8, attn_only=True),
+                        generator=torch.Generator().manual_seed(0))
+    logits = model(batch.tokens).double()
+    nll = -torch.log_softmax(logits, -1).gather(-1, batch.targets.clamp_min(0)[..., None]).squeeze(-1)
+    on_token = torch.zeros_like(nll)
+    on_token[:, 1:] = nll[:, :-1]  # loss on token t = loss of the prediction made at t - 1
+    assert in_context_gain(on_token, period) == pytest.approx(task.metrics(model, batch)["in_context_gain"],
+                                                              rel=1e-9)

@@ -186,9 +186,22 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
 
 
 def in_context_gain(loss_per_position: torch.Tensor, period: int) -> float:
-    """Mean loss on the first copy minus mean loss on the later copies (nats; > 0 = learns in context)."""
+    """In-context gain on a sequence repeated with period ``P`` (nats; > 0 = it learns in context): the mean
+    loss on the first copy's tokens ``1 .. P-1`` minus the mean loss on the tokens ``P+1 .. T-1`` (those an
+    induction head can copy from an earlier occurrence; token ``P``, the second copy's first token, follows
+    the first copy's last token, which occurred nowhere before, so it cannot be predicted in context).
+    The same split as the induction task's ``in_context_gain`` metric; Olsson et al. (2022) measure
+    in-context learning as the loss on later tokens minus the loss on earlier ones.
+
+    ``loss_per_position [..., T]``: the loss on token ``t`` (predicted from the tokens before it; entry 0 is
+    unused), i.e. a next-token loss shifted right by one.  Every entry of the two sets is weighted equally.
+    Raises ConfigError unless ``2 <= P`` and ``P + 1 < T``.
+    """
+    T = loss_per_position.shape[-1]
+    if not 2 <= period < T - 1:
+        raise ConfigError(f"period must lie in [2, {T - 1}) for {T} positions (got {period})")
     first = loss_per_position[..., 1:period].double().mean()
-    later = loss_per_position[..., period:].double().mean()
+    later = loss_per_position[..., period + 1:].double().mean()
     return float(first - later)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,6 +149,74 @@ def test_trigger_scores_match_loops():
         previous_token_after_trigger_score(x, pat[:, :, :-1], [0])
 
 
+def _unique_argmax_is(row, target):
+    """The row's highest value is at ``target`` and nowhere else."""
+    best = max(float(v) for v in row)
+    return float(row[target]) == best and sum(float(v) == best for v in row) == 1
+
+
+def ref_memory_recall(model, triggers=None):
+    W_E = model.embed.W_E.detach().double()
+    W_U = model.W_U.detach().double()
+    a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+    Q1, K1, V1, O1 = (w.detach().double() for w in (a1.W_Q, a1.W_K, a1.W_V, a1.W_O))
+    V0, O0, Q0, K0 = (w.detach().double() for w in (a0.W_V, a0.W_O, a0.W_Q, a0.W_K))
+    V = W_E.shape[0]
+    out = {"probe_induction_output": max(
+        sum(_unique_argmax_is(W_E[k] @ V1[h] @ O1[h] @ W_U, k) for k in range(V)) / V for h in range(V1.shape[0]))}
+    best, best_trig = 0.0, 0.0
+    for g in range(V0.shape[0]):
+        for h in range(Q1.shape[0]):
+            hits = []
+            for k in range(V):
+                q = W_E[k] @ Q1[h]
+                scores = [float(q @ (W_E[j] @ V0[g] @ O0[g] @ K1[h])) for j in range(V)]
+                hits.append(_unique_argmax_is(scores, k))
+            best = max(best, sum(hits) / V)
+            if triggers is not None:
+                best_trig = max(best_trig, sum(hits[k] for k in triggers) / len(triggers))
+    out["probe_induction_key"] = best
+    if triggers is not None:
+        out["probe_induction_key_triggers"] = best_trig
+    P = model.pos_embed.W_pos.detach().double()
+    T = P.shape[0]
+    out["probe_prev_token"] = max(
+        sum(_unique_argmax_is([float((P[t] @ Q0[h]) @ (P[s] @ K0[h])) for s in range(t + 1)], t - 1)
+            for t in range(1, T)) / (T - 1) for h in range(Q0.shape[0]))
+    return out
+
+
+def test_memory_recall_probes_match_loops_on_random_and_tied_weights():
+    from theorylab.measures.induction import memory_recall_probes
+    from theorylab.models import Transformer, TransformerConfig
+
+    cfg = TransformerConfig(d_vocab=12, n_ctx=10, d_model=16, n_layers=2, n_heads=2, d_head=4, attn_only=True,
+                            norm="none", positional="learned", bias=False)
+    for seed in range(3):
+        model = Transformer(cfg, generator=torch.Generator().manual_seed(seed))
+        got = memory_recall_probes(model, [1, 4, 7])
+        assert got == pytest.approx(ref_memory_recall(model, [1, 4, 7]), abs=1e-12)
+    # ties: a zero model scores every candidate equally; no token or position is recalled (the first
+    # index of a tie used to count: 1/V of the tokens and 1/(T-1) of the positions)
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.zero_()
+    got = memory_recall_probes(model, [1, 4, 7])
+    assert got == ref_memory_recall(model, [1, 4, 7]) == {
+        "probe_induction_output": 0.0, "probe_induction_key": 0.0, "probe_induction_key_triggers": 0.0,
+        "probe_prev_token": 0.0}
+    # a tie between the right answer and a later one is no recall either (order must not matter)
+    model = Transformer(cfg, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.blocks[1].attn.W_V[:] = 0.0
+        model.blocks[1].attn.W_V[:, :12, 0] = 1.0
+        model.blocks[1].attn.W_O[:] = 0.0
+        model.blocks[1].attn.W_O[:, 0, :12] = 1.0
+        model.unembed.W_U[:] = torch.eye(16)[:, :12]  # every token's output: all ones, 12-way tie
+    assert memory_recall_probes(model)["probe_induction_output"] == ref_memory_recall(model)[
+        "probe_induction_output"] == 0.0
+
+
 def test_in_context_gain_uses_the_tokens_predictable_from_an_earlier_copy():
     from theorylab.measures.induction import in_context_gain
 
@@ -187,3 +256,40 @@ def test_in_context_gain_agrees_with_the_induction_task():
     on_token[:, 1:] = nll[:, :-1]  # loss on token t = loss of the prediction made at t - 1
     assert in_context_gain(on_token, period) == pytest.approx(task.metrics(model, batch)["in_context_gain"],
                                                               rel=1e-9)
+
+
+def ref_transition(steps, values, direction, window_frac):
+    x = [-v for v in values] if direction == "down" else list(values)
+    change = x[-1] - x[0]
+    if change <= 0:
+        return {"step": math.nan, "change": change, "sharpness": 0.0}
+    frac = [(v - x[0]) / change for v in x]
+    step = next(steps[i] for i in range(len(x)) if all(f >= 0.5 for f in frac[i:]))
+    width = window_frac * (steps[-1] - steps[0])
+    best = 0.0
+    for i in range(len(x)):
+        # the window's last evaluation: the latest within s_i + width, at least the next one
+        inside = [j for j in range(i, len(x)) if steps[j] <= steps[i] + width]
+        j = min(max(max(inside), i + 1), len(x) - 1)
+        best = max(best, (x[j] - x[i]) / change)
+    return {"step": float(step), "change": change, "sharpness": best}
+
+
+def test_transition_matches_loop_on_noisy_curves():
+    from theorylab.measures.induction import transition
+
+    gen = np.random.default_rng(0)
+    for trial in range(40):
+        n = int(gen.integers(3, 30))
+        steps = np.cumsum(gen.integers(1, 20, n)).astype(float)
+        values = np.cumsum(gen.normal(-0.1, 1.0, n))  # noisy, non-monotone, ties when rounded
+        values = np.round(values, 0) if trial % 3 == 0 else values
+        for direction in ("down", "up"):
+            wf = float(gen.uniform(0.05, 0.5))
+            got = transition(steps, values, direction=direction, window_frac=wf)
+            want = ref_transition(list(steps), list(values), direction, wf)
+            assert got["change"] == pytest.approx(want["change"])
+            assert got["sharpness"] == pytest.approx(want["sharpness"])
+            assert (math.isnan(got["step"]) and math.isnan(want["step"])) or got["step"] == want["step"]
+    with pytest.raises(ConfigError, match="finite"):
+        transition([0, 1, 2], [1.0, float("nan"), 0.0])

@@ -140,10 +140,21 @@ def previous_token_after_trigger_score(tokens: torch.Tensor, pattern: torch.Tens
     return _row_mean(diag, rows)
 
 
+def _recalled(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``scores [..., n, m]``: 1.0 where row i's highest score is at ``target[i]`` and nowhere else (a tie
+    recalls nothing: which of the tied entries comes first is an accident of the order), else 0.0."""
+    best = scores.max(-1, keepdim=True).values
+    at_best = scores == best
+    hit = at_best.gather(-1, target.expand(*scores.shape[:-1])[..., None]).squeeze(-1)
+    return (hit & (at_best.sum(-1) == 1)).double()
+
+
 @torch.no_grad()
 def memory_recall_probes(model, triggers=None) -> dict[str, float]:
-    """Bietti et al.'s memory-recall probes for a two-layer attention-only model, read from weights
-    (layer norms and biases ignored; best head, or head pair):
+    """Bietti et al.'s memory-recall probes (2023, "Birth of a Transformer: A Memory Viewpoint": the
+    associative memories of the induction mechanism, read from the weights) for a two-layer attention-only
+    model: fractions in [0, 1], best head (or head pair); layer norms and biases ignored.  A probe counts an
+    item as recalled when the right entry holds the highest score alone (a tie recalls nothing).
 
     * ``probe_prev_token``: layer-0 positional key-query memory: the fraction of positions t >= 1
       whose highest score ``(p_t W_Q)(p_s W_K)^T`` over s <= t is at s = t - 1 (learned positions only);
@@ -155,6 +166,9 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
       all-token probe can stay low while this one is high;
     * ``probe_induction_output``: layer-1 output memory: the fraction of tokens k for which
       ``e_k W_V^1 W_O^1 W_U`` has its largest logit at k (the head copies what it attends to).
+
+    Weights read: ``embed.W_E [V, d]``, ``W_U [d, V]``, ``blocks.{0,1}.attn.W_Q/W_K/W_V [H, d, dh]``, ``W_O
+    [H, dh, d]``, ``pos_embed.W_pos [T, d]``.  Returns ``{}`` for a model with fewer than two blocks.
     """
     blocks = model.blocks
     if len(blocks) < 2:
@@ -166,12 +180,12 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
     out: dict[str, float] = {}
     ids = torch.arange(V)
     ov1 = torch.einsum("vd,hde,hef,fu->hvu", W_E, a1.W_V.double(), a1.W_O.double(), W_U)
-    out["probe_induction_output"] = float((ov1.argmax(-1) == ids).double().mean(-1).max())
+    out["probe_induction_output"] = float(_recalled(ov1, ids).mean(-1).max())
     q1 = torch.einsum("vd,hde->hve", W_E, a1.W_Q.double())  # [H1, V, dh]
     prev_written = torch.einsum("vd,hde,hef->hvf", W_E, a0.W_V.double(), a0.W_O.double())  # [H0, V, d]
     k1 = torch.einsum("gvf,hfe->ghve", prev_written, a1.W_K.double())  # [H0, H1, V, dh]
     scores = torch.einsum("hve,ghue->ghvu", q1, k1)
-    recalled = (scores.argmax(-1) == ids).double()  # [H0, H1, V]
+    recalled = _recalled(scores, ids)  # [H0, H1, V]
     out["probe_induction_key"] = float(recalled.mean(-1).max())
     if triggers is not None:
         out["probe_induction_key_triggers"] = float(recalled[..., torch.as_tensor(np.asarray(triggers))].mean(-1).max())
@@ -181,7 +195,7 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
         s = torch.einsum("hte,hse->hts", torch.einsum("td,hde->hte", P, a0.W_Q.double()),
                          torch.einsum("sd,hde->hse", P, a0.W_K.double()))
         s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))[:, 1:]
-        out["probe_prev_token"] = float((s.argmax(-1) == torch.arange(T - 1)).double().mean(-1).max())
+        out["probe_prev_token"] = float(_recalled(s, torch.arange(T - 1)).mean(-1).max())
     return out
 
 
@@ -222,16 +236,24 @@ def _arrays(steps, values):
 
 
 def transition(steps, values, *, direction: str = "down", window_frac: float = 0.1) -> dict[str, float]:
-    """Where and how abruptly a curve moves from its start to its end.
+    """Where and how abruptly a curve moves from its start to its end (Olsson et al. 2022: the induction-head
+    "phase change", an abrupt drop of the in-context loss that coincides with a rise of the head scores).
 
-    ``direction`` "down" for a loss, "up" for a score.  Returns:
+    ``steps`` and ``values``: 1-D, equal length, at least 3, steps ascending, values finite (any unit);
+    ``direction`` "down" for a loss, "up" for a score; ``x`` below is the curve signed so that the expected
+    direction is up.  Returns:
 
     * ``step``: the first evaluated step from which on the curve stays at least halfway from
-      its first value to its last (a midpoint crossing that does not revert);
-    * ``change``: last minus first value, signed so that the expected direction is positive;
-    * ``sharpness``: the largest part of ``change`` achieved within any window of
-      ``window_frac`` of the run's steps, or one evaluation interval if that is longer (1 =
-      all of it at once; a linear curve gives about ``window_frac``).  An abrupt transition has a sharpness well above ``window_frac``.
+      its first value to its last (a midpoint crossing that does not revert); NaN when ``change <= 0``;
+    * ``change``: last minus first value, signed so that the expected direction is positive (the values'
+      unit);
+    * ``sharpness``: the largest fraction of ``change`` gained across one window, the net change
+      ``(x[j] - x[i]) / change`` from an evaluation i to the last evaluation j within ``window_frac`` of
+      the run's steps after it (at least the next evaluation, when the window is shorter than one
+      interval), maximised over i (1 = all of it at once; a linear curve gives about ``window_frac``; 0 when
+      ``change <= 0``).  An abrupt transition has a sharpness well above ``window_frac``.
+
+    Raises ConfigError on a bad ``direction``, ``window_frac`` outside (0, 1) or bad arrays.
     """
     import numpy as np
 
@@ -269,6 +291,10 @@ def hand_built_induction_model(vocab: int, n_ctx: int, scale: float = 40.0):
     writes the token it finds into the previous-token subspace; layer 1's head queries
     with the current token against keys' previous tokens (prefix matching) and copies the
     attended token into the output subspace, which the unembedding reads.  No norms.
+
+    The two-layer circuit of Olsson et al. (2022) written by hand: ``vocab`` tokens, ``n_ctx`` positions,
+    ``d_model = 3 vocab + n_ctx``; ``scale`` is the attention logit of a match (large = hard attention).
+    Returns a :class:`~theorylab.models.Transformer` in eval mode.
     """
     from theorylab.models import Transformer, TransformerConfig
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from theorylab.errors import ConfigError
+from theorylab.errors import ConfigError, TheoryLabError
 
 
 def random_pattern(B, H, T, gen, causal=True):
@@ -293,3 +293,166 @@ def test_transition_matches_loop_on_noisy_curves():
             assert (math.isnan(got["step"]) and math.isnan(want["step"])) or got["step"] == want["step"]
     with pytest.raises(ConfigError, match="finite"):
         transition([0, 1, 2], [1.0, float("nan"), 0.0])
+
+
+# --------------------------------------------------------------------------- fourier.py
+
+
+def test_fourier_norms_match_a_dft_loop():
+    from theorylab.measures import fourier as fo
+
+    gen = np.random.default_rng(0)
+    for p in (3, 7, 13):
+        W = gen.normal(size=(p, 5))
+        sq = []
+        comp = [math.sqrt(sum(W[:, j].sum() ** 2 / p for j in range(5)))]  # constant 1/sqrt(p)
+        for k in range(1, (p - 1) // 2 + 1):
+            c = [sum(W[x, j] * math.cos(2 * math.pi * k * x / p) for x in range(p)) for j in range(5)]
+            s = [sum(W[x, j] * math.sin(2 * math.pi * k * x / p) for x in range(p)) for j in range(5)]
+            comp += [math.sqrt(sum(v * v for v in c) * 2 / p), math.sqrt(sum(v * v for v in s) * 2 / p)]
+            sq.append((sum(v * v for v in c) + sum(v * v for v in s)) * 2 / p)
+        Wt = torch.tensor(W)
+        assert fo.component_norms(Wt, p).tolist() == pytest.approx(comp, abs=1e-12)
+        assert (fo.frequency_norms(Wt, p) ** 2).tolist() == pytest.approx(sq, abs=1e-12)
+    with pytest.raises(TheoryLabError, match="rows"):
+        fo.component_norms(torch.zeros(6, 2), 7)
+
+
+def test_model_norms_read_the_right_axes():
+    from theorylab.measures import fourier as fo
+
+    cfg, model = _grokking_model(p=7, d=8)
+    p = 7
+    W_U = model.W_U.detach().double()
+    W_out = model.blocks[-1].mlp.W_out.detach().double()
+    # the unembedding and neuron-logit map along the answer axis c (a function of c in Z_p per row)
+    assert fo.unembedding_norms(model, p).tolist() == pytest.approx(
+        fo.component_norms(W_U[:, :p].T.contiguous(), p).tolist(), abs=1e-12)
+    W_L = [[sum(float(W_out[n, i] * W_U[i, c]) for i in range(W_U.shape[0])) for c in range(p)]
+           for n in range(W_out.shape[0])]
+    assert fo.neuron_logit_norms(model, p).tolist() == pytest.approx(
+        fo.component_norms(torch.tensor(W_L).T.contiguous(), p).tolist(), abs=1e-9)
+    assert fo.embedding_norms(model, p).tolist() == pytest.approx(
+        fo.component_norms(model.embed.W_E[:p].detach().double(), p).tolist(), abs=1e-12)
+
+
+def _fft_restrict(L, freqs, op):
+    """Keep the 2-D DFT coefficients over (a, b) of every function of a + b (or a - b) at the given
+    frequencies, and the constant: an independent reference for restricted logits."""
+    p = L.shape[0]
+    F = np.fft.fft2(L.numpy(), axes=(0, 1))
+    keep = np.zeros((p, p), dtype=bool)
+    keep[0, 0] = True
+    for k in freqs:
+        for s in (k, p - k):
+            keep[s, s if op == "+" else (p - s) % p] = True
+    return torch.tensor(np.fft.ifft2(F * keep[:, :, None], axes=(0, 1)).real)
+
+
+def test_restricted_and_excluded_logits_match_a_2d_dft():
+    from theorylab.measures import fourier as fo
+
+    g = torch.Generator().manual_seed(0)
+    p = 11
+    L = torch.randn(p, p, p, generator=g, dtype=torch.float64)
+    for op in ("+", "-"):
+        for freqs in ([], [1], [2, 5], [1, 2, 3, 4, 5]):
+            R = _fft_restrict(L, freqs, op)
+            assert torch.allclose(fo.restricted_logits(L, freqs, op), R, atol=1e-10)
+            # excluded: everything but those frequencies' directions (the constant stays)
+            assert torch.allclose(fo.excluded_logits(L, freqs, op), L - R + _fft_restrict(L, [], op), atol=1e-10)
+
+
+def test_cross_entropy_matches_loop_and_rejects_other_ops():
+    from theorylab.measures import fourier as fo
+
+    g = torch.Generator().manual_seed(1)
+    p = 5
+    L = 3 * torch.randn(p, p, p, generator=g, dtype=torch.float64)
+    mask = torch.rand(p, p, generator=g) < 0.5
+    for op in ("+", "-"):
+        nll = {}
+        for a in range(p):
+            for b in range(p):
+                c = (a + b) % p if op == "+" else (a - b) % p
+                z = [float(v) for v in L[a, b]]
+                nll[a, b] = math.log(sum(math.exp(v) for v in z)) - z[c]
+        assert fo.cross_entropy(L, op, p) == pytest.approx(sum(nll.values()) / p ** 2, rel=1e-12)
+        sel = [v for (a, b), v in nll.items() if mask[a, b]]
+        assert fo.cross_entropy(L, op, p, mask) == pytest.approx(sum(sel) / len(sel), rel=1e-12)
+    with pytest.raises(TheoryLabError, match="op"):
+        fo.cross_entropy(L, "*", p)  # was the loss of a - b
+
+
+def test_gini_and_weight_norm_match_loops():
+    from theorylab.measures import fourier as fo
+
+    gen = np.random.default_rng(2)
+    for n in (1, 2, 5, 40):
+        for c in (gen.exponential(size=n), np.round(gen.uniform(0, 3, n)), np.zeros(n)):
+            total = float(c.sum())
+            srt = sorted(c)
+            want = 0.0 if total == 0 else 1 - 2 * sum(srt[k - 1] / total * (n - k + 0.5) / n for k in range(1, n + 1))
+            assert fo.gini(c) == pytest.approx(want, abs=1e-12)
+    assert math.isnan(fo.gini([1.0, float("nan")]))  # a NaN norm gives NaN, never a number
+    _, model = _grokking_model(p=7, d=8)
+    want = sum(float(x) ** 2 for prm in model.parameters() for x in prm.detach().flatten())
+    assert fo.weight_norm_sq(model) == pytest.approx(want, rel=1e-9)
+
+
+def _grokking_model(p=7, d=8, seed=0):
+    from theorylab.runs import build_model_for, build_run_config
+
+    cfg = build_run_config("grokking", [f"task.p={p}", f"model.d_model={d}", "model.d_head=4", "model.d_mlp=16"],
+                           seed=seed)
+    return cfg, build_model_for(cfg)
+
+
+def test_progress_measures_and_checkpoint_series_match_loops():
+    from theorylab.measures import fourier as fo
+    from theorylab.tasks import make_task
+
+    cfg, model = _grokking_model(p=7, d=8)
+    p, op = 7, cfg.task.op
+    task = make_task(cfg.task, cfg.seed)
+    train, test = task.pair_split()
+    L = fo.all_logits(model, p)
+    freqs = [1, 3]
+
+    def ce(logits, pairs):
+        tot = 0.0
+        for a, b in pairs:
+            z = [float(v) for v in logits[a, b]]
+            tot += math.log(sum(math.exp(v) for v in z)) - z[(a + b) % p]
+        return tot / len(pairs)
+
+    every = [(a, b) for a in range(p) for b in range(p)]
+    tr = [(a, b) for a, b in every if train[a, b]]
+    te = [(a, b) for a, b in every if test[a, b]]
+    m = fo.progress_measures(model, task, freqs)
+    assert m["train_loss"] == pytest.approx(ce(L, tr), rel=1e-9)
+    assert m["test_loss"] == pytest.approx(ce(L, te), rel=1e-9)
+    R = _fft_restrict(L, freqs, op)
+    assert m["restricted_loss"] == pytest.approx(ce(R, every), rel=1e-9)  # on every pair
+    assert m["excluded_loss"] == pytest.approx(ce(L - R + L.mean(dim=(0, 1), keepdim=True), tr), rel=1e-9)
+    for k in freqs:
+        Rk = _fft_restrict(L, [k], op)
+        assert m["excluded_loss_per_freq"][k] == pytest.approx(ce(L - Rk + L.mean(dim=(0, 1), keepdim=True), tr),
+                                                               rel=1e-9)
+    # the series: every 2nd checkpoint and always the last; key frequencies from the last
+    loads = []
+
+    def load(i):
+        def f():
+            loads.append(i)
+            return _grokking_model(p=7, d=8, seed=i)[1]
+        return f
+
+    cps = [(10 * i, load(i)) for i in range(5)]
+    series = fo.measure_checkpoints(task, cps, every=3)
+    assert series["steps"] == [0, 30, 40]
+    final = _grokking_model(p=7, d=8, seed=4)[1]
+    assert series["key_frequencies"] == fo.key_frequencies(final, p)
+    assert series["freq_norms_final"] == pytest.approx(fo.frequency_norms(final.embed.W_E[:p].detach(), p).tolist())
+    assert series["weight_norm_sq"][1] == pytest.approx(fo.weight_norm_sq(_grokking_model(p=7, d=8, seed=3)[1]))
+    assert sorted(loads) == [0, 3, 4]  # the last one loaded once

@@ -102,16 +102,22 @@ def fourier_basis(p: int) -> torch.Tensor:
 
 
 def basis_labels(p: int) -> list[str]:
+    """The names of the rows of :func:`fourier_basis`: ``["const", "cos 1", "sin 1", ...]`` (``p`` of them)."""
     return ["const"] + [f"{f} {k}" for k in range(1, (p - 1) // 2 + 1) for f in ("cos", "sin")]
 
 
 def component_norms(W: torch.Tensor, p: int) -> torch.Tensor:
-    """Norm of each Fourier component of ``W [p, n]`` (axis 0 indexed by Z_p): ``[p]``."""
+    """Norm of each Fourier component of ``W [p, n]`` (axis 0 indexed by Z_p): ``[p]`` float64, in ``W``'s
+    unit, rows ordered as :func:`basis_labels` (Nanda et al. 2023, section 4: the norms of the embedding in
+    the Fourier basis).  Raises TheoryLabError for a bad ``p`` or when ``W`` does not have ``p`` rows."""
+    if W.dim() != 2 or W.shape[0] != p:
+        raise TheoryLabError(f"W: the Fourier norms need [p, n] = [{p}, n] rows indexed by Z_p (got {tuple(W.shape)})")
     return (fourier_basis(p) @ W.detach().double()).norm(dim=1)
 
 
 def frequency_norms(W: torch.Tensor, p: int) -> torch.Tensor:
-    """Per-frequency norms ``sqrt(|cos_k|^2 + |sin_k|^2)``, ``k = 1..(p-1)/2``: ``[(p-1)/2]``."""
+    """Per-frequency norms ``sqrt(|cos_k|^2 + |sin_k|^2)`` of ``W [p, n]``, ``k = 1..(p-1)/2``: ``[(p-1)/2]``
+    float64 (entry ``k - 1`` for frequency ``k``).  Raises as :func:`component_norms`."""
     c = component_norms(W, p)
     return (c[1::2] ** 2 + c[2::2] ** 2).sqrt()
 
@@ -121,12 +127,13 @@ def _number_embedding(model, p: int) -> torch.Tensor:
 
 
 def embedding_norms(model, p: int) -> torch.Tensor:
-    """Fourier component norms of the embedding of the numbers 0..p-1: ``[p]``."""
+    """Fourier component norms of the embedding of the numbers 0..p-1 (``W_E[:p]``, ``[p, d_model]``): ``[p]``."""
     return component_norms(_number_embedding(model, p), p)
 
 
 def unembedding_norms(model, p: int) -> torch.Tensor:
-    """Fourier component norms of the unembedding along the answer axis: ``[p]``."""
+    """Fourier component norms of the unembedding ``W_U[:, :p]`` (``[d_model, p]``) along the answer axis:
+    ``[p]``."""
     return component_norms(model.W_U[:, :p].detach().double().T, p)
 
 
@@ -216,19 +223,27 @@ def _projection(logits: torch.Tensor, freqs: list[int], op: str) -> torch.Tensor
 
 
 def restricted_logits(logits: torch.Tensor, freqs: list[int], op: str = "+") -> torch.Tensor:
-    """Keep only the key frequencies' directions of ``a+b`` and the constant term."""
+    """Restricted logits ``[p, p, p]`` float64 (Nanda et al. 2023, section 5.1): of ``logits [a, b, c]`` keep,
+    for every ``c``, only the directions ``cos / sin(w_k (a op b))`` of the frequencies ``freqs`` and the
+    mean over ``(a, b)``.  Raises TheoryLabError for an ``op`` other than ``"+"`` or ``"-"``."""
     L = logits.double()
     return L.mean(dim=(0, 1), keepdim=True).expand_as(L) + _projection(L, freqs, op)
 
 
 def excluded_logits(logits: torch.Tensor, freqs: list[int], op: str = "+") -> torch.Tensor:
-    """Remove the key frequencies' directions of ``a+b`` (everything else kept)."""
+    """Excluded logits ``[p, p, p]`` float64 (Nanda et al. 2023, section 5.1): ``logits [a, b, c]`` with the
+    directions ``cos / sin(w_k (a op b))`` of the frequencies ``freqs`` removed (everything else kept).
+    Raises TheoryLabError for an ``op`` other than ``"+"`` or ``"-"``."""
     L = logits.double()
     return L - _projection(L, freqs, op)
 
 
 def cross_entropy(logits: torch.Tensor, op: str, p: int, mask: torch.Tensor | None = None) -> float:
-    """Mean cross-entropy (nats, float64) of ``[p, p, p]`` logits against ``a op b``, over ``mask [p, p]``."""
+    """Mean cross-entropy (nats, float64) of ``[p, p, p]`` logits ``[a, b, c]`` against ``(a op b) mod p``,
+    over the pairs where ``mask [p, p]`` is True (all pairs without one).  Raises TheoryLabError unless
+    ``op`` is ``"+"`` or ``"-"``."""
+    if op not in ("+", "-"):
+        raise TheoryLabError(f"op: the Fourier measures are defined for '+' and '-' (got {op!r})")
     x = torch.arange(p)
     c = (x[:, None] + x[None, :]) % p if op == "+" else (x[:, None] - x[None, :]) % p
     lp = torch.log_softmax(logits.double(), dim=-1)
@@ -242,7 +257,9 @@ def cross_entropy(logits: torch.Tensor, op: str, p: int, mask: torch.Tensor | No
 
 
 def gini(c: torch.Tensor | np.ndarray | list[float]) -> float:
-    """Hurley & Rickard's Gini index of a non-negative vector (0 = evenly spread, (n-1)/n = one-hot)."""
+    """Hurley & Rickard's (2009) Gini index of a non-negative vector ``c [n]`` (0 = evenly spread, (n-1)/n =
+    one-hot; 0 for an all-zero vector; NaN if an entry is NaN).  Nanda et al. (2023) track it on the
+    Fourier norms.  Raises TheoryLabError for an empty vector or a negative entry."""
     v = torch.as_tensor(c, dtype=torch.float64).flatten()
     if v.numel() == 0:
         raise TheoryLabError("gini: empty vector")
@@ -258,7 +275,8 @@ def gini(c: torch.Tensor | np.ndarray | list[float]) -> float:
 
 
 def weight_norm_sq(model) -> float:
-    """Sum of squared weights over every parameter (float64)."""
+    """Sum of squared weights over every parameter of ``model`` (float64; Nanda et al. 2023 track it through
+    the cleanup phase)."""
     return float(sum(float((p.detach().double() ** 2).sum()) for p in model.parameters()))
 
 
@@ -266,7 +284,11 @@ def weight_norm_sq(model) -> float:
 
 
 def progress_measures(model, task, freqs: list[int], per_frequency: bool = True) -> dict[str, Any]:
-    """Every progress measure of one model on a modular task, given the key frequencies."""
+    """Every progress measure of one model on a modular task (``+`` or ``-``), given the key frequencies
+    (Nanda et al. 2023, section 5.1): ``train_loss`` / ``test_loss`` (nats, on the task's pairs),
+    ``restricted_loss`` (on every pair), ``excluded_loss`` (on the training pairs; and per frequency in
+    ``excluded_loss_per_freq`` when ``per_frequency``), ``gini_embed``, ``gini_neuron_logit`` and
+    ``weight_norm_sq``.  Raises TheoryLabError for another ``op``."""
     cfg = task.cfg
     p, op = cfg.p, cfg.op
     if op not in ("+", "-"):

@@ -456,3 +456,92 @@ def test_progress_measures_and_checkpoint_series_match_loops():
     assert series["freq_norms_final"] == pytest.approx(fo.frequency_norms(final.embed.W_E[:p].detach(), p).tolist())
     assert series["weight_norm_sq"][1] == pytest.approx(fo.weight_norm_sq(_grokking_model(p=7, d=8, seed=3)[1]))
     assert sorted(loads) == [0, 3, 4]  # the last one loaded once
+
+
+# --------------------------------------------------------------------------- phases.py
+
+
+def test_first_crossing_matches_loop():
+    from theorylab.measures.phases import first_crossing
+
+    gen = np.random.default_rng(3)
+    for _ in range(100):
+        n = int(gen.integers(1, 12))
+        steps = list(np.cumsum(gen.integers(1, 5, n)))
+        vals = [float(v) for v in np.round(gen.normal(size=n), 1)]
+        for i in gen.choice(n, size=int(gen.integers(0, 3)), replace=True):
+            vals[i] = float(gen.choice([math.nan, math.inf, -math.inf]))
+        thr, above, start = float(np.round(gen.normal(), 1)), bool(gen.integers(2)), int(gen.integers(0, n + 1))
+        want = None
+        for i in range(start, n):  # the first finite value at index >= start on the right side (ties count)
+            if math.isfinite(vals[i]) and (vals[i] >= thr if above else vals[i] <= thr):
+                want = int(steps[i])
+                break
+        assert first_crossing(steps, vals, thr, above=above, start=start) == want
+
+
+def ref_detect_phases(steps, train_acc, test_loss, thr=0.99, start_frac=0.1, end_frac=0.9):
+    """The module docstring's rules as loops.  NaN and infinite test losses are not evaluations of the loss
+    (skipped, like first_crossing skips them); a test loss of exactly 0 has collapsed all the way (f = inf)."""
+    n = len(steps)
+    t_mem = next((steps[i] for i in range(n) if math.isfinite(train_acc[i]) and train_acc[i] >= thr), None)
+    if t_mem is None:
+        return (None, None, None)
+    i_mem = steps.index(t_mem)
+    tail = [i for i in range(i_mem, n) if math.isfinite(test_loss[i])]
+    pos = [i for i in tail if test_loss[i] > 0]
+    if not pos:
+        return (t_mem, None, None)
+    hi = max(math.log(test_loss[i]) for i in pos)
+    i_peak = next(i for i in pos if math.log(test_loss[i]) == hi)
+    lo = math.log(test_loss[pos[-1]])
+    if not hi - lo > math.log(10):
+        return (t_mem, None, None)
+
+    def f(i):
+        return math.inf if test_loss[i] == 0 else (hi - math.log(test_loss[i])) / (hi - lo)
+
+    def boundary(frac):
+        return next((steps[i] for i in tail if i >= i_peak and all(f(j) >= frac for j in tail if j >= i)), None)
+
+    return (t_mem, boundary(start_frac), boundary(end_frac))
+
+
+def _grokking_curves(gen, n):
+    steps = list(range(0, 10 * n, 10))
+    acc = list(np.clip(np.linspace(0.2, 1.3, n) + gen.normal(0, 0.1, n), 0, 1))
+    up = np.linspace(0, 1, n)
+    log_loss = 2 * np.sin(np.pi * up) - 12 * np.clip(up - 0.5, 0, None) + gen.normal(0, 0.8, n)
+    return steps, acc, [float(v) for v in np.exp(log_loss)]
+
+
+def test_detect_phases_matches_loop_on_noisy_curves():
+    from theorylab.measures.phases import detect_phases
+
+    gen = np.random.default_rng(4)
+    for trial in range(60):
+        steps, acc, loss = _grokking_curves(gen, int(gen.integers(3, 40)))
+        if trial % 3 == 1:  # evaluations whose loss is missing (NaN) or infinite
+            for i in gen.choice(len(loss), size=2):
+                loss[i] = float(gen.choice([math.nan, math.inf]))
+        if trial % 3 == 2:  # the collapse ends in an exact zero (a float32 loss that underflowed)
+            loss[-1] = 0.0
+            if len(loss) > 4:
+                loss[-3] = 0.0
+        got = detect_phases(steps, acc, loss).steps
+        assert got == ref_detect_phases(steps, acc, loss), (steps, acc, loss)
+
+
+def test_detect_phases_after_a_collapse_to_zero_loss():
+    # the cleanup ends in an exactly zero test loss: the boundaries are where the loss got there, not None
+    from theorylab.measures.phases import detect_phases
+
+    steps = list(range(0, 110, 10))
+    acc = [0.5, 1.0] + [1.0] * 9
+    loss = [4.0, 5.0, 6.0, 6.0, 5.0, 1.0, 0.1, 1e-3, 1e-5, 0.0, 0.0]
+    assert detect_phases(steps, acc, loss).steps == (10, 50, 80)  # was (10, None, None)
+    # and a NaN evaluation in the middle neither ends nor breaks the collapse
+    loss = [4.0, 5.0, 6.0, 6.0, 5.0, 1.0, float("nan"), 1e-3, 1e-5, 1e-6, 1e-6]
+    assert detect_phases(steps, acc, loss).steps == (10, 50, 90)  # was (10, 70, 90)
+    with pytest.raises(TheoryLabError, match="negative"):
+        detect_phases(steps, acc, [-1.0] + loss[1:])

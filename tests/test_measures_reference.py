@@ -545,3 +545,95 @@ def test_detect_phases_after_a_collapse_to_zero_loss():
     assert detect_phases(steps, acc, loss).steps == (10, 50, 90)  # was (10, 70, 90)
     with pytest.raises(TheoryLabError, match="negative"):
         detect_phases(steps, acc, [-1.0] + loss[1:])
+
+
+# --------------------------------------------------------------------------- sensitivity.py
+
+
+def test_loglog_slope_matches_scipy_linregress():
+    from scipy import stats
+
+    from theorylab.measures.sensitivity import loglog_slope
+
+    gen = np.random.default_rng(5)
+    for m in (3, 4, 7):
+        ns = np.sort(gen.choice(np.arange(2, 500), size=m, replace=False))
+        ys = 3.0 * ns ** -1.2 * np.exp(gen.normal(0, 0.3, m))
+        r = stats.linregress(np.log(ns), np.log(ys))
+        half = stats.t.ppf(0.975, m - 2) * r.stderr
+        got = loglog_slope(ns, ys)
+        assert (got.slope, got.lo, got.hi, got.intercept) == pytest.approx(
+            (r.slope, r.slope - half, r.slope + half, r.intercept), rel=1e-9)
+    two = loglog_slope([4, 8], [1.0, 0.25])
+    assert two.slope == pytest.approx(-2.0) and (two.lo, two.hi) == (-math.inf, math.inf)
+    for ns, ys in (([1, 2, 3], [1.0, 0.0, 1.0]), ([0, 2, 3], [1.0, 1.0, 1.0]), ([2, 2, 2], [1.0, 2.0, 3.0]),
+                   ([2, 4], [1.0, 2.0, 3.0]), ([2, 4, float("nan")], [1.0, 2.0, 3.0])):
+        with pytest.raises(ConfigError):
+            loglog_slope(ns, ys)
+
+
+def _recording(fn, seen):
+    def out(bits):
+        seen.append(bits.clone())
+        return fn(bits)
+    return out
+
+
+def test_per_bit_and_average_sensitivity_match_loops():
+    from theorylab.measures.sensitivity import average_sensitivity, per_bit_sensitivity
+
+    w = torch.linspace(-1, 2, 9, dtype=torch.float64)
+
+    def output(b):  # a real function with interactions between the bits
+        return torch.tanh(b.double() @ w) + b[:, 0] * b[:, -1]
+
+    def decide(b):
+        return (output(b) > 0.5).long()
+
+    for n, samples, positions in ((9, 6, 4), (9, 5, 9), (9, 3, 20)):
+        seen = []
+        got = per_bit_sensitivity(_recording(output, seen), n, samples, positions, seed=7)
+        flipped, bits = seen  # the flipped copies first, then the strings
+        k = min(positions, n)
+        assert flipped.shape == (samples * k, n) and bits.shape == (samples, n)
+        deltas = []
+        for s in range(samples):
+            flips = flipped[s * k:(s + 1) * k]
+            pos = [int(torch.nonzero(f != bits[s]).flatten()[0]) for f in flips]
+            assert all(int((f != bits[s]).sum()) == 1 for f in flips) and len(set(pos)) == k  # distinct bits
+            deltas += [abs(float(output(f[None])[0] - output(bits[s][None])[0])) for f in flips]
+        assert got == pytest.approx(sum(deltas) / len(deltas), rel=1e-12)
+
+        seen = []
+        got = average_sensitivity(_recording(decide, seen), n, samples, seed=7, max_positions=positions)
+        flipped, bits = seen
+        changed = [[int(decide(f[None])[0] != decide(bits[s][None])[0]) for f in flipped[s * k:(s + 1) * k]]
+                   for s in range(samples)]
+        assert got == pytest.approx(n * sum(sum(c) / k for c in changed) / samples, rel=1e-12)
+
+
+def test_sensitivity_slope_of_a_zero_sensitivity_is_undefined():
+    from theorylab.measures.sensitivity import loglog_slope, sensitivity_slope
+
+    curve = {"ns": [8, 16, 32, 64], "sens": [0.5, 0.25, 0.125, 0.0625]}
+    assert sensitivity_slope(curve) == pytest.approx(loglog_slope(curve["ns"], curve["sens"]).slope)
+    # log 0 is undefined: a zero (e.g. an output that underflowed) used to be read as 1e-300, a slope of -299
+    assert math.isnan(sensitivity_slope({"ns": [8, 16, 32, 64], "sens": [0.5, 0.25, 0.125, 0.0]}))
+
+
+def test_construction_curves_are_the_measures_at_each_n():
+    from theorylab.constructions import parity
+    from theorylab.constructions.chiang import decision, evaluate, logit_gap
+    from theorylab.measures.sensitivity import average_sensitivity, construction_curves, per_bit_sensitivity
+
+    m = parity()
+    ns, samples, positions, seed = [4, 8], 8, 3, 2
+    got = construction_curves(m, "parity", ns, samples, positions, seed, acc_samples=16)
+    assert got["ns"] == ns
+    for i, n in enumerate(ns):
+        r = evaluate(m, "parity", n, 16, seed=seed * 7919 + n)
+        assert (got["ce"][i], got["acc"][i]) == (r["cross_entropy_bits"], r["accuracy"])
+        assert got["sens"][i] == per_bit_sensitivity(lambda b: logit_gap(m, "parity", b), n, samples, positions,
+                                                     seed * 104729 + n)
+        assert got["avg_sens"][i] == average_sensitivity(lambda b: decision(m, "parity", b), n, max(2, samples // 4),
+                                                         seed * 31 + n, max_positions=positions * 4)

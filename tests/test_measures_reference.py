@@ -637,3 +637,87 @@ def test_construction_curves_are_the_measures_at_each_n():
                                                      seed * 104729 + n)
         assert got["avg_sens"][i] == average_sensitivity(lambda b: decision(m, "parity", b), n, max(2, samples // 4),
                                                          seed * 31 + n, max_positions=positions * 4)
+
+
+# --------------------------------------------------------------------------- icl.py
+
+
+def test_same_label_attention_matches_loop():
+    from theorylab.measures.icl import same_label_attention
+
+    g = torch.Generator().manual_seed(6)
+    B, H, L = 5, 3, 6
+    pat = random_pattern(B, H, L + 1, g, causal=False)
+    labels = torch.randint(0, 3, (B, L), generator=g)  # three classes: ties of several same-label demos
+    targets = torch.randint(0, 3, (B,), generator=g)
+    want = sum(sum(float(pat[b, h, L, j]) for h in range(H) for j in range(L) if labels[b, j] == targets[b]) / H
+               for b in range(B)) / B
+    assert same_label_attention(pat, labels, targets) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ConfigError, match="targets"):
+        same_label_attention(pat, labels, targets[:-1])
+
+
+def test_concept_weight_alignment_matches_loops():
+    from theorylab.measures.icl import concept_weight_alignment
+    from theorylab.runs import build_model_for, build_run_config
+    from theorylab.tasks import make_task
+
+    cfg = build_run_config("concepts", ["task.d=16", "task.K=3", "model.d_model=12", "model.d_mlp=10"], seed=0)
+    model, task = build_model_for(cfg), make_task(cfg.task, 0)
+    dirs = task.directions()
+    w = dict(model.named_parameters())
+    eff = (w["embed.W_in"] @ w["blocks.0.mlp.W_in"]).detach().double()  # [2 d, d_mlp]
+    d = cfg.task.d
+
+    def top(vectors, half):
+        rows = eff[:d] if half == "word" else eff[d:]
+        return max(abs(sum(float(v[i]) * float(rows[i, n]) for i in range(d))) for v in vectors
+                   for n in range(rows.shape[1]))
+
+    got = concept_weight_alignment(model, dirs)
+    assert got["w_concept"] == pytest.approx(max(top(dirs["word_concept"], "word"),
+                                                 top(dirs["label_concept"], "label")), rel=1e-9)
+    assert got["w_complement"] == pytest.approx(max(top(dirs["word_shared"], "word"),
+                                                    top(dirs["label_shared"], "label")), rel=1e-9)
+    assert got["w_noise"] == pytest.approx(max(top(dirs["noise"], "word"), top(dirs["noise"], "label")), rel=1e-9)
+    # the Frobenius norm of the MLP's weights (W_in and W_out together), not the sum of their two norms
+    sq = sum(float(x) ** 2 for k in ("blocks.0.mlp.W_in", "blocks.0.mlp.W_out") for x in w[k].detach().flatten())
+    assert got["mlp_norm"] == pytest.approx(math.sqrt(sq), rel=1e-6)
+
+
+def ref_exponential_rate(steps, errors, start_below=0.45, floor=0.0):
+    pts = [(s, e) for s, e in zip(steps, errors) if math.isfinite(e)]  # missing evaluations are skipped
+    i0 = next((i for i, (_, e) in enumerate(pts) if e < start_below), None)
+    if i0 is None:
+        return {"rate": math.nan, "r2": math.nan, "n": 0.0}
+    end = next((i for i in range(i0, len(pts)) if pts[i][1] <= floor or pts[i][1] <= 0), len(pts))
+    xs, ys = [s for s, _ in pts[i0:end]], [math.log(e) for _, e in pts[i0:end]]
+    n = len(xs)
+    if n < 3:
+        return {"rate": math.nan, "r2": math.nan, "n": float(n)}
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    ss = sum((y - my) ** 2 for y in ys)
+    res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
+    return {"rate": -b, "r2": 1 - res / ss if ss > 0 else math.nan, "n": float(n)}
+
+
+def test_exponential_rate_matches_loop():
+    from theorylab.measures.icl import exponential_rate
+
+    gen = np.random.default_rng(7)
+    for trial in range(40):
+        n = int(gen.integers(2, 30))
+        steps = list(np.cumsum(gen.integers(1, 30, n)).astype(float))
+        errs = list(np.clip(0.6 * np.exp(-0.01 * np.array(steps)) * np.exp(gen.normal(0, 0.2, n)), 0, 1))
+        if trial % 4 == 1:
+            errs = [round(e, 2) for e in errs]  # ties, and zeros that end the stretch
+        if trial % 4 == 2 and n > 3:
+            errs[int(gen.integers(0, n))] = math.nan  # a missing evaluation
+        floor = float(gen.choice([0.0, 0.01]))
+        got = exponential_rate(steps, errs, floor=floor)
+        want = ref_exponential_rate(steps, errs, floor=floor)
+        for k in ("rate", "r2", "n"):
+            assert (math.isnan(got[k]) and math.isnan(want[k])) or got[k] == pytest.approx(want[k], rel=1e-9,
+                                                                                           abs=1e-12), (k, errs)

@@ -721,3 +721,176 @@ def test_exponential_rate_matches_loop():
         for k in ("rate", "r2", "n"):
             assert (math.isnan(got[k]) and math.isnan(want[k])) or got[k] == pytest.approx(want[k], rel=1e-9,
                                                                                            abs=1e-12), (k, errs)
+
+
+# --------------------------------------------------------------------------- planning.py
+
+
+def _planning_model(norm="layernorm", attn_only=False, seed=0):
+    from theorylab.models import Transformer, TransformerConfig
+
+    cfg = TransformerConfig(d_vocab=9, d_vocab_out=8, n_ctx=6, d_model=8, n_layers=1, n_heads=2, d_head=3, d_mlp=5,
+                            norm=norm, attn_only=attn_only, bias=True, init_std=0.5)
+    model = Transformer(cfg, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # biases and norm gains away from their zero / one init
+        for name, prm in model.named_parameters():
+            if name.rsplit(".", 1)[-1] in ("b_V", "b_O", "b_in", "b_out", "b", "w", "b_U"):
+                prm.copy_(torch.randn(prm.shape, generator=g) * 0.5 + (1.0 if name.endswith(".w") else 0.0))
+    return model
+
+
+def _ln(x, mod):
+    if mod.kind == "none":
+        return x
+    xc = x - x.mean() if mod.kind == "layernorm" else x
+    y = xc / torch.sqrt((xc ** 2).mean() + mod.eps)
+    return y * mod.w + (mod.b if mod.kind == "layernorm" else 0.0)
+
+
+def ref_readouts(model, n, norms):
+    blk = model.blocks[0]
+    ident = lambda x, m: x  # noqa: E731
+    ln = _ln if norms else ident
+
+    def ffn(x):
+        if blk.cfg.attn_only:
+            return torch.zeros_like(x)
+        h = ln(x, blk.ln2) @ blk.mlp.W_in + blk.mlp.b_in
+        return torch.nn.functional.gelu(h) @ blk.mlp.W_out + blk.mlp.b_out
+
+    def unembed(x):
+        if norms and hasattr(model, "ln_final"):
+            x = _ln(x, model.ln_final)
+        return x @ model.W_U[:, :n]
+
+    mlp, val = [], []
+    for i in range(n):
+        e = model.embed.W_E[i]
+        mlp.append(unembed(e + ffn(e)))
+        h = ln(e, blk.ln1)
+        v = sum((h @ blk.attn.W_V[hd] + blk.attn.b_V[hd]) @ blk.attn.W_O[hd] for hd in range(blk.attn.W_V.shape[0]))
+        v = v + blk.attn.b_O
+        val.append(unembed(v + ffn(v)))
+    return torch.stack(mlp).double().detach(), torch.stack(val).double().detach()
+
+
+@pytest.mark.parametrize("norm,attn_only", [("layernorm", False), ("rmsnorm", False), ("none", False),
+                                            ("layernorm", True)])
+def test_readouts_match_loops(norm, attn_only):
+    from theorylab.measures.planning import mlp_readout, value_readout
+
+    model = _planning_model(norm, attn_only)
+    for norms in (True, False):
+        wm, wv = ref_readouts(model, 7, norms)
+        assert torch.allclose(mlp_readout(model, 7, norms), wm, atol=1e-5)
+        assert torch.allclose(value_readout(model, 7, norms), wv, atol=1e-5)
+
+
+def ref_auc(scores, inside, outside):
+    wins = total = 0.0
+    for r in range(scores.shape[0]):
+        for i in range(scores.shape[1]):
+            for j in range(scores.shape[1]):
+                if inside[r, i] and outside[r, j]:
+                    total += 1
+                    wins += 1.0 if scores[r, i] > scores[r, j] else 0.5 if scores[r, i] == scores[r, j] else 0.0
+    return wins / total if total else math.nan
+
+
+def ref_gap(scores, inside, outside):
+    gaps = []
+    for r in range(scores.shape[0]):
+        a = [scores[r, i] for i in range(scores.shape[1]) if inside[r, i]]
+        b = [scores[r, i] for i in range(scores.shape[1]) if outside[r, i]]
+        if a and b:
+            gaps.append(sum(a) / len(a) - sum(b) / len(b))
+    return sum(gaps) / len(gaps) if gaps else math.nan
+
+
+def test_within_row_auc_and_gap_match_loops():
+    from theorylab.measures.planning import mean_gap, within_row_auc
+
+    gen = np.random.default_rng(8)
+    for trial in range(30):
+        r, c = int(gen.integers(1, 7)), int(gen.integers(2, 9))
+        scores = gen.normal(size=(r, c))
+        if trial % 2:
+            scores = np.round(scores)  # many ties
+        inside = gen.random((r, c)) < 0.4
+        outside = ~inside & (gen.random((r, c)) < 0.8)
+        for fn, ref in ((within_row_auc, ref_auc), (mean_gap, ref_gap)):
+            got, want = fn(scores, inside, outside), ref(scores, inside, outside)
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-12)
+
+
+def _fake_graph_task(n, gen):
+    from types import SimpleNamespace
+
+    adj = gen.random((n, n)) < 0.3
+    obs_adj = adj & (gen.random((n, n)) < 0.7)
+    true_reach = adj | (gen.random((n, n)) < 0.3)
+    obs_reach = true_reach & (gen.random((n, n)) < 0.6)
+    return SimpleNamespace(n_nodes=n, adj=adj, obs_adj=obs_adj, true_reach=true_reach, obs_reach=obs_reach)
+
+
+def test_readout_scores_match_loops():
+    from theorylab.measures.planning import mlp_readout, readout_scores, value_readout
+
+    model = _planning_model()
+    n = 7
+    task = _fake_graph_task(n, np.random.default_rng(9))
+    got = readout_scores(model, task)
+    wm, wv = mlp_readout(model, n).numpy(), value_readout(model, n).numpy()
+    off = ~np.eye(n, dtype=bool)
+    adj, oadj = task.adj & off, task.obs_adj & off
+    ro, rt = task.obs_reach & off, task.true_reach & off
+    unobs = rt & ~ro
+    want = {"adj_auc": ref_auc(wm, adj, off & ~adj), "adj_gap": ref_gap(wm, adj, off & ~adj),
+            "adj_obs_auc": ref_auc(wm, oadj, off & ~oadj), "value_auc_obs": ref_auc(wv, ro, off & ~ro),
+            "value_auc_true": ref_auc(wv, rt, off & ~rt), "value_auc_unobs": ref_auc(wv, unobs, off & ~rt),
+            "value_auc_obs_vs_unobs": ref_auc(wv, ro, unobs), "value_gap_obs": ref_gap(wv, ro, off & ~ro),
+            "value_gap_true": ref_gap(wv, rt, off & ~rt), "value_gap_unobs": ref_gap(wv, unobs, off & ~rt)}
+    want["value_auc_obs_minus_true"] = want["value_auc_obs"] - want["value_auc_true"]
+    assert got == pytest.approx(want, rel=1e-12, nan_ok=True)
+
+
+def test_path_accuracy_by_label_matches_loop():
+    from types import SimpleNamespace
+
+    from theorylab.measures.planning import path_accuracy_by_label
+
+    gen = np.random.default_rng(10)
+    m = 40
+    pairs = gen.integers(0, 9, (m, 2))
+    degree = gen.choice([0, 1, 2, 3], size=m, p=[0.3, 0.3, 0.4, 0.0])  # no degree-3 pair: NaN
+    calls = []
+
+    def path_accuracy(model, prs, temperature, g):
+        calls.append(temperature)
+        return torch.rand(len(prs), generator=g).numpy() < 0.6
+
+    task = SimpleNamespace(test_pairs=pairs, test_degree=degree, train_pairs=pairs[:5], train_degree=degree[:5],
+                           path_accuracy=path_accuracy)
+    got = path_accuracy_by_label(None, task, "test", temperature=1.0, samples=3, seed=4)
+    assert calls == [1.0, 1.0, 1.0]
+    # replay the same three draws
+    from theorylab.tasks.base import torch_generator
+
+    g = torch_generator(4, 0x9A7)
+    ok = sum((torch.rand(m, generator=g).numpy() < 0.6).astype(float) for _ in range(3)) / 3
+
+    def mean(sel):
+        vals = [ok[i] for i in range(m) if sel(degree[i])]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    want = {"accuracy": mean(lambda d: True), "accuracy_observed": mean(lambda d: d <= 1),
+            "accuracy_transitive": mean(lambda d: d >= 2), "n_pairs": float(m),
+            "n_observed": float(sum(d <= 1 for d in degree)), "n_transitive": float(sum(d >= 2 for d in degree))}
+    for d in range(4):
+        want[f"accuracy_degree{d}"] = mean(lambda x, d=d: x == d if d < 3 else x >= 3)
+        want[f"n_degree{d}"] = float(sum((x == d if d < 3 else x >= 3) for x in degree))
+    assert got == pytest.approx(want, rel=1e-12, nan_ok=True)
+    calls.clear()
+    path_accuracy_by_label(None, task, "train", temperature=0.0, samples=5)
+    assert calls == [0.0]  # greedy: one pass

@@ -293,6 +293,8 @@ def test_transition_matches_loop_on_noisy_curves():
             assert (math.isnan(got["step"]) and math.isnan(want["step"])) or got["step"] == want["step"]
     with pytest.raises(ConfigError, match="finite"):
         transition([0, 1, 2], [1.0, float("nan"), 0.0])
+    with pytest.raises(ConfigError, match="increasing"):
+        transition([0, 2, 1], [1.0, 0.5, 0.0])
 
 
 # --------------------------------------------------------------------------- fourier.py
@@ -545,6 +547,8 @@ def test_detect_phases_after_a_collapse_to_zero_loss():
     assert detect_phases(steps, acc, loss).steps == (10, 50, 90)  # was (10, 70, 90)
     with pytest.raises(TheoryLabError, match="negative"):
         detect_phases(steps, acc, [-1.0] + loss[1:])
+    with pytest.raises(TheoryLabError, match="increasing"):
+        detect_phases(steps[::-1], acc, loss)
 
 
 # --------------------------------------------------------------------------- sensitivity.py
@@ -894,3 +898,19 @@ def test_path_accuracy_by_label_matches_loop():
     calls.clear()
     path_accuracy_by_label(None, task, "train", temperature=0.0, samples=5)
     assert calls == [0.0]  # greedy: one pass
+
+
+def test_analyze_and_summary_table_compose_the_measures():
+    from theorylab.measures.planning import analyze, path_accuracy_by_label, readout_scores, summary_table
+
+    gen = np.random.default_rng(11)
+    task = _fake_graph_task(7, gen)
+    task.test_pairs, task.test_degree = gen.integers(0, 7, (10, 2)), gen.integers(0, 4, 10)
+    task.path_accuracy = lambda model, prs, temperature, g: torch.rand(len(prs), generator=g).numpy() < 0.5
+    model = _planning_model()
+    got = analyze(model, task, temperature=1.0, samples=2, seed=3)
+    want = {f"test_{k}": v for k, v in path_accuracy_by_label(model, task, "test", 1.0, 2, 3).items()}
+    want.update(readout_scores(model, task))
+    assert got == pytest.approx(want, nan_ok=True)
+    lines = summary_table({"a": 0.123456, "b": "x"}).splitlines()
+    assert lines == [f"{'a':28s} 0.1235", f"{'b':28s} x"]

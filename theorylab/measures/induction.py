@@ -232,6 +232,8 @@ def _arrays(steps, values):
                           f"{v.shape})")
     if not np.all(np.isfinite(v)):
         raise ConfigError("values must be finite")
+    if np.any(np.diff(s) <= 0):
+        raise ConfigError("steps must be strictly increasing")
     return s, v
 
 

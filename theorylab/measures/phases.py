@@ -97,7 +97,8 @@ def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0
     """Phase boundaries of grokking (Nanda et al. 2023, section 5.2: memorization, circuit formation,
     cleanup) from the evaluation curves ``steps``, ``train_acc`` (fractions) and ``test_loss`` (nats), 1-D
     and of equal length, steps ascending; the rules, and how NaN and zero losses count, are in the module
-    docstring.  Raises TheoryLabError for empty or unequal curves, a negative test loss or
+    docstring.  Raises TheoryLabError for empty or unequal curves, steps that do not increase, a negative
+    test loss or
     ``not 0 < start_frac < end_frac < 1``."""
     s = np.asarray(steps, dtype=np.int64)
     acc = np.asarray(train_acc, dtype=np.float64)
@@ -106,6 +107,8 @@ def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0
         raise TheoryLabError("detect_phases: steps, train_acc and test_loss must be non-empty and of equal length")
     if not 0 < start_frac < end_frac < 1:
         raise TheoryLabError("detect_phases: need 0 < start_frac < end_frac < 1")
+    if np.any(np.diff(s) <= 0):
+        raise TheoryLabError("detect_phases: steps must be strictly increasing")
     if bool((tl < 0).any()):
         raise TheoryLabError("detect_phases: a test loss is negative (cross-entropy is >= 0)")
     r_mem = f"first step with train accuracy >= {train_acc_threshold:g}"

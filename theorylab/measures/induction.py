@@ -214,8 +214,9 @@ def in_context_gain(loss_per_position: torch.Tensor, period: int) -> float:
     T = loss_per_position.shape[-1]
     if not 2 <= period < T - 1:
         raise ConfigError(f"period must lie in [2, {T - 1}) for {T} positions (got {period})")
-    first = loss_per_position[..., 1:period].double().mean()
-    later = loss_per_position[..., period + 1:].double().mean()
+    loss = loss_per_position.detach().double()
+    first = loss[..., 1:period].mean()
+    later = loss[..., period + 1:].mean()
     return float(first - later)
 
 

@@ -22,9 +22,12 @@ def same_label_attention(pattern: torch.Tensor, demo_labels: torch.Tensor, targe
     and the L demonstrations the first columns), ``demo_labels [B, L]``, ``targets [B]`` (class ids).
     Returns a fraction in [0, 1].  Raises ConfigError on mismatched shapes.
     """
-    if pattern.dim() != 4 or demo_labels.dim() != 2 or pattern.shape[-1] != demo_labels.shape[1] + 1:
+    if pattern.dim() != 4 or demo_labels.dim() != 2 or pattern.shape[-1] != demo_labels.shape[1] + 1 \
+            or pattern.shape[0] != demo_labels.shape[0]:
         raise ConfigError(f"pattern [B, H, L+1, L+1] and demo_labels [B, L] do not match: "
                           f"{tuple(pattern.shape)} vs {tuple(demo_labels.shape)}")
+    if tuple(targets.shape) != (demo_labels.shape[0],):
+        raise ConfigError(f"targets must be [B] = [{demo_labels.shape[0]}] (got {tuple(targets.shape)})")
     q = pattern[:, :, -1, :-1].double().mean(1)  # [B, L]
     same = demo_labels == targets[:, None]
     return float((q * same).sum(-1).mean())
@@ -35,8 +38,9 @@ def concept_weight_alignment(model, directions: dict[str, np.ndarray]) -> dict[s
     """Largest ``|<direction, column>|`` over the MLP's input neurons, read through the input embedding
     (``embed.W_in @ blocks.0.mlp.W_in``, one column per neuron, ``[2 d, d_mlp]``): for the concept-specific
     directions (``b_k`` on the word half, ``r_k`` on the label half), their complements (``a_k``, ``q_k``)
-    and noise directions (outside the dictionary); and the Frobenius norm ``mlp_norm`` of the MLP weights
-    (Bu et al. 2024, the four training-dynamics panels).
+    and noise directions (outside the dictionary); and the Frobenius norm ``mlp_norm`` of the MLP weights,
+    ``sqrt(|W_in|_F^2 + |W_out|_F^2)`` (both matrices as one vector; Bu et al. 2024, the four
+    training-dynamics panels).  Inner products in the input's unit (the directions are unit vectors).
 
     ``directions`` is :meth:`theorylab.tasks.concepts.ConceptsTask.directions` (arrays ``[n, d]``).
     Returns ``{}`` for a model without continuous inputs or without an MLP in block 0.
@@ -55,16 +59,20 @@ def concept_weight_alignment(model, directions: dict[str, np.ndarray]) -> dict[s
     return {"w_concept": max(top(directions["word_concept"], word), top(directions["label_concept"], lab)),
             "w_complement": max(top(directions["word_shared"], word), top(directions["label_shared"], lab)),
             "w_noise": max(top(noise, word), top(noise, lab)) if len(noise) else 0.0,
-            "mlp_norm": float(w["blocks.0.mlp.W_in"].norm() + w["blocks.0.mlp.W_out"].norm())}
+            "mlp_norm": float(torch.cat([w["blocks.0.mlp.W_in"].detach().double().flatten(),
+                                         w["blocks.0.mlp.W_out"].detach().double().flatten()]).norm())}
 
 
 def exponential_rate(steps, errors, *, start_below: float = 0.45, floor: float = 0.0) -> dict[str, float]:
-    """Fit ``log error = c - rate * step`` on the decreasing stretch of a 0-1 error curve.
+    """Fit ``log error = c - rate * step`` (least squares) on the decreasing stretch of a 0-1 error curve
+    (Bu et al. 2024: the 0-1 error converges exponentially, a straight line in log error against steps).
 
     The stretch runs from the first evaluation with error below ``start_below`` (past the
     chance plateau) to the last one before the error first reaches ``floor`` or zero (log 0
-    is undefined).  Returns ``rate`` (per step), ``r2`` of the fit and ``n`` (points used;
-    fewer than 3 gives NaN rate and r2).
+    is undefined).  Evaluations whose error is NaN or infinite are missing and skipped.  Returns
+    ``rate`` (per step), ``r2`` of the fit (NaN when log error is constant) and ``n`` (points used;
+    fewer than 3 gives NaN rate and r2).  ``steps``, ``errors``: 1-D, equal length.  Raises ConfigError
+    otherwise.
     """
     import numpy as np
 
@@ -72,6 +80,8 @@ def exponential_rate(steps, errors, *, start_below: float = 0.45, floor: float =
     e = np.asarray(errors, dtype=np.float64)
     if s.shape != e.shape or s.ndim != 1:
         raise ConfigError(f"steps and errors must be 1-D of equal length (got {s.shape}, {e.shape})")
+    finite = np.isfinite(e)
+    s, e = s[finite], e[finite]
     below = np.flatnonzero(e < start_below)
     out = {"rate": float("nan"), "r2": float("nan"), "n": 0.0}
     if not len(below):

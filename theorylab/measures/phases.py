@@ -7,7 +7,7 @@ place the boundaries with three rules on the evaluation curves; each boundary is
 returned with the rule that found it.
 
 Let ``L(t)`` be the test loss, ``t_mem`` the end of memorization, ``L_hi`` the largest
-test loss at or after ``t_mem`` and ``L_lo`` the final test loss.  The progress of the
+test loss at or after ``t_mem`` (its first occurrence is the peak) and ``L_lo`` the final test loss.  The progress of the
 collapse is ``f(t) = (log L_hi - log L(t)) / (log L_hi - log L_lo)`` (0 before, 1 at
 the end).
 
@@ -21,6 +21,11 @@ the end).
   which on ``f >= start_frac`` (0.1) holds at every later evaluation: the test loss has
   begun its collapse for good.
 * **end of cleanup** ``t_clean``: the first step from which on ``f >= end_frac`` (0.9).
+
+Evaluations whose test loss is NaN or infinite are skipped (they are no evaluation of the loss, as
+in :func:`first_crossing`); a test loss of exactly 0 (a float32 cross-entropy that underflowed) has
+collapsed all the way (``f = inf``), and ``L_lo`` is then the last positive test loss.  A negative
+test loss is an error.
 
 "From which on" makes the rules robust to loss spikes: runs at these learning rates show
 transient spikes and dips of the test loss during circuit formation (seen on the mainline,
@@ -46,6 +51,9 @@ __all__ = ["Boundary", "Phases", "detect_phases", "first_crossing", "memorizatio
 
 @dataclass
 class Boundary:
+    """One phase boundary: the evaluated ``step`` where it lies (None if never reached) and the ``rule`` that
+    placed it, in words."""
+
     step: int | None
     rule: str
 
@@ -55,6 +63,8 @@ class Boundary:
 
 @dataclass
 class Phases:
+    """The three boundaries of :func:`detect_phases`, and notes on why any is missing."""
+
     memorization_end: Boundary
     circuit_formation_end: Boundary
     cleanup_end: Boundary
@@ -77,7 +87,8 @@ class Phases:
 
 
 def first_crossing(steps, values, threshold: float, above: bool = True, start: int = 0) -> int | None:
-    """The first step (at index >= ``start``) whose value is >= (or <=) ``threshold``."""
+    """The first step (at index >= ``start``) whose value is >= (or <=, ``above=False``) ``threshold``; values
+    that are not finite are skipped; None if there is none.  ``steps`` and ``values``: equal-length sequences."""
     for i in range(start, len(steps)):
         v = values[i]
         if math.isfinite(v) and ((v >= threshold) if above else (v <= threshold)):
@@ -122,8 +133,12 @@ def tail_change(steps, values, frac: float = 0.2, relative: bool = True) -> floa
 
 def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0.99, start_frac: float = 0.1,
                   end_frac: float = 0.9, excluded: tuple[Any, Any] | None = None) -> Phases:
-    """Phase boundaries from the evaluation curves (see the module docstring for the rules);
-    ``excluded = (checkpoint steps, excluded loss)`` places the end of memorization as the paper does."""
+    """Phase boundaries of grokking (Nanda et al. 2023, section 5.2: memorization, circuit formation,
+    cleanup) from the evaluation curves ``steps``, ``train_acc`` (fractions) and ``test_loss`` (nats), 1-D
+    and of equal length, steps ascending; ``excluded = (checkpoint steps, excluded loss)`` places the end of
+    memorization as the paper does (:func:`memorization_end`).  The rules, and how NaN and zero losses count,
+    are in the module docstring.  Raises TheoryLabError for empty or unequal curves, steps that do not
+    increase, a negative test loss or ``not 0 < start_frac < end_frac < 1``."""
     s = np.asarray(steps, dtype=np.int64)
     acc = np.asarray(train_acc, dtype=np.float64)
     tl = np.asarray(test_loss, dtype=np.float64)
@@ -131,6 +146,10 @@ def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0
         raise TheoryLabError("detect_phases: steps, train_acc and test_loss must be non-empty and of equal length")
     if not 0 < start_frac < end_frac < 1:
         raise TheoryLabError("detect_phases: need 0 < start_frac < end_frac < 1")
+    if np.any(np.diff(s) <= 0):
+        raise TheoryLabError("detect_phases: steps must be strictly increasing")
+    if bool((tl < 0).any()):
+        raise TheoryLabError("detect_phases: a test loss is negative (cross-entropy is >= 0)")
     r_mem = f"first step with train accuracy >= {train_acc_threshold:g}"
     r_circ = (f"first step after the test-loss peak (at or after memorization) from which on log test loss stays "
               f"{start_frac:.0%} or more of the way down from the peak to its final value")
@@ -142,22 +161,27 @@ def detect_phases(steps, train_acc, test_loss, *, train_acc_threshold: float = 0
         notes.append("train accuracy never reached the threshold: no memorization boundary")
         return Phases(Boundary(None, r_mem), Boundary(None, r_circ), Boundary(None, r_clean), notes)
     i_mem = int(np.searchsorted(s, t_mem))
-    tail = tl[i_mem:]
-    finite = np.isfinite(tail) & (tail > 0)
-    if not finite.any():
+    defined = np.isfinite(tl[i_mem:])  # NaN / infinite: no evaluation of the loss, skipped
+    tail, st = tl[i_mem:][defined], s[i_mem:][defined]
+    positive = tail > 0
+    if not positive.any():
         notes.append("no finite positive test loss after memorization")
         return Phases(Boundary(t_mem, r_mem), Boundary(None, r_circ), Boundary(None, r_clean), notes)
-    logs = np.where(finite, np.log(np.where(finite, tail, 1.0)), np.nan)
-    i_peak = int(np.nanargmax(logs))
-    hi, lo = logs[i_peak], logs[np.flatnonzero(finite)[-1]]
+    logs = np.log(np.where(positive, tail, 1.0))
+    i_peak = int(np.argmax(np.where(positive, logs, -np.inf)))
+    hi, lo = logs[i_peak], logs[np.flatnonzero(positive)[-1]]
     if not hi - lo > math.log(10.0):
         notes.append(f"test loss fell by less than 10x after its peak ({math.exp(hi - lo):.3g}x): no collapse")
         return Phases(Boundary(t_mem, r_mem), Boundary(None, r_circ), Boundary(None, r_clean), notes)
-    frac = (hi - logs) / (hi - lo)
-    frac = np.where(np.isfinite(frac), frac, -np.inf)
-    stays = np.minimum.accumulate(frac[::-1])[::-1]  # stays[i] = min(frac[i:])
-    t_circ = first_crossing(s[i_mem:], stays, start_frac, above=True, start=i_peak)
-    t_clean = first_crossing(s[i_mem:], stays, end_frac, above=True, start=i_peak)
+    # a loss of exactly 0 (a float32 cross-entropy that underflowed) has collapsed all the way
+    frac = np.where(positive, (hi - logs) / (hi - lo), np.inf)
+    stays = np.minimum.accumulate(frac[::-1])[::-1]  # stays[i] = min(frac[i:]), inf only after the last positive
+
+    def from_which_on(level: float) -> int | None:
+        hit = np.flatnonzero(stays[i_peak:] >= level)
+        return int(st[i_peak + hit[0]]) if len(hit) else None
+
+    t_circ, t_clean = from_which_on(start_frac), from_which_on(end_frac)
     if excluded is not None:
         t_mem = memorization_end(excluded[0], excluded[1], until=t_circ)
         r_mem = "the step of the smallest excluded loss before the end of circuit formation (Nanda et al. 2023, §5.1)"

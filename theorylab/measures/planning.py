@@ -63,7 +63,10 @@ def _unembed(model, x: torch.Tensor, n_nodes: int, norms: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def mlp_readout(model, n_nodes: int, norms: bool = True) -> torch.Tensor:
-    """W_M' ``[n, n]``: row ``i`` = (e_i + FFN(e_i)) W_U over the node tokens."""
+    """The paper's W_M' (Wang et al. 2024, ALPINE: the FFN's read-out of the adjacency): ``[n, n]`` float64
+    logits (nats), row ``i`` = ``(e_i + FFN(e_i)) W_U`` over the node tokens ``0..n-1``, layer 0, with the
+    model's ln2 / ln_final when ``norms`` (see the module docstring).  Raises TheoryLabError for a model
+    without blocks or token inputs."""
     block = _block0(model)
     e = model.embed.W_E[:n_nodes]
     r = e + _ffn(block, e, norms)
@@ -72,7 +75,10 @@ def mlp_readout(model, n_nodes: int, norms: bool = True) -> torch.Tensor:
 
 @torch.no_grad()
 def value_readout(model, n_nodes: int, norms: bool = True, head: int | None = None) -> torch.Tensor:
-    """W_V' ``[n, n]``: row ``t`` = (v_t + FFN(v_t)) W_U, v_t = e_t W_V W_O (+ biases), over the node tokens."""
+    """The paper's W_V' (Wang et al. 2024, ALPINE: the value path's read-out of reachability): ``[n, n]``
+    float64 logits (nats), row ``t`` = ``(v_t + FFN(v_t)) W_U`` with ``v_t = sum_h (ln1(e_t) W_V^h + b_V^h)
+    W_O^h + b_O`` (every head, or only ``head``) over the node tokens, layer 0.  Raises TheoryLabError as
+    :func:`mlp_readout`."""
     block = _block0(model)
     attn = block.attn
     e = model.embed.W_E[:n_nodes]
@@ -92,7 +98,8 @@ def value_readout(model, n_nodes: int, norms: bool = True, head: int | None = No
 
 def within_row_auc(scores: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> float:
     """Fraction of (row, inside entry, outside entry) triples with the inside entry scored
-    higher (ties count one half), pooled over rows; NaN if no row has both kinds."""
+    higher (ties count one half), pooled over rows; NaN if no row has both kinds.  ``scores [r, c]``,
+    ``inside`` / ``outside``: bool ``[r, c]`` (disjoint)."""
     scores = np.asarray(scores, dtype=np.float64)
     wins, total = 0.0, 0.0
     for r in range(scores.shape[0]):
@@ -108,7 +115,8 @@ def within_row_auc(scores: np.ndarray, inside: np.ndarray, outside: np.ndarray) 
 
 
 def mean_gap(scores: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> float:
-    """Mean over rows (those with both kinds of entry) of mean(inside) - mean(outside)."""
+    """Mean over rows (those with both kinds of entry) of mean(inside) - mean(outside), in the scores' unit;
+    NaN if no row has both.  ``scores [r, c]``, ``inside`` / ``outside``: bool ``[r, c]``."""
     s = np.asarray(scores, dtype=np.float64)
     gaps = [s[r, inside[r]].mean() - s[r, outside[r]].mean() for r in range(s.shape[0])
             if inside[r].any() and outside[r].any()]

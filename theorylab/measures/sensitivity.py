@@ -29,6 +29,8 @@ OutputFn = Callable[[torch.Tensor], torch.Tensor]  # bits [B, n] -> real output 
 
 @dataclass
 class Slope:
+    """A fitted log-log slope with its interval ``[lo, hi]`` and the intercept (natural logs)."""
+
     slope: float
     lo: float
     hi: float
@@ -39,13 +41,26 @@ class Slope:
 
 
 def loglog_slope(ns, values, level: float = 0.95) -> Slope:
-    """OLS fit of log(values) = a + b log(ns); b with a Student-t interval (exact fit: zero width)."""
+    """Ordinary least-squares fit of ``log(values) = a + b log(ns)`` (natural logs): the slope ``b`` with its
+    Student-t interval at ``level`` (``n - 2`` degrees of freedom; zero width for an exact fit, infinite for
+    two points) and the intercept ``a``.  ``ns`` and ``values``: 1-D, equal length, positive and finite.
+    Hahn (2020), Lemma 5: a per-bit sensitivity in O(1/n) has ``b <= -1``.
+
+    Raises ConfigError for fewer than two points, unequal lengths, a value or length that is not positive
+    and finite, or lengths that are all equal (no slope).
+    """
     from scipy import stats
 
-    x = np.log(np.asarray(ns, dtype=np.float64))
-    y = np.log(np.asarray(values, dtype=np.float64))
-    if len(x) < 2 or not np.all(np.isfinite(y)):
-        raise ConfigError("loglog_slope needs at least two positive finite values")
+    n_arr = np.asarray(ns, dtype=np.float64)
+    v_arr = np.asarray(values, dtype=np.float64)
+    if n_arr.ndim != 1 or n_arr.shape != v_arr.shape or len(n_arr) < 2:
+        raise ConfigError(f"loglog_slope needs two or more (n, value) pairs of equal length (got {n_arr.shape}, "
+                          f"{v_arr.shape})")
+    if not (np.all(np.isfinite(n_arr)) and np.all(n_arr > 0) and np.all(np.isfinite(v_arr)) and np.all(v_arr > 0)):
+        raise ConfigError("loglog_slope needs positive finite lengths and values (log of 0 is undefined)")
+    if np.all(n_arr == n_arr[0]):
+        raise ConfigError("loglog_slope needs at least two different lengths")
+    x, y = np.log(n_arr), np.log(v_arr)
     X = np.stack([np.ones_like(x), x], 1)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     b = float(coef[1])
@@ -72,7 +87,10 @@ def _flips(n: int, samples: int, positions: int, seed: int) -> tuple[torch.Tenso
 
 @torch.no_grad()
 def per_bit_sensitivity(output: OutputFn, n: int, samples: int, positions: int, seed: int) -> float:
-    """Mean |output(x) - output(x with one bit flipped)| over random x and random positions."""
+    """Per-bit sensitivity (Hahn 2020, section 5 and Lemma 5): the mean ``|output(x) - output(x with bit i
+    flipped)|`` (the output's unit, e.g. nats of logit gap) over ``samples`` uniformly random strings ``x`` of
+    ``n`` bits and, for each, ``positions`` distinct random bits ``i`` (all ``n`` when ``positions >= n``),
+    drawn from ``seed``.  ``output``: bits ``[B, n]`` (int64 0/1) -> ``[B]``."""
     bits, flipped, k = _flips(n, samples, positions, seed)
     delta = (output(flipped) - output(bits).repeat_interleave(k, 0)).abs()
     return float(delta.double().mean())
@@ -80,8 +98,10 @@ def per_bit_sensitivity(output: OutputFn, n: int, samples: int, positions: int, 
 
 @torch.no_grad()
 def average_sensitivity(decide: OutputFn, n: int, samples: int, seed: int, max_positions: int = 256) -> float:
-    """Expected number of positions whose flip changes the decision (estimated from
-    ``max_positions`` positions per string when n is larger, then scaled to n)."""
+    """Average sensitivity (Hahn 2020, section 5): the expected number of positions whose flip changes the
+    decision, over ``samples`` uniformly random strings of ``n`` bits drawn from ``seed`` (decisive bits, in
+    [0, n]; PARITY's is n).  With ``n > max_positions`` it is estimated from ``max_positions`` distinct random
+    positions per string and scaled to n.  ``decide``: bits ``[B, n]`` (int64 0/1) -> decisions ``[B]``."""
     bits, flipped, k = _flips(n, samples, max_positions, seed)
     changed = (decide(flipped) != decide(bits).repeat_interleave(k, 0)).double().view(samples, k)
     return float(changed.mean(1).mean() * n)
@@ -112,7 +132,12 @@ def construction_curves(model, kind: str, ns: list[int], samples: int, positions
 
 def sensitivity_slope(curve: dict[str, list[float]]) -> float:
     """The log-log slope of per-bit sensitivity against n of a :func:`construction_curves` result
-    (-1 is Hahn's O(1/n))."""
-    return loglog_slope(curve["ns"], [max(v, 1e-300) for v in curve["sens"]]).slope
+    (dimensionless; -1 is Hahn's O(1/n), Hahn 2020, Lemma 5).  NaN when a sensitivity is zero or not
+    finite: its log is undefined, so the curve has no log-log slope.  Raises ConfigError as
+    :func:`loglog_slope` for bad lengths."""
+    sens = np.asarray(curve["sens"], dtype=np.float64)
+    if not (np.all(np.isfinite(sens)) and np.all(sens > 0)):
+        return float("nan")
+    return loglog_slope(curve["ns"], sens).slope
 
 

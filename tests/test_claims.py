@@ -389,7 +389,7 @@ def test_claim_tiers_are_typed():
         c = get_claim(cid)
         assert c.tiers and all(isinstance(t, Tier) and type(t) is not Tier for t in c.tiers.values()), cid
     p = get_claim("olsson2022.induction_head_forms").params("quick")
-    assert p["steps"] == p.steps == 800 and dict(**p)["vocab"] == 64 and "faithful" not in p.keys()
+    assert p["steps"] == p.steps == 1500 and dict(**p)["vocab"] == 64 and "faithful" not in p.keys()
 
     class Untyped(Claim):
         id = "untyped2024.dict_tiers"

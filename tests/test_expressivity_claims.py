@@ -27,5 +27,9 @@ def test_measured_values_at_smoke_tier(store):
     s = check("hahn2020.soft_attention_sensitivity", tier="smoke", store=store, backend="inprocess")
     assert s.stat("slope_no_ln").mean < -1.5
     h = check("hahn2020.unique_hard_attention_bounded", tier="smoke", store=store, backend="inprocess")
-    assert h.stat("avg_sensitivity_max").mean <= 5
-    assert h.stat("averaging_hard_accuracy_at_max_n").mean == 1.0
+    # unique hard attention: the PARITY weights and random models sit at chance, the averaging control decides it
+    assert h.verdict == "supported"
+    assert abs(h.stat("construction_accuracy_at_max_n").mean - 0.5) < 0.1
+    assert h.stat("search_best_accuracy_at_max_n").mean < 0.6
+    assert h.stat("control_accuracy_at_max_n").mean == 1.0
+    assert h.stat("control_sensitivity_slope").mean == pytest.approx(1.0, abs=0.05)

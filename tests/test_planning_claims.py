@@ -46,7 +46,10 @@ def test_size_claim_fixes_the_model_and_grows_the_graph():
     runs = get_claim(SIZE).experiment("quick", 0)
     ns = [r.task.n for r in runs.values()]
     assert ns == sorted(ns) and len(set(ns)) == len(ns) > 1
-    assert len({(r.model.d_model, r.model.n_layers, r.model.n_heads, r.train.steps) for r in runs.values()}) == 1
+    assert len({(r.model.d_model, r.model.n_layers, r.model.n_heads) for r in runs.values()}) == 1
+    # equal passes over each graph's training paths: a larger graph trains more steps
+    steps = [r.train.steps for r in runs.values()]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
 
 
 def test_smoke_measurements(tmp_path):
@@ -65,8 +68,14 @@ def test_smoke_measurements(tmp_path):
     else:
         assert math.isnan(gap["accuracy_gap"])
     # the rule takes the per-seed values as they are
+    # the rule takes the per-seed values as they are; the premise (the model fits its training pairs) decides
+    # whether the criterion may speak
     d = get_claim(MAIN[0]).rule.decide({0: adj, 1: adj}, faithful=True)
-    assert d.verdict in ("supported", "refuted") and d.criteria[0]["n"] == 2
+    assert d.criteria[0]["n"] == 2
+    if adj["train_path_accuracy"] >= 0.9:
+        assert d.verdict in ("supported", "refuted")
+    else:
+        assert d.verdict == "inconclusive" and "premise not met" in d.reasons[0]
 
 
 @pytest.mark.slow

@@ -94,8 +94,8 @@ def planning(
         out = Path(figures)
         out.mkdir(parents=True, exist_ok=True)
         n = task.n_nodes
-        figs = (("adjacency_readout", fp.adjacency(mlp_readout(model, n, not no_norms).numpy(), task.adj)),
-                ("reachability_readout", fp.reachability(value_readout(model, n, not no_norms).numpy(), task.obs_reach,
+        figs = (("adjacency_readout", fp.adjacency(mlp_readout(model, n, not no_norms).cpu().numpy(), task.adj)),
+                ("reachability_readout", fp.reachability(value_readout(model, n, not no_norms).cpu().numpy(), task.obs_reach,
                                                          task.true_reach & ~task.obs_reach)))
         for name, fig in figs:
             path = out / f"{name}.png"

@@ -193,8 +193,9 @@ def all_logits(model, p: int) -> torch.Tensor:
     import copy
 
     m = copy.deepcopy(model).double().eval()
-    a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
-    tokens = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p)], dim=1)
+    dev = next(m.parameters()).device
+    a, b = torch.meshgrid(torch.arange(p, device=dev), torch.arange(p, device=dev), indexing="ij")
+    tokens = torch.stack([a.flatten(), b.flatten(), torch.full((p * p,), p, device=dev)], dim=1)
     out = m(tokens, positions=slice(-1, None))[:, -1, :p]
     return out.reshape(p, p, p)
 

@@ -93,7 +93,7 @@ def prefix_matching_score(tokens: torch.Tensor, pattern: torch.Tensor,
     prev[:, 1:] = tokens[:, :-1]
     match = prev[:, None, :] == tokens[:, :, None]  # [B, Tq, Tk]: tokens[k-1] == tokens[q]
     match[:, :, 0] = False  # key 0 has no previous token
-    match &= torch.ones(T, T, dtype=torch.bool).tril()[None]  # keys a causal query can see
+    match &= torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()[None]  # keys a causal query can see
     if rows is not None and tuple(rows.shape) != (B, T):
         raise ConfigError(f"rows must be [B, T] = {(B, T)} (got {tuple(rows.shape)})")
     rows = match.any(-1) if rows is None else match.any(-1) & rows.bool()  # [B, Tq]
@@ -116,7 +116,7 @@ def trigger_induction_score(tokens: torch.Tensor, pattern: torch.Tensor, kind: t
     _check(tokens, pattern)
     rows = kind == 2  # every repeat of a trigger has an earlier occurrence to match
     if not rows.any():
-        return torch.zeros(pattern.shape[1], dtype=torch.float64)
+        return torch.zeros(pattern.shape[1], dtype=torch.float64, device=pattern.device)
     return prefix_matching_score(tokens, pattern, rows=rows)
 
 
@@ -130,12 +130,12 @@ def previous_token_after_trigger_score(tokens: torch.Tensor, pattern: torch.Tens
     position follows a trigger.  Raises ConfigError on mismatched shapes.
     """
     _check(tokens, pattern)
-    trig = torch.as_tensor(np.asarray(triggers), dtype=tokens.dtype)
+    trig = torch.as_tensor(np.asarray(triggers), dtype=tokens.dtype, device=tokens.device)
     rows = torch.zeros_like(tokens, dtype=torch.bool)
     rows[:, 1:] = torch.isin(tokens[:, :-1], trig)
     if not rows.any():
-        return torch.zeros(pattern.shape[1], dtype=torch.float64)
-    diag = torch.zeros(pattern.shape[:3], dtype=torch.float64)
+        return torch.zeros(pattern.shape[1], dtype=torch.float64, device=pattern.device)
+    diag = torch.zeros(pattern.shape[:3], dtype=torch.float64, device=pattern.device)
     diag[..., 1:] = pattern.diagonal(offset=-1, dim1=-2, dim2=-1).double()
     return _row_mean(diag, rows)
 
@@ -178,7 +178,7 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
     V = W_E.shape[0]
     a0, a1 = blocks[0].attn, blocks[1].attn
     out: dict[str, float] = {}
-    ids = torch.arange(V)
+    ids = torch.arange(V, device=W_E.device)
     ov1 = torch.einsum("vd,hde,hef,fu->hvu", W_E, a1.W_V.double(), a1.W_O.double(), W_U)
     out["probe_induction_output"] = float(_recalled(ov1, ids).mean(-1).max())
     q1 = torch.einsum("vd,hde->hve", W_E, a1.W_Q.double())  # [H1, V, dh]
@@ -188,14 +188,14 @@ def memory_recall_probes(model, triggers=None) -> dict[str, float]:
     recalled = _recalled(scores, ids)  # [H0, H1, V]
     out["probe_induction_key"] = float(recalled.mean(-1).max())
     if triggers is not None:
-        out["probe_induction_key_triggers"] = float(recalled[..., torch.as_tensor(np.asarray(triggers))].mean(-1).max())
+        out["probe_induction_key_triggers"] = float(recalled[..., torch.as_tensor(np.asarray(triggers), device=W_E.device)].mean(-1).max())
     if hasattr(model, "pos_embed"):
         P = model.pos_embed.W_pos.double()
         T = P.shape[0]
         s = torch.einsum("hte,hse->hts", torch.einsum("td,hde->hte", P, a0.W_Q.double()),
                          torch.einsum("sd,hde->hse", P, a0.W_K.double()))
-        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))[:, 1:]
-        out["probe_prev_token"] = float(_recalled(s, torch.arange(T - 1)).mean(-1).max())
+        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=P.device).tril(), float("-inf"))[:, 1:]
+        out["probe_prev_token"] = float(_recalled(s, torch.arange(T - 1, device=P.device)).mean(-1).max())
     return out
 
 

@@ -133,8 +133,8 @@ def readout_scores(model, task, norms: bool = True) -> dict[str, float]:
     """
     n = task.n_nodes
     off = ~np.eye(n, dtype=bool)
-    wm = mlp_readout(model, n, norms).numpy()
-    wv = value_readout(model, n, norms).numpy()
+    wm = mlp_readout(model, n, norms).cpu().numpy()
+    wv = value_readout(model, n, norms).cpu().numpy()
     adj, obs_adj = task.adj & off, task.obs_adj & off
     ro, rt = task.obs_reach & off, task.true_reach & off
     unobs = rt & ~ro

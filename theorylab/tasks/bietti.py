@@ -143,8 +143,8 @@ class BigramTriggersTask(Task):
             sel = kind == code
             if sel.any():
                 m[f"{name}_loss"], m[f"{name}_accuracy"] = float(nll[sel].mean()), float(hit[sel].mean())
-        big = (kind == 0).numpy()
-        m["bigram_optimal_loss"] = float(row_entropy(self.pi_b)[batch.tokens.numpy()[big]].mean())
+        big = (kind == 0).cpu().numpy()
+        m["bigram_optimal_loss"] = float(row_entropy(self.pi_b)[batch.tokens.cpu().numpy()[big]].mean())
         return m
 
 

@@ -203,7 +203,7 @@ def _check(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def least_squares(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     xs, ys = _check(xs, ys)
     B, n, _ = xs.shape
-    out = torch.zeros(B, n, dtype=torch.float64)
+    out = torch.zeros(B, n, dtype=torch.float64, device=xs.device)
     for k in range(1, n):
         w = torch.linalg.pinv(xs[:, :k]) @ ys[:, :k, None]  # [B, d, 1]
         out[:, k] = (xs[:, k:k + 1] @ w)[:, 0, 0]
@@ -215,8 +215,8 @@ def ridge(xs: torch.Tensor, ys: torch.Tensor, lam: float = 0.1) -> torch.Tensor:
         raise ConfigError(f"lam must be > 0 (got {lam})")
     xs, ys = _check(xs, ys)
     B, n, d = xs.shape
-    out = torch.zeros(B, n, dtype=torch.float64)
-    eye = torch.eye(d, dtype=torch.float64)
+    out = torch.zeros(B, n, dtype=torch.float64, device=xs.device)
+    eye = torch.eye(d, dtype=torch.float64, device=xs.device)
     for k in range(1, n):
         X, y = xs[:, :k], ys[:, :k, None]
         w = torch.linalg.solve(X.transpose(1, 2) @ X + lam * eye, X.transpose(1, 2) @ y)
@@ -229,7 +229,7 @@ def knn(xs: torch.Tensor, ys: torch.Tensor, n_neighbors: int = 3) -> torch.Tenso
         raise ConfigError(f"n_neighbors must be >= 1 (got {n_neighbors})")
     xs, ys = _check(xs, ys)
     B, n, _ = xs.shape
-    out = torch.zeros(B, n, dtype=torch.float64)
+    out = torch.zeros(B, n, dtype=torch.float64, device=xs.device)
     for k in range(1, n):
         dist = (xs[:, :k] - xs[:, k:k + 1]).pow(2).sum(-1)  # [B, k]
         idx = dist.topk(min(n_neighbors, k), largest=False).indices
@@ -240,8 +240,8 @@ def knn(xs: torch.Tensor, ys: torch.Tensor, n_neighbors: int = 3) -> torch.Tenso
 def averaging(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     xs, ys = _check(xs, ys)
     cs = (xs * ys[..., None]).cumsum(1)  # [B, n, d]: sum of y_i x_i up to i
-    out = torch.zeros(ys.shape, dtype=torch.float64)
-    k = torch.arange(1, xs.shape[1], dtype=torch.float64)
+    out = torch.zeros(ys.shape, dtype=torch.float64, device=xs.device)
+    k = torch.arange(1, xs.shape[1], dtype=torch.float64, device=xs.device)
     w = cs[:, :-1] / k[None, :, None]
     out[:, 1:] = (w * xs[:, 1:]).sum(-1)
     return out

@@ -118,8 +118,8 @@ class _MainRun(Claim):
         rv = evidence.runs[evidence.seeds[0]]["main"]
         model, task = rv.model(), rv.task()
         n = task.n_nodes
-        return {"adjacency_readout": fp.adjacency(mlp_readout(model, n).numpy(), task.adj),
-                "reachability_readout": fp.reachability(value_readout(model, n).numpy(), task.obs_reach,
+        return {"adjacency_readout": fp.adjacency(mlp_readout(model, n).cpu().numpy(), task.adj),
+                "reachability_readout": fp.reachability(value_readout(model, n).cpu().numpy(), task.obs_reach,
                                                         task.true_reach & ~task.obs_reach)}
 
 

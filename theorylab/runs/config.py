@@ -40,7 +40,10 @@ class TrainConfig(Config):
     early_stop_metric: str | None = Field(None, description="e.g. 'test/accuracy'")
     early_stop_value: float | None = None
     early_stop_mode: Literal["max", "min"] = "max"
-    dtype: Literal["float32", "float64"] = "float32"
+    dtype: Literal["float32", "float64", "bf16"] = Field(
+        "float32", description="float32 | float64 | bf16 (bfloat16 autocast of the forward pass and loss over "
+                               "float32 weights, optimizer state and gradients: mixed precision as "
+                               "torch.autocast does it); part of the run's identity")
     device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto (cuda when available)")
     stepper: Literal["single", "stacked"] = Field(
         "single", description="how a step is computed: single = each run alone; stacked = the seeds of a group "

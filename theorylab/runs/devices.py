@@ -32,17 +32,50 @@ class DeviceMixingError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when available) as a torch device; one
-    TheoryLabError line when the device is not available here."""
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when available, else MPS, else the CPU) as a
+    torch device.  Raises TheoryLabError (one line naming ``train.device``) when the device is not
+    available on this machine."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TheoryLabError(f"device: {name!r} requested but CUDA is not available (use cpu or auto)")
+        raise TheoryLabError(f"train.device: {name!r} requested but CUDA is not available (use cpu or auto)")
     if name.startswith("cuda:") and int(name.split(":")[1]) >= torch.cuda.device_count():
-        raise TheoryLabError(f"device: {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise TheoryLabError("device: 'mps' requested but MPS is not available (use cpu or auto)")
+        raise TheoryLabError(f"train.device: {name!r} requested but only {torch.cuda.device_count()} CUDA "
+                             f"device(s) exist")
+    if name == "mps" and not mps_available():
+        raise TheoryLabError("train.device: 'mps' requested but MPS is not available (use cpu or auto)")
     return torch.device(name)
+
+
+def mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """The devices a run can use on this machine: ``cpu``, then ``cuda:N`` for each GPU, then ``mps``."""
+    out = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return out + (["mps"] if mps_available() else [])
+
+
+#: storage dtype of weights, optimizer state and batches per ``train.dtype`` (bf16 keeps float32 master weights)
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bf16": torch.float32}
+#: the autocast dtype per ``train.dtype`` (None: no autocast)
+AUTOCAST = {"float32": None, "float64": None, "bf16": torch.bfloat16}
+
+
+def precision(dtype_name: str, device: torch.device | str):
+    """The context a forward pass and loss run in for ``train.dtype = dtype_name`` on ``device``: for
+    ``bf16``, :func:`torch.autocast` to bfloat16 (matmuls and attention in bf16, reductions and the
+    weights in float32; Micikevicius et al. 2018, "Mixed Precision Training", with bf16 needing no loss
+    scaling); otherwise a no-op."""
+    from contextlib import nullcontext
+
+    cast = AUTOCAST[dtype_name]
+    if cast is None:
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=cast)
 
 
 def _where() -> str:
@@ -141,4 +174,5 @@ def audit_devices(task, model: torch.nn.Module, probes: tuple[str, ...] | list[s
             _Call(lambda m, _b: evaluate_model(task, m, "cpu", None, eval_rows, probes), model), params, (batch,))
 
 
-__all__ = ["DeviceMixingError", "OnDevice", "audit_devices", "mark", "resolve_device"]
+__all__ = ["AUTOCAST", "DTYPES", "DeviceMixingError", "OnDevice", "audit_devices", "available_devices", "mark",
+           "precision", "resolve_device"]

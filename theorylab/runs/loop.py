@@ -40,6 +40,7 @@ from theorylab.config import validate
 from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
 from theorylab.models import Transformer
 from theorylab.runs.config import RunConfig, TrainConfig
+from theorylab.runs.devices import DTYPES, precision, resolve_device
 from theorylab.runs.progress import Progress
 from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
 from theorylab.store import Store
@@ -47,7 +48,6 @@ from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.tasks import Task, make_task
 from theorylab.tasks.base import chunked_mean, torch_generator
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -67,14 +67,6 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TheoryLabError(f"train.device: {name!r} requested but CUDA is not available (use cpu or auto)")
-    return torch.device(name)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -328,7 +320,8 @@ class _Group:
         first: dict[str, dict[str, float]] = {}
         if start == 0:  # evaluated before anything is written, so a bad early-stop metric writes nothing
             for m in members:
-                vals = evaluate_model(m.task, m.model, device, dtype, tc.eval_batch_size, m.cfg.probes)
+                with precision(tc.dtype, device):
+                    vals = evaluate_model(m.task, m.model, device, dtype, tc.eval_batch_size, m.cfg.probes)
                 vals["train/lr"] = lr_at(tc, 0)
                 self._check_early_stop_metric(vals)
                 first[m.run_id] = vals
@@ -398,7 +391,9 @@ class _Group:
                 if given is not None:
                     vals = given[m.run_id]
                 else:
-                    vals = evaluate_model(m.task, stepper.model(k), device, dtype, tc.eval_batch_size, m.cfg.probes)
+                    with precision(tc.dtype, device):
+                        vals = evaluate_model(m.task, stepper.model(k), device, dtype, tc.eval_batch_size,
+                                              m.cfg.probes)
                     vals["train/lr"] = lr_at(tc, max(at - 1, 0))
                 if log_eval(m, at, vals):
                     stops.append(m)

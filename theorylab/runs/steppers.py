@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from theorylab.errors import ConfigError
+from theorylab.runs.devices import precision
 from theorylab.tasks import Batch, Task
 from theorylab.tasks.base import torch_generator
 
@@ -76,7 +77,7 @@ class SingleStepper:
         losses, norms = [], []
         for seed, task, model, opt, batch in zip(self.seeds, self.tasks, self.models, self.opts, batches):
             opt.zero_grad(set_to_none=True)
-            with _dropout_rng(self.dropout, seed, step, batch):
+            with _dropout_rng(self.dropout, seed, step, batch), precision(self.tc.dtype, _device_of(batch)):
                 loss = task.loss(model, batch)[0]
             value = float(loss.detach())
             losses.append(value)
@@ -186,7 +187,8 @@ class StackedStepper:
             else:
                 k = members[0]
                 params = {f"model.{n}": v[0] for n, v in zip(self.names, views)}
-                with _dropout_rng(self.dropout, self.seeds[k], step, batches[k]):
+                with _dropout_rng(self.dropout, self.seeds[k], step, batches[k]), \
+                        precision(self.tc.dtype, _device_of(batches[k])):
                     part = torch.func.functional_call(self._loss_modules[k], params, (batches[k],)).reshape(1)
             ok = torch.isfinite(part.detach())
             if bool(ok.any()):
@@ -220,7 +222,7 @@ class StackedStepper:
             return torch.func.functional_call(module, params, (Batch(**batch),))
 
         params = {f"model.{n}": v for n, v in zip(self.names, views)}
-        with trusted_inputs():
+        with trusted_inputs(), precision(self.tc.dtype, _device_of(batches[0])):
             return torch.func.vmap(one, randomness="error")(params, stacked)
 
     def apply(self, lr: float) -> None:
@@ -272,6 +274,11 @@ class StackedStepper:
         for g_s, g in zip(opt.param_groups, self.opt.param_groups):
             g_s["lr"] = g["lr"]
         return opt
+
+
+def _device_of(batch: Batch) -> torch.device:
+    x = batch.tokens if batch.tokens is not None else batch.inputs
+    return x.device if x is not None else torch.device("cpu")
 
 
 class _dropout_rng:

@@ -78,11 +78,20 @@ def validate(cls: type[BaseModel], data: Any, prefix: str = "") -> Any:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict (one clear error if it does not parse)."""
+    """Read a YAML or JSON config file (UTF-8) into a dict (one clear error if it cannot be read, is not
+    UTF-8 or does not parse)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r}: no such file")
-    text = p.read_text()
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {err.strerror or type(err).__name__}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is allowed and dropped
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                          f"{err.start}); save it as UTF-8") from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:

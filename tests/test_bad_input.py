@@ -11,6 +11,7 @@ import pytest
 
 from theorylab.config import load_file
 from theorylab.errors import ConfigError
+from theorylab.runs import build_run_config
 
 TINY = ["task.p=11", "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "train.steps=2",
         "train.eval_every=1"]
@@ -61,3 +62,107 @@ def test_config_file_utf8_with_bom_reads(tmp_path):
 
 def test_config_path_that_is_a_folder_or_unreadable(tmp_path, cli, store):
     refused(cli, store, "train", "modular", "--config", tmp_path, needle="no such file")
+
+
+# --------------------------------------------------------------------------- 5. NaN and infinities
+
+
+def _float_fields(cls) -> list[str]:
+    """Fields whose annotation holds a float anywhere (float, float | None, tuple[float, float], ...)."""
+    import typing
+
+    def has_float(t) -> bool:
+        return t is float or any(has_float(a) for a in typing.get_args(t))
+
+    return [k for k, f in cls.model_fields.items() if has_float(f.annotation)]
+
+
+def _config_classes():
+    from theorylab.models import TransformerConfig
+    from theorylab.runs import TrainConfig
+    from theorylab.tasks import get_task, task_names
+
+    out = [(TransformerConfig, "model", {"d_vocab": 5}), (TrainConfig, "train", {})]
+    out += [(get_task(n).Config, "task", {"name": n}) for n in task_names()]
+    return out
+
+
+@pytest.mark.parametrize("bad", ["nan", ".nan", ".inf", "-.inf", "inf", "1e999"])
+def test_every_float_field_of_every_config_refuses_non_finite(bad):
+    from theorylab.config import parse_value, validate
+
+    checked = 0
+    for cls, section, base in _config_classes():
+        for name in _float_fields(cls):
+            ann = cls.model_fields[name].annotation
+            value = parse_value(bad)
+            if "dict" in str(ann):
+                continue  # the lm grammar: tested below
+            if "tuple" in str(ann):
+                value = [value, 0.5]
+            msg = one_line_config_error(validate, cls, {**base, name: value}, f"{section}.", match="finite")
+            assert f"{section}.{name}" in msg, msg
+            checked += 1
+    assert checked >= 20
+
+
+def test_non_finite_grammar_probability():
+    one_line_config_error(build_run_config, "lm", ["task.grammar={S: [[.nan, [a]]]}"], match=r"task\.grammar.*finite")
+
+
+@pytest.mark.parametrize("ov,field", [
+    (["train.lr=.inf"], "train.lr"),
+    (["train.weight_decay=.inf"], "train.weight_decay"),
+    (["train.early_stop_metric=test/accuracy", "train.early_stop_value=.nan"], "train.early_stop_value"),
+    (["train.grad_clip=.inf"], "train.grad_clip"),
+    (["train.betas=[0.9, .nan]"], "train.betas"),
+    (["model.init_std=nan"], "model.init_std"),
+    (["task.train_fraction=.nan"], "task.train_fraction"),
+])
+def test_non_finite_overrides_are_refused(cli, store, ov, field):
+    one_line_config_error(build_run_config, "modular", TINY + ov, match=field.replace(".", r"\."))
+    refused(cli, store, "train", "modular", *TINY, *ov, needle=field)
+
+
+def test_non_finite_in_a_json_config_file(tmp_path, cli, store):
+    p = tmp_path / "c.json"
+    p.write_text('{"train": {"lr": NaN}}')  # Python's json reads NaN; the config refuses it
+    refused(cli, store, "train", "modular", "--config", p, needle="train.lr")
+
+
+# --------------------------------------------------------------------------- 3. seeds; 4. task seeds
+
+
+@pytest.mark.parametrize("seed", [-3, 2**63, 2**64 + 5, 10**30])
+def test_run_config_seed_range(seed):
+    msg = one_line_config_error(build_run_config, "modular", TINY, seed=seed, match="seed")
+    assert "2**63" in msg
+    one_line_config_error(build_run_config, "modular", [*TINY, f"seed={seed}"], match="seed")
+
+
+def test_largest_seed_is_accepted():
+    assert build_run_config("modular", TINY, seed=2**63 - 1).seed == 2**63 - 1
+
+
+@pytest.mark.parametrize("args", [["--seed", str(2**63)], ["--seed", str(10**30)], ["--seed", "-3"],
+                                  [f"seed={2**63}"], [f"seed={10**30}"]])
+def test_train_seed_out_of_range_is_refused(cli, store, args):
+    refused(cli, store, "train", "modular", *TINY, *args, needle="seed")
+
+
+@pytest.mark.parametrize("task,field", [("modular", "data_seed"), ("alpine", "data_seed"),
+                                        ("blocksworld", "data_seed"), ("bigram_triggers", "chain_seed")])
+@pytest.mark.parametrize("value", [-1, 2**63])
+def test_task_seeds_range(cli, store, task, field, value):
+    one_line_config_error(build_run_config, task, [f"task.{field}={value}"], match=rf"task\.{field}.*2\*\*63")
+    refused(cli, store, "train", task, f"task.{field}={value}", "train.steps=1", needle=f"task.{field}")
+
+
+def test_every_task_seed_field_is_checked():
+    from theorylab.config import validate
+    from theorylab.tasks import get_task, task_names
+
+    fields = [(n, k) for n in task_names() for k in get_task(n).Config.model_fields if k.endswith("seed")]
+    assert len(fields) >= 4
+    for name, k in fields:
+        one_line_config_error(validate, get_task(name).Config, {"name": name, k: -1}, "task.", match=rf"task\.{k}")

@@ -14,18 +14,33 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from theorylab.errors import ConfigError
 
+SEED_LIMIT = 2**63  # seeds are stored as SQLite integers (signed 64-bit): 0..2**63-1
+
+
+def check_seed(v: int) -> int:
+    if not 0 <= v < SEED_LIMIT:
+        raise ValueError("a seed must lie in 0..2**63-1")
+    return v
+
+
+Seed = Annotated[int, AfterValidator(check_seed)]
+"""The type of every seed field (a run's seed, a task's data or chain seed): an integer in 0..2**63-1."""
+
 
 class Config(BaseModel):
-    """Base for every theorylab config: strict keys, validated on assignment, JSON-able."""
+    """Base for every theorylab config: strict keys, validated on assignment, JSON-able.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    Every float field is finite: NaN and infinities (``.nan``, ``.inf`` in YAML, ``NaN`` in JSON) are
+    refused unless a field opts in with ``Field(..., allow_inf_nan=True)``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from theorylab.config import Config, ConfigError, apply_overrides, deep_merge, load_file, validate
+from theorylab.config import Config, ConfigError, Seed, apply_overrides, deep_merge, load_file, validate
 from theorylab.models.config import TransformerConfig
 from theorylab.runs.presets import PRESETS
 from theorylab.tasks import TaskConfig, build_task_config, task_names
@@ -74,7 +74,7 @@ class RunConfig(Config):
     task: TaskConfig
     model: TransformerConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = Field(0, ge=0)
+    seed: Seed = Field(0, description="the run's seed, 0..2**63-1")
     probes: list[str] = Field(default_factory=list,
                               description="measurements of the model's internals logged at every evaluation "
                                           "(theorylab.runs.probes)")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from theorylab.config import Seed
 from theorylab.tasks import register_task
 from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng
 
@@ -44,7 +45,7 @@ class BigramTriggersConfig(TaskConfig):
     seq_len: int = Field(64, gt=2, description="tokens per sequence (paper: 256)")
     n_triggers: int = Field(5, ge=1, description="trigger tokens (paper: K = 5 most frequent)")
     concentration: float = Field(0.5, gt=0, description="Dirichlet concentration of pi_1 and each row of pi_b")
-    chain_seed: int = Field(0, ge=0, description="seed of the bigram chain (shared by every run seed)")
+    chain_seed: Seed = Field(0, description="seed of the bigram chain (0..2**63-1; shared by every run seed)")
     n_test: int = Field(256, gt=0)
 
     @model_validator(mode="after")

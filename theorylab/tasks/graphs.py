@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from theorylab.config import Seed
 from theorylab.errors import ConfigError
 from theorylab.tasks import register_task
 from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, token_metrics, torch_generator
@@ -267,7 +268,7 @@ class GraphPathConfig(TaskConfig):
     eval_pairs: int = Field(1000, ge=1, description="training pairs (one path each) in the 'train' eval split")
     eval_temperature: float = Field(0.0, ge=0, description="decoding temperature of the path_accuracy metric "
                                     "during training (0 = greedy)")
-    data_seed: int | None = Field(None, description="seed of graph, split and paths; none = the run seed")
+    data_seed: Seed | None = Field(None, description="seed of graph, split and paths (0..2**63-1); none = the run seed")
 
     def num_nodes(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from theorylab.config import Seed
 from theorylab.tasks import register_task
 from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig
 
@@ -33,7 +34,7 @@ class ModularConfig(TaskConfig):
     p: int = Field(113, ge=2, le=2048, description="prime modulus, 2..2048")
     op: Literal["+", "-", "*", "/"] = "+"
     train_fraction: float = Field(0.3, gt=0, lt=1)
-    data_seed: int | None = Field(None, description="seed of the train/test split; none = the run seed")
+    data_seed: Seed | None = Field(None, description="seed of the train/test split (0..2**63-1); none = the run seed")
 
     @field_validator("p")
     @classmethod

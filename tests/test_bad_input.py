@@ -166,3 +166,97 @@ def test_every_task_seed_field_is_checked():
     assert len(fields) >= 4
     for name, k in fields:
         one_line_config_error(validate, get_task(name).Config, {"name": name, k: -1}, "task.", match=rf"task\.{k}")
+
+
+def _commands():
+    """(path, click command) of every verb of the app, sub-apps included."""
+    import typer.main
+
+    from theorylab.cli import app
+
+    out = []
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*path, name])
+        else:
+            out.append((path, cmd))
+
+    walk(typer.main.get_command(app), [])
+    assert len(out) >= 12
+    return out
+
+
+def _argv(path, cmd, option, value):
+    """A command line for ``cmd`` with every required argument and option filled and ``option value``."""
+    argv = list(path)
+    for p in cmd.params:
+        if p.param_type_name == "argument" and p.required:
+            argv.append("x")
+        elif p.param_type_name == "option" and p.required and p is not option:
+            argv += [p.opts[0], "1"]
+    return [*argv, option.opts[0], value]
+
+
+def _annotation_has(p, kind) -> bool:
+    import typing
+
+    def has(t) -> bool:
+        return t is kind or any(has(a) for a in typing.get_args(t))
+
+    return has(p.type_descriptor.annotation)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf"])
+def test_every_float_option_of_every_verb_refuses_non_finite(cli, store, bad):
+    seen = []
+    for path, cmd in _commands():
+        for p in cmd.params:
+            if p.param_type_name == "option" and _annotation_has(p, float):
+                refused(cli, store, *_argv(path, cmd, p, bad), needle=f"{p.opts[0]}: must be a finite number")
+                seen.append(" ".join([*path, p.opts[0]]))
+    assert {"generate --temperature", "generate --length-penalty", "generate --top-p",
+            "construct --layernorm-eps", "measure planning --temperature"} <= set(seen), seen
+
+
+@pytest.mark.parametrize("bad", ["-3", str(2**63), "99999999999999999999999"])
+def test_every_seed_option_refuses_negative_and_huge(cli, store, bad):
+    seen = []
+    for path, cmd in _commands():
+        for p in cmd.params:
+            if p.name == "seed":
+                refused(cli, store, *_argv(path, cmd, p, bad), needle="--seed")
+                seen.append(" ".join(path))
+    assert {"train", "generate", "construct", "measure planning"} <= set(seen), seen
+
+
+# --------------------------------------------------------------------------- 7. no arguments; 10. flags
+
+
+@pytest.mark.parametrize("args,verb", [([], "train"), (["measure"], "fourier")])
+def test_no_arguments_prints_the_help_and_exits_0(cli, store, args, verb):
+    rc, out, err = cli(*args)
+    assert rc == 0 and "Usage:" in out and verb in out
+    assert err == ""  # no empty "theorylab: error:" line
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["train", "modular", "--force", "true"], "--force"),
+    (["train", "modular", "--quiet", "false"], "--quiet"),
+    (["train", "modular", "--json", "yes"], "--json"),
+    (["sweep", "modular", "--stack", "no"], "--stack"),
+    (["generate", "x", "-p", "1", "--stop-at-eos", "false"], "--no-stop-at-eos"),
+    (["construct", "first", "--log-length", "on"], "--log-length"),
+])
+def test_a_flag_given_a_value_is_one_clear_line(cli, store, args, flag):
+    line = refused(cli, store, *args, needle="is a flag and takes no value")
+    assert flag in line
+
+
+def test_flags_show_no_value_in_help(cli):
+    for path in [[], ["measure"], *(path for path, _ in _commands())]:
+        rc, out, _ = cli(*path, "--help")
+        assert rc == 0 and "--help" in out
+        assert "<bool>" not in out, (path, out)

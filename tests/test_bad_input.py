@@ -260,3 +260,38 @@ def test_flags_show_no_value_in_help(cli):
         rc, out, _ = cli(*path, "--help")
         assert rc == 0 and "--help" in out
         assert "<bool>" not in out, (path, out)
+
+
+# --------------------------------------------------------------------------- 6. empty train or test splits
+
+
+@pytest.mark.parametrize("ov", [
+    ["task.p=5", "task.train_fraction=0.01"],  # round(0.25) = 0 train pairs
+    ["task.p=5", "task.train_fraction=0.99"],  # round(24.75) = 25 of 25: no test pair
+    ["task.p=2", "task.op=/", "task.train_fraction=0.1"],  # 2 pairs (b != 0)
+])
+def test_modular_fraction_that_empties_a_split(cli, store, ov):
+    msg = one_line_config_error(build_run_config, "modular", ov, match=r"task\.train_fraction")
+    assert "pairs" in msg
+    refused(cli, store, "train", "modular", *ov, "train.steps=1", needle="task.train_fraction")
+
+
+@pytest.mark.parametrize("ov,n_train", [(["task.p=5", "task.train_fraction=0.04"], 1),
+                                        (["task.p=5", "task.train_fraction=0.96"], 24),
+                                        (["task.p=2", "task.op=/", "task.train_fraction=0.5"], 1)])
+def test_modular_fraction_at_the_edges_is_allowed(ov, n_train):
+    from theorylab.tasks import make_task
+
+    cfg = build_run_config("modular", ov)
+    task = make_task(cfg.task, 0)
+    assert len(task.train_set) == n_train and len(task.test_set) >= 1
+
+
+@pytest.mark.parametrize("task", ["alpine", "blocksworld"])
+def test_graph_fraction_one_leaves_no_test_pair(cli, store, task):
+    one_line_config_error(build_run_config, task, ["task.train_fraction=1"], match=r"task\.train_fraction")
+    refused(cli, store, "train", task, "task.train_fraction=1", "train.steps=1", needle="task.train_fraction")
+
+
+def test_graph_that_gives_an_empty_split_is_refused_before_anything_is_stored(cli, store):
+    refused(cli, store, "train", "alpine", "task.n=2", "train.steps=1", needle="test pairs")

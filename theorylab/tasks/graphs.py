@@ -261,7 +261,8 @@ def pair_degrees(adj: np.ndarray, obs_reach: np.ndarray, pairs: np.ndarray) -> n
 class GraphPathConfig(TaskConfig):
     """Fields shared by the graph path-finding tasks."""
 
-    train_fraction: float = Field(0.5, gt=0, le=1, description="chance a reachable, not directly connected pair trains")
+    train_fraction: float = Field(0.5, gt=0, lt=1, description="chance a reachable, not directly connected pair trains "
+                                  "(below 1: the rest are the test pairs)")
     paths_per_pair: int = Field(20, ge=1, description="random paths per training pair")
     edge_paths: bool = Field(True, description="also train on 's t s t' for every edge")
     test_paths_per_pair: int = Field(1, ge=1, description="paths per test pair in the teacher-forced test split")
@@ -292,7 +293,8 @@ class AlpineConfig(GraphPathConfig):
 class BlocksworldConfig(GraphPathConfig):
     name: Literal["blocksworld"] = "blocksworld"
     n_blocks: int = Field(4, ge=2, le=5, description="labelled blocks (4 blocks = 73 states; 5 = 501)")
-    train_fraction: float = Field(0.8, gt=0, le=1, description="chance a pair (not directly connected) trains")
+    train_fraction: float = Field(0.8, gt=0, lt=1, description="chance a pair (not directly connected) trains "
+                                  "(below 1: the rest are the test pairs)")
 
     def num_nodes(self) -> int:
         return _num_blocksworld_states(self.n_blocks)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from theorylab.config import Seed
 from theorylab.tasks import register_task
@@ -43,8 +43,26 @@ class ModularConfig(TaskConfig):
             raise ValueError("must be a prime (e.g. 97, 113)")
         return v
 
+    @field_validator("train_fraction")
+    @classmethod
+    def _both_splits(cls, v: float, info: ValidationInfo) -> float:
+        p, op = info.data.get("p"), info.data.get("op")
+        if p is None or op is None:  # p or op is invalid itself: that error is reported
+            return v
+        n = n_pairs(p, op)
+        n_train = int(round(v * n))
+        if not 1 <= n_train <= n - 1:
+            raise ValueError(f"{v} of the {n} pairs (p={p}, op {op}) gives {n_train} train and {n - n_train} test "
+                             f"pairs; both splits need one: give a fraction above {0.5 / n:.3g} and below {1 - 0.5 / n:.3g}")
+        return v
+
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": self.p + 1, "d_vocab_out": self.p, "n_ctx": 3}
+
+
+def n_pairs(p: int, op: str) -> int:
+    """How many (a, b) examples the table holds: every pair, or b != 0 for division."""
+    return p * (p - 1) if op == "/" else p * p
 
 
 def modular_table(p: int, op: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -295,3 +295,35 @@ def test_graph_fraction_one_leaves_no_test_pair(cli, store, task):
 
 def test_graph_that_gives_an_empty_split_is_refused_before_anything_is_stored(cli, store):
     refused(cli, store, "train", "alpine", "task.n=2", "train.steps=1", needle="test pairs")
+
+
+# --------------------------------------------------------------------------- 8. overrides given as one string
+
+
+def test_one_override_string_is_one_override():
+    one = build_run_config("modular", "train.steps=5")
+    assert one.train.steps == 5
+    assert one == build_run_config("modular", ["train.steps=5"])
+    assert build_run_config("modular", ("train.steps=5", "task.p=11")).task.p == 11
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["train.steps=5", 3], r"override 3: expected a 'key=value' string"),
+    ([("train.steps", 5)], r"expected a 'key=value' string"),
+    ({"train.steps": 5}, r"overrides: give 'key=value' strings"),
+    (5, r"overrides: give 'key=value' strings"),
+    (b"train.steps=5", r"overrides: give 'key=value' strings"),
+])
+def test_overrides_of_another_type_are_one_line(overrides, match):
+    one_line_config_error(build_run_config, "modular", overrides, match=match)
+
+
+def test_apply_overrides_takes_one_string_too():
+    from theorylab.config import apply_overrides
+
+    assert apply_overrides({}, "a.b=2") == {"a": {"b": 2}}
+
+
+@pytest.mark.parametrize("name", [{"task": {"name": "modular"}}, 3, ["modular"]])
+def test_preset_name_of_another_type_is_one_line(name):
+    one_line_config_error(build_run_config, name, match="task: give a task or preset name")

@@ -127,10 +127,26 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``a.b.c=value`` applied."""
-    out = copy.deepcopy(data)
+def override_list(overrides: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Overrides as a list: ``None`` is none, one string is one override (``"train.steps=5"``, never its
+    characters), a list or tuple of strings is itself; anything else is one ConfigError line."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides: give 'key=value' strings, as a list or one string (got a "
+                          f"{type(overrides).__name__}: {overrides!r})")
     for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"override {item!r}: expected a 'key=value' string, e.g. 'model.d_model=64'")
+    return list(overrides)
+
+
+def apply_overrides(data: dict[str, Any], overrides: str | list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` applied (one string is one override)."""
+    out = copy.deepcopy(data)
+    for item in override_list(overrides):
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. model.d_model=64")
         key, _, raw = item.partition("=")

@@ -10,7 +10,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from theorylab.config import Config, ConfigError, Seed, apply_overrides, deep_merge, load_file, validate
+from theorylab.config import (
+    Config,
+    ConfigError,
+    Seed,
+    apply_overrides,
+    deep_merge,
+    load_file,
+    override_list,
+    validate,
+)
 from theorylab.models.config import TransformerConfig
 from theorylab.runs.presets import PRESETS
 from theorylab.tasks import TaskConfig, build_task_config, task_names
@@ -198,10 +207,16 @@ def preset_names() -> list[str]:
     return sorted(set(PRESETS) | set(task_names()))
 
 
-def build_run_config(name: str | None = None, overrides: list[str] | None = None,
-                     config_file: str | None = None, seed: int | None = None) -> RunConfig:
-    """Preset (or bare task name) <- config file <- key=value overrides <- seed."""
+def build_run_config(name: str | None = None, overrides: str | list[str] | None = None,
+                     config_file: str | Path | None = None, seed: int | None = None) -> RunConfig:
+    """Preset (or bare task name) <- config file <- key=value overrides <- seed.
+
+    ``overrides`` is a list of ``"key=value"`` strings or one such string (one override)."""
     data: dict[str, Any] = {}
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"task: give a task or preset name (a string) or None (got a {type(name).__name__}); "
+                          f"known: {', '.join(preset_names())}")
+    overrides = override_list(overrides)
     if name is not None:
         if name in PRESETS:
             data = PRESETS[name]["config"]
@@ -211,7 +226,7 @@ def build_run_config(name: str | None = None, overrides: list[str] | None = None
             raise ConfigError(f"task: unknown task or preset {name!r}; known: {', '.join(preset_names())}")
     if config_file is not None:
         data = deep_merge(data, load_file(config_file))
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(data, overrides)
     if seed is not None:
         data["seed"] = seed
     if "task" not in data:

@@ -327,3 +327,42 @@ def test_apply_overrides_takes_one_string_too():
 @pytest.mark.parametrize("name", [{"task": {"name": "modular"}}, 3, ["modular"]])
 def test_preset_name_of_another_type_is_one_line(name):
     one_line_config_error(build_run_config, name, match="task: give a task or preset name")
+
+
+# --------------------------------------------------------------------------- 9. assignment and copies
+
+
+@pytest.mark.parametrize("section,field,value,match", [
+    ("train", "steps", -1, r"^train\.steps: "),
+    ("train", "lr", float("nan"), r"^train\.lr: .*finite"),
+    ("train", "optimizer", "lion", r"^train\.optimizer: "),
+    ("model", "d_model", 0, r"^model\.d_model: "),
+    ("model", "n_heads", 5, r"^model: .*must divide"),
+    ("task", "p", 12, r"^task\.p: must be a prime"),
+    ("task", "data_seed", -1, r"^task\.data_seed: "),
+    (None, "seed", 2**63, r"^seed: "),
+])
+def test_assigning_a_bad_value_is_one_config_error_line(section, field, value, match):
+    cfg = build_run_config("modular", TINY)
+    target = cfg if section is None else getattr(cfg, section)
+    before = getattr(target, field)
+    one_line_config_error(setattr, target, field, value, match=match)
+    assert getattr(target, field) == before  # the config is left as it was
+    cfg.train.steps = 7  # a good value is still taken
+    assert cfg.train.steps == 7
+
+
+def test_building_a_section_directly_with_a_bad_value_is_one_line():
+    from theorylab.runs import TrainConfig
+    from theorylab.tasks.modular import ModularConfig
+
+    one_line_config_error(TrainConfig, steps=0, match=r"^train\.steps: ")
+    one_line_config_error(ModularConfig, p=4, match=r"^task\.p: ")
+
+
+def test_copy_with_a_bad_update_is_one_line_and_a_good_one_is_validated():
+    cfg = build_run_config("modular", TINY)
+    one_line_config_error(cfg.model_copy, update={"seed": -1}, match=r"^seed: ")
+    one_line_config_error(cfg.train.model_copy, update={"lr": float("inf")}, match=r"^train\.lr: ")
+    two = cfg.model_copy(update={"seed": 2, "train": cfg.train.model_copy(update={"steps": 9})})
+    assert two.seed == 2 and two.train.steps == 9 and cfg.train.steps == 2 and two.run_id() != cfg.run_id()

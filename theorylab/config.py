@@ -42,6 +42,44 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
+    # Bad values are one ConfigError line naming the field however they arrive: built directly
+    # (``TrainConfig(steps=0)``), assigned (``cfg.train.steps = -1``) or copied (``model_copy(update=...)``).
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, type(self).section_prefix())) from None
+
+    # pydantic calls a model's own __init__ for nested and model_validate input too; this marker (pydantic's
+    # own, on BaseModel.__init__) keeps that path on pydantic's validation, whose errors validate() formats.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        missing = object()
+        before = self.__dict__.get(name, missing)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            if before is not missing:  # a model-level rule fails after pydantic has set the field: undo it
+                self.__dict__[name] = before
+            raise ConfigError(format_validation_error(err, type(self).section_prefix())) from None
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy; with ``update`` the result is validated like any other config (pydantic's copy is not)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        data = self.to_dict()
+        data.update({k: v.to_dict() if isinstance(v, Config) else v for k, v in update.items()})
+        return validate(type(self), data, type(self).section_prefix())
+
+    @classmethod
+    def section_prefix(cls) -> str:
+        """``"train."`` for the config that sits under ``train`` in a run config (see :func:`register_section`)."""
+        for k in cls.__mro__:
+            if k in _SECTIONS:
+                return _SECTIONS[k] + "."
+        return ""
+
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
@@ -61,6 +99,15 @@ class Config(BaseModel):
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+_SECTIONS: dict[type, str] = {}
+
+
+def register_section(cls: type[Config], name: str) -> None:
+    """Name the key a config class (and its subclasses) sits under in a run config, so that errors in it
+    read ``train.steps: ...`` wherever it is validated."""
+    _SECTIONS[cls] = name
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

@@ -18,6 +18,7 @@ from theorylab.config import (
     deep_merge,
     load_file,
     override_list,
+    register_section,
     validate,
 )
 from theorylab.models.config import TransformerConfig
@@ -135,6 +136,11 @@ class RunConfig(Config):
         blob = json.dumps({"config": d, "code": code}, sort_keys=True, separators=(",", ":"))
         name = self.task.name
         return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+for _name, _field in RunConfig.model_fields.items():  # errors in a section name it: train.steps, model.d_model
+    if isinstance(_field.annotation, type) and issubclass(_field.annotation, Config):
+        register_section(_field.annotation, _name)
 
 
 # --------------------------------------------------------------------------- code identity

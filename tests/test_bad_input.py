@@ -366,3 +366,99 @@ def test_copy_with_a_bad_update_is_one_line_and_a_good_one_is_validated():
     one_line_config_error(cfg.train.model_copy, update={"lr": float("inf")}, match=r"^train\.lr: ")
     two = cfg.model_copy(update={"seed": 2, "train": cfg.train.model_copy(update={"steps": 9})})
     assert two.seed == 2 and two.train.steps == 9 and cfg.train.steps == 2 and two.run_id() != cfg.run_id()
+
+
+# --------------------------------------------------------------------------- 2. sizes beyond the machine
+
+
+@pytest.fixture()
+def nothing_is_built(monkeypatch):
+    """Fail the test if a model or task were built: a refused size is refused by arithmetic alone."""
+    import theorylab.runs.loop as loop
+
+    def boom(*a, **k):
+        raise AssertionError("built a model for a config that should have been refused")
+
+    monkeypatch.setattr(loop, "build", boom)
+
+
+@pytest.mark.parametrize("ov", [["model.d_model=1000000000"], ["model.n_layers=1000000"],
+                                ["model.d_mlp=100000000000"], ["train.batch_size=10000000000"],
+                                ["model.n_loops=100000000"]])
+def test_absurd_model_sizes_are_refused_before_building(cli, store, nothing_is_built, ov):
+    msg = one_line_config_error(build_run_config, "modular", ov, match=r"^model: this run needs about")
+    assert "is available" in msg and "parameters" in msg and "activations" in msg
+    refused(cli, store, "train", "modular", *ov, needle="this run needs about")
+
+
+def test_every_preset_fits_and_its_estimate_is_modest():
+    from theorylab.runs.config import check_memory, memory_estimate, preset_names
+
+    for name in preset_names():
+        cfg = build_run_config(name)  # refuses nothing a laptop can train
+        assert memory_estimate(cfg).total < 10**9, name
+        check_memory(cfg, available=10**9)
+
+
+def test_check_memory_against_a_given_limit():
+    from theorylab.runs.config import check_memory, memory_estimate
+
+    cfg = build_run_config("modular")
+    need = memory_estimate(cfg).total
+    check_memory(cfg, available=need)
+    one_line_config_error(check_memory, cfg, available=need - 1, match=r"^model: this run needs about")
+    # seeds train together: two need twice the memory of one
+    two = [cfg, cfg.model_copy(update={"seed": 1})]
+    check_memory(two, available=2 * need)
+    one_line_config_error(check_memory, two, available=2 * need - 1, match="2 runs trained together need")
+    # configs that differ in more than the seed train one group at a time
+    other = build_run_config("modular", ["model.d_model=32"])
+    check_memory([cfg, other], available=need)
+
+
+def test_seeds_that_do_not_fit_together_are_refused(cli, store, nothing_is_built, monkeypatch):
+    import theorylab.runs.config as rc
+
+    need = rc.memory_estimate(build_run_config("modular", TINY)).total
+    monkeypatch.setattr(rc, "available_memory", lambda device: (int(1.5 * need), "a test limit"))
+    build_run_config("modular", TINY)  # one seed fits
+    refused(cli, store, "train", "modular", *TINY, "--seeds", "2", needle="2 runs trained together need")
+
+
+def test_sweep_with_an_absurd_grid_point_is_refused(cli, store, nothing_is_built):
+    refused(cli, store, "sweep", "modular", *TINY, "model.d_model=16,1000000000", "--backend", "inprocess",
+            needle="this run needs about")
+
+
+def test_estimate_follows_the_optimizer_and_dtype():
+    from theorylab.runs.config import memory_estimate
+
+    base = memory_estimate(build_run_config("modular", TINY))
+    sgd = memory_estimate(build_run_config("modular", [*TINY, "train.optimizer=sgd"]))
+    momentum = memory_estimate(build_run_config("modular", [*TINY, "train.optimizer=sgd", "train.momentum=0.9"]))
+    wide = memory_estimate(build_run_config("modular", [*TINY, "train.dtype=float64"]))
+    assert sgd.optimizer == 0 and momentum.optimizer == base.optimizer // 2 == base.params
+    assert wide.params == 2 * base.params and wide.activations == 2 * base.activations
+
+
+@pytest.mark.parametrize("args", [["parity", "--n", "1000000000"], ["first", "--n", "1000000000"],
+                                  ["parity", "--n", "100000", "--attention", "hard_unique"],
+                                  ["parity", "--n", "1000", "--samples", "10000000000"]])
+def test_absurd_construction_sizes_are_refused(cli, store, monkeypatch, args):
+    import torch
+
+    def boom(*a, **k):
+        raise AssertionError("allocated the strings of a construction that should have been refused")
+
+    monkeypatch.setattr(torch, "randint", boom)
+    refused(cli, store, "construct", *args, needle="of memory")
+
+
+def test_construction_memory_estimate():
+    from theorylab.constructions import chiang
+
+    small = chiang.evaluation_memory(chiang.parity(), 100, 256)
+    assert 0 < small < 10**8
+    hard = chiang.evaluation_memory(chiang.parity(attention="hard_unique"), 10**5, 1)
+    assert hard > 4 * 2 * 10**10 * 8  # [heads, N, N] float64 scores and patterns
+    assert chiang.evaluate(chiang.parity(), "parity", 8, 16)["accuracy"] == 1.0

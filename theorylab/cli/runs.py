@@ -29,6 +29,7 @@ def train(
 ) -> None:
     """Train one model on one task (or one per seed) and store the run."""
     from theorylab.runs import build_run_config, train_many
+    from theorylab.runs.config import check_memory
 
     if seed is not None and seeds is not None:
         raise ConfigError("--seed and --seeds: give one seed or a set of seeds, not both")
@@ -40,6 +41,7 @@ def train(
     extra = ["train.stepper=stacked"] if stack else []
     cfgs = [build_run_config(task, (overrides or []) + extra, config, s)
             for s in (seed_list if seed_list is not None else [seed])]  # validates everything first
+    check_memory(cfgs)  # the seeds train together: their models, optimizers and batches must fit at once
     try:
         results = train_many(cfgs, store(), force=force, progress=not quiet and not as_json, stop_after=stop_after)
     except (TheoryLabError, KeyboardInterrupt):

@@ -22,6 +22,7 @@ from theorylab.config import (
     validate,
 )
 from theorylab.models.config import TransformerConfig
+from theorylab.models.size import MemoryEstimate, available_memory, fmt_bytes, training_memory
 from theorylab.runs.presets import PRESETS
 from theorylab.tasks import TaskConfig, build_task_config, task_names
 
@@ -208,6 +209,50 @@ def is_stale(config: dict[str, Any], run_id: str) -> bool:
 # --------------------------------------------------------------------------- presets
 
 
+# --------------------------------------------------------------------------- memory
+
+DEFAULT_ROWS = 64  # the batch online tasks draw when train.batch_size is none
+_OPTIMIZER_STATES = {"adamw": 2, "adam": 2}  # numbers of state per parameter; SGD: 1 with momentum, else 0
+
+
+def memory_estimate(cfg: RunConfig) -> MemoryEstimate:
+    """A rough estimate of the memory training ``cfg`` needs (:func:`theorylab.models.size.training_memory`):
+    the batch is ``train.batch_size`` rows, or for a full batch what the task config's ``full_batch_rows()``
+    says (tasks with a fixed train split define it), else :data:`DEFAULT_ROWS`; positions are ``model.n_ctx``."""
+    tc = cfg.train
+    rows = tc.batch_size
+    if rows is None:
+        full = getattr(cfg.task, "full_batch_rows", None)
+        rows = (full() if callable(full) else None) or DEFAULT_ROWS
+    states = _OPTIMIZER_STATES.get(tc.optimizer, 1 if tc.momentum > 0 else 0)
+    return training_memory(cfg.model, rows=rows, dtype=tc.dtype, optimizer_states=states)
+
+
+def check_memory(cfgs: RunConfig | list[RunConfig], available: int | None = None) -> None:
+    """Refuse (one ConfigError line) configs that cannot fit: the runs trained together (configs that differ
+    only in seed) need more than ``available`` bytes (default: what ``train.device`` has free, see
+    :func:`theorylab.models.size.available_memory`).  Only arithmetic on the configs; nothing is allocated."""
+    cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    groups: dict[str, list[RunConfig]] = {}
+    for c in cfgs:
+        d = c.to_dict()
+        d.pop("seed", None)
+        d.pop("tags", None)
+        groups.setdefault(json.dumps(d, sort_keys=True), []).append(c)
+    for group in groups.values():
+        c = group[0]
+        est = memory_estimate(c)
+        need = est.total * len(group)
+        limit, where = (available, "the given limit") if available is not None else available_memory(c.train.device)
+        if limit is None or need <= limit:
+            continue
+        runs = f"{len(group)} runs trained together need" if len(group) > 1 else "this run needs"
+        raise ConfigError(
+            f"model: {runs} about {fmt_bytes(need)} of memory ({est.describe(c.train.optimizer)}"
+            f"{' each' if len(group) > 1 else ''}) but {fmt_bytes(limit)} is available ({where}); make "
+            f"model.d_model, model.n_layers, model.d_mlp, the task's sizes or train.batch_size smaller")
+
+
 def preset_names() -> list[str]:
     """Every preset and every bare task name, sorted."""
     return sorted(set(PRESETS) | set(task_names()))
@@ -217,7 +262,8 @@ def build_run_config(name: str | None = None, overrides: str | list[str] | None 
                      config_file: str | Path | None = None, seed: int | None = None) -> RunConfig:
     """Preset (or bare task name) <- config file <- key=value overrides <- seed.
 
-    ``overrides`` is a list of ``"key=value"`` strings or one such string (one override)."""
+    ``overrides`` is a list of ``"key=value"`` strings or one such string (one override).  A config whose
+    training would not fit in the memory ``train.device`` has free is refused (:func:`check_memory`)."""
     data: dict[str, Any] = {}
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"task: give a task or preset name (a string) or None (got a {type(name).__name__}); "
@@ -238,4 +284,6 @@ def build_run_config(name: str | None = None, overrides: str | list[str] | None 
     if "task" not in data:
         raise ConfigError("task: required (give a task or preset name, or a config file with a task section)")
     data.setdefault("model", {})
-    return validate(RunConfig, data)
+    cfg = validate(RunConfig, data)
+    check_memory(cfg)  # before anything is built: an absurd size is refused, not allocated
+    return cfg

@@ -274,6 +274,17 @@ class GraphPathConfig(TaskConfig):
     def num_nodes(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def max_pairs(self) -> int:
+        """An upper bound on the reachable (source, target) pairs."""
+        n = self.num_nodes()
+        return n * (n - 1)
+
+    def full_batch_rows(self) -> int:
+        """About the paths in a full-batch step (the training paths and edge paths; an upper bound), for the
+        memory estimate."""
+        pairs = self.max_pairs()
+        return int(pairs * self.train_fraction * self.paths_per_pair) + (pairs if self.edge_paths else 0)
+
     def model_defaults(self) -> dict[str, Any]:
         n = self.num_nodes()
         # nodes, end token; the pad token is input-only.  The longest simple path has n
@@ -288,6 +299,9 @@ class AlpineConfig(GraphPathConfig):
 
     def num_nodes(self) -> int:
         return self.n
+
+    def max_pairs(self) -> int:
+        return self.n * (self.n - 1) // 2  # edges only go i -> j with i < j
 
 
 class BlocksworldConfig(GraphPathConfig):

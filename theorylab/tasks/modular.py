@@ -59,6 +59,10 @@ class ModularConfig(TaskConfig):
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": self.p + 1, "d_vocab_out": self.p, "n_ctx": 3}
 
+    def full_batch_rows(self) -> int:
+        """Examples in a full-batch step (the train split), for the memory estimate."""
+        return int(round(self.train_fraction * n_pairs(self.p, self.op)))
+
 
 def n_pairs(p: int, op: str) -> int:
     """How many (a, b) examples the table holds: every pair, or b != 0 for division."""

@@ -462,3 +462,68 @@ def test_construction_memory_estimate():
     hard = chiang.evaluation_memory(chiang.parity(attention="hard_unique"), 10**5, 1)
     assert hard > 4 * 2 * 10**10 * 8  # [heads, N, N] float64 scores and patterns
     assert chiang.evaluate(chiang.parity(), "parity", 8, 16)["accuracy"] == 1.0
+
+
+# --------------------------------------------------------------------------- 10. help
+
+
+def test_every_option_and_argument_of_every_verb_has_help():
+    missing = [" ".join([*path, p.name]) for path, cmd in _commands() for p in cmd.params
+               if not (getattr(p, "help", None) or "").strip()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name,fields", [
+    ("modular", ["task.p", "task.train_fraction", "task.data_seed", "model.d_model", "model.n_layers",
+                 "train.lr", "train.steps", "train.early_stop_value", "seed"]),
+    ("alpine", ["task.n", "task.paths_per_pair", "model.n_ctx", "train.batch_size"]),
+    ("parity_check", ["task.train_max_length", "task.test_max_length", "model.architecture"]),
+])
+def test_train_task_help_lists_the_config_fields(cli, name, fields):
+    for verb in ("train", "sweep"):
+        rc, out, _ = cli(verb, name, "--help")
+        assert rc == 0 and "--seed" in out and "key=value" in out
+        for f in fields:
+            assert f in out, (verb, name, f, out)
+    rc, out, _ = cli("train", "--help")
+    assert rc == 0 and "theorylab tasks TASK" in " ".join(out.split()) and "task.p" not in out
+
+
+def test_train_help_shows_values_descriptions_and_what_is_allowed(cli):
+    rc, out, _ = cli("train", "grokking", "--help")
+    flat = " ".join(out.split())
+    assert rc == 0 and "task.p = 113" in flat and "prime modulus" in flat  # the preset's value, the description
+    assert "train.optimizer = adamw" in flat and "adamw | adam | sgd" in flat
+    assert "model.d_model = 128" in flat and "> 0" in flat
+
+
+def test_train_help_with_an_option_before_the_task(cli, tmp_path):
+    rc, out, _ = cli("train", "--seed", "3", "modular", "--help")
+    assert rc == 0 and "task.p" in out
+    rc, out, _ = cli("train", "nosuchtask", "--help")
+    assert rc == 0 and "unknown task or preset 'nosuchtask'" in " ".join(out.split())
+
+
+def test_tasks_verb_shows_levels_and_one_task_s_fields(cli):
+    import json
+
+    from theorylab.tasks import get_task
+
+    rc, out, _ = cli("tasks", "--json")
+    rows = {r["name"]: r for r in json.loads(out)["tasks"]}
+    assert rc == 0 and rows["parity_check"]["level"] == get_task("parity_check").level
+    assert rows["grokking"]["level"] == get_task("modular").level  # a preset shows its task's level
+    rc, out, _ = cli("tasks")
+    assert rc == 0 and "level" in out and get_task("parity_check").level in out
+    rc, out, _ = cli("tasks", "grokking", "--json")
+    d = json.loads(out)
+    fields = {f["key"]: f for f in d["fields"]}
+    assert rc == 0 and d["name"] == "grokking" and d["task"] == "modular"
+    assert fields["task.p"]["value"] == 113 and "prime" in fields["task.p"]["description"]
+    assert fields["train.lr"]["allowed"] == "> 0, finite"
+    rc, out, _ = cli("tasks", "grokking")
+    assert rc == 0 and "task.train_fraction" in out
+
+
+def test_tasks_verb_with_an_unknown_name(cli, store):
+    refused(cli, store, "tasks", "nosuchtask", needle="unknown task or preset 'nosuchtask'")

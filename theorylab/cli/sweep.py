@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from theorylab.cli.app import JSON_OPT, SEEDS_HELP, SWEEPS, app, console, emit, parse_seeds, store
+from theorylab.cli.runs import TaskHelpCommand
 from theorylab.errors import ConfigError, RunFailedError
 
 
-@app.command("sweep", rich_help_panel=SWEEPS)
+@app.command("sweep", cls=TaskHelpCommand, rich_help_panel=SWEEPS)
 def sweep_cmd(
     task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
     overrides: list[str] | None = typer.Argument(

@@ -31,27 +31,31 @@ class TrainConfig(Config):
     """How a run trains: optimizer, schedule, batching, evaluation and checkpoints."""
 
     steps: int = Field(1000, gt=0, description="optimizer steps")
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="adamw (decoupled weight decay), adam "
+                                                                "or sgd (with momentum)")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay (decoupled for adamw)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas, each in [0, 1)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
-    eps: float = Field(1e-8, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warmup from lr / warmup_steps")
+    schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="learning-rate decay after "
+                                                                                    "warmup, to min_lr_ratio * lr")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / lr for cosine and linear decay")
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; none = no clipping")
     batch_size: int | None = Field(
         None, gt=0, description="examples per step; none = full batch over the train split"
     )
-    eval_every: int = Field(100, gt=0)
-    eval_batch_size: int = Field(4096, gt=0)
-    checkpoint_every: int | None = Field(None, gt=0, description="none = only at the end")
-    keep_checkpoints: Literal["last", "all"] = "last"
+    eval_every: int = Field(100, gt=0, description="evaluate every this many steps (and at the end)")
+    eval_batch_size: int = Field(4096, gt=0, description="examples per evaluation chunk")
+    checkpoint_every: int | None = Field(None, gt=0, description="save a checkpoint every this many steps; none = "
+                                                                 "only at the end")
+    keep_checkpoints: Literal["last", "all"] = Field("last", description="keep only the last checkpoint or all")
     early_stop_metric: str | None = Field(None, description="e.g. 'test/accuracy'")
-    early_stop_value: float | None = None
-    early_stop_mode: Literal["max", "min"] = "max"
-    dtype: Literal["float32", "float64"] = "float32"
+    early_stop_value: float | None = Field(None, description="stop once early_stop_metric reaches this value")
+    early_stop_mode: Literal["max", "min"] = Field("max", description="max: stop at or above the value; min: at "
+                                                                      "or below")
+    dtype: Literal["float32", "float64"] = Field("float32", description="parameter and activation precision")
     device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto (cuda when available)")
     stepper: Literal["single", "stacked"] = Field(
         "single", description="how a step is computed: single = each run alone; stacked = the seeds of a group "

@@ -46,7 +46,7 @@ class BigramTriggersConfig(TaskConfig):
     n_triggers: int = Field(5, ge=1, description="trigger tokens (paper: K = 5 most frequent)")
     concentration: float = Field(0.5, gt=0, description="Dirichlet concentration of pi_1 and each row of pi_b")
     chain_seed: Seed = Field(0, description="seed of the bigram chain (0..2**63-1; shared by every run seed)")
-    n_test: int = Field(256, gt=0)
+    n_test: int = Field(256, gt=0, description="sequences in the test split")
 
     @model_validator(mode="after")
     def _check(self) -> BigramTriggersConfig:

@@ -32,8 +32,9 @@ class ModularConfig(TaskConfig):
     name: Literal["modular"] = "modular"
     # p^2 examples are held in memory: 2048 bounds that at about 4 million (a few hundred MB).
     p: int = Field(113, ge=2, le=2048, description="prime modulus, 2..2048")
-    op: Literal["+", "-", "*", "/"] = "+"
-    train_fraction: float = Field(0.3, gt=0, lt=1)
+    op: Literal["+", "-", "*", "/"] = Field("+", description="the operation; / excludes b = 0")
+    train_fraction: float = Field(0.3, gt=0, lt=1, description="share of the pairs in the train split (both "
+                                  "splits must keep one pair)")
     data_seed: Seed | None = Field(None, description="seed of the train/test split (0..2**63-1); none = the run seed")
 
     @field_validator("p")

@@ -322,8 +322,8 @@ def tasks(name: str | None = typer.Argument(None, help="a task or preset: list i
         for r in rows:
             t.add_row(*(escape(x) for x in (r["name"], r["kind"], r["level"] or "", r["description"])))
         console().print(t)
-        console().print("level: the Chomsky hierarchy level of a formal-language task (R regular, DCF "
-                        "deterministic context-free, CS context-sensitive); `theorylab tasks NAME` lists its fields")
+        console().print("level: the Chomsky hierarchy level of a formal-language task (regular, dcf = deterministic "
+                        "context-free, cs = context-sensitive); `theorylab tasks NAME` lists a task's fields")
 
     emit({"tasks": rows}, as_json, human)
 

@@ -527,3 +527,20 @@ def test_tasks_verb_shows_levels_and_one_task_s_fields(cli):
 
 def test_tasks_verb_with_an_unknown_name(cli, store):
     refused(cli, store, "tasks", "nosuchtask", needle="unknown task or preset 'nosuchtask'")
+
+
+@pytest.mark.parametrize("task,ov", [
+    ("induction", "task.n_test=1000000000"), ("lm", "task.n_test=1000000000"),
+    ("bigram_triggers", "task.vocab=100000"), ("bigram_triggers", "task.n_test=1000000000"),
+    ("concepts", "task.n_test=1000000000"), ("icl_regression", "task.n_test=1000000000"),
+    ("parity_check", "task.n_eval=1000000000"), ("alpine", "task.paths_per_pair=1000000000"),
+    ("alpine", "task.eval_pairs=1000000000"), ("blocksworld", "task.test_paths_per_pair=1000000000"),
+])
+def test_absurd_task_sizes_are_refused_before_building(cli, store, nothing_is_built, task, ov):
+    msg = one_line_config_error(build_run_config, task, [ov], match=r"^task: this run needs about")
+    assert "task data" in msg
+    refused(cli, store, "train", task, ov, needle="this run needs about")
+
+
+def test_impossible_induction_periods_are_a_config_error():
+    one_line_config_error(build_run_config, "induction", ["task.min_period=20"], match=r"task: min_period")

@@ -73,3 +73,42 @@ def test_available_memory_and_formatting():
     assert "RAM" in where
     assert fmt_bytes(512) == "512 B" and fmt_bytes(1.5e9) == "1.5 GB" and fmt_bytes(3e18) == "3.0 EB"
     assert fmt_bytes(4e30) == "4.0e+09 ZB"
+
+
+def test_cuda_devices_report_their_free_memory(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ((5 + i) * 10**9, 140 * 10**9))
+    assert available_memory("cuda") == (5 * 10**9, "cuda:0")
+    assert available_memory("cuda:2") == (7 * 10**9, "cuda:2")
+    assert available_memory("auto") == (5 * 10**9, "cuda:0")
+
+    def no_device(i):
+        raise RuntimeError("invalid device ordinal")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", no_device)
+    assert available_memory("cuda:7") == (None, "cuda:7")  # the loop reports a missing device itself
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert available_memory("cuda") == (None, "cuda")
+    assert available_memory("auto")[1] == available_memory("cpu")[1] == "this machine's RAM"
+
+
+def _numbers(batch) -> int:
+    parts = [batch.tokens, batch.targets, batch.inputs, batch.mask, *batch.extras.values()]
+    return sum(int(t.numel()) for t in parts if t is not None)
+
+
+def test_task_data_estimates_bound_the_data_each_preset_holds():
+    from theorylab.runs import build_run_config
+    from theorylab.runs.config import preset_names
+    from theorylab.tasks import make_task
+
+    for name in preset_names():
+        cfg = build_run_config(name)
+        task = make_task(cfg.task, 0)
+        held = sum(_numbers(b) for b in task.eval_sets().values())
+        if task.train_set is not None:
+            held += _numbers(task.train_set)
+        assert held <= cfg.task.data_numbers(), name

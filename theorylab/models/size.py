@@ -121,15 +121,17 @@ class MemoryEstimate:
     activations: int
     rows: int
     seq_len: int
+    data: int = 0  # the task's data, where the caller adds it
 
     @property
     def total(self) -> int:
-        return self.params + self.grads + self.optimizer + self.overhead + self.activations
+        return self.params + self.grads + self.optimizer + self.overhead + self.activations + self.data
 
     def describe(self, optimizer: str = "optimizer") -> str:
+        data = f", task data {fmt_bytes(self.data)}" if self.data else ""
         return (f"parameters {fmt_bytes(self.params)}, gradients and {optimizer} state "
                 f"{fmt_bytes(self.grads + self.optimizer)}, activations for {self.rows} rows of {self.seq_len} "
-                f"positions {fmt_bytes(self.activations)}")
+                f"positions {fmt_bytes(self.activations)}{data}")
 
 
 def training_memory(cfg: TransformerConfig, *, rows: int, dtype: str = "float32", optimizer_states: int = 2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -215,21 +216,21 @@ def is_stale(config: dict[str, Any], run_id: str) -> bool:
 
 # --------------------------------------------------------------------------- memory
 
-DEFAULT_ROWS = 64  # the batch online tasks draw when train.batch_size is none
+DEFAULT_ROWS = 64  # the batch most online tasks draw when train.batch_size is none
+DATA_BYTES = 8  # per number a task holds (int64 tokens, float64 tables)
 _OPTIMIZER_STATES = {"adamw": 2, "adam": 2}  # numbers of state per parameter; SGD: 1 with momentum, else 0
 
 
 def memory_estimate(cfg: RunConfig) -> MemoryEstimate:
-    """A rough estimate of the memory training ``cfg`` needs (:func:`theorylab.models.size.training_memory`):
-    the batch is ``train.batch_size`` rows, or for a full batch what the task config's ``full_batch_rows()``
-    says (tasks with a fixed train split define it), else :data:`DEFAULT_ROWS`; positions are ``model.n_ctx``."""
+    """A rough estimate of the memory training ``cfg`` needs: the model's
+    (:func:`theorylab.models.size.training_memory`; the batch is ``train.batch_size`` rows, or what the task's
+    ``rows_per_step()`` says, else :data:`DEFAULT_ROWS`; positions are ``model.n_ctx``) plus the task's data
+    (``data_numbers()``)."""
     tc = cfg.train
-    rows = tc.batch_size
-    if rows is None:
-        full = getattr(cfg.task, "full_batch_rows", None)
-        rows = (full() if callable(full) else None) or DEFAULT_ROWS
+    rows = tc.batch_size or cfg.task.rows_per_step() or DEFAULT_ROWS
     states = _OPTIMIZER_STATES.get(tc.optimizer, 1 if tc.momentum > 0 else 0)
-    return training_memory(cfg.model, rows=rows, dtype=tc.dtype, optimizer_states=states)
+    est = training_memory(cfg.model, rows=rows, dtype=tc.dtype, optimizer_states=states)
+    return dataclasses.replace(est, data=DATA_BYTES * cfg.task.data_numbers())
 
 
 def check_memory(cfgs: RunConfig | list[RunConfig], available: int | None = None) -> None:
@@ -251,8 +252,9 @@ def check_memory(cfgs: RunConfig | list[RunConfig], available: int | None = None
         if limit is None or need <= limit:
             continue
         runs = f"{len(group)} runs trained together need" if len(group) > 1 else "this run needs"
+        where_most = "task" if est.data > est.total - est.data else "model"  # the section to make smaller
         raise ConfigError(
-            f"model: {runs} about {fmt_bytes(need)} of memory ({est.describe(c.train.optimizer)}"
+            f"{where_most}: {runs} about {fmt_bytes(need)} of memory ({est.describe(c.train.optimizer)}"
             f"{' each' if len(group) > 1 else ''}) but {fmt_bytes(limit)} is available ({where}); make "
             f"model.d_model, model.n_layers, model.d_mlp, the task's sizes or train.batch_size smaller")
 

@@ -73,6 +73,16 @@ class TaskConfig(Config):
         """Model fields this task decides (vocabulary, context length, output size)."""
         return {}
 
+    # Sizes for the memory estimate (theorylab.runs.config.check_memory): rough, upper bounds, from the
+    # config alone, so that an absurd size is refused before the task is built.
+    def rows_per_step(self) -> int | None:
+        """Examples in a training step when ``train.batch_size`` is none (none: the loop's default)."""
+        return None
+
+    def data_numbers(self) -> int:
+        """About how many numbers the task holds in memory at once (its splits, tables, matrices)."""
+        return 0
+
 
 def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
     """The generator for one training step: a pure function of (seed, step, stream)."""

@@ -54,6 +54,9 @@ class BigramTriggersConfig(TaskConfig):
             raise ValueError(f"n_triggers ({self.n_triggers}) must be below vocab ({self.vocab})")
         return self
 
+    def data_numbers(self) -> int:
+        return 3 * self.vocab**2 + 3 * self.n_test * self.seq_len  # pi_b and its cumulative sums; the test split
+
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": self.vocab, "n_ctx": self.seq_len}
 

@@ -70,6 +70,10 @@ class ConceptsConfig(TaskConfig):
             raise ValueError(f"n_poly must be <= K - 1 = {self.K - 1}")
         return self
 
+    def data_numbers(self) -> int:
+        # the rotation and word tables; five evaluation sets of n_test prompts [L + 1, 2 d] (ood_long: 2 L + 1)
+        return 2 * self.d**2 + 6 * self.n_test * (2 * self.L + 1) * 2 * self.d
+
     def model_defaults(self) -> dict[str, Any]:
         return {"input_dim": 2 * self.d, "d_vocab_out": 2, "n_ctx": 2 * self.L + 1, "d_vocab": None}
 

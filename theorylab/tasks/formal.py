@@ -84,6 +84,13 @@ class FormalConfig(TaskConfig):
             lengths.append(self.test_max_length)  # always evaluate the longest length
         return lengths
 
+    def rows_per_step(self) -> int:
+        return 128  # the loop's batch when train.batch_size is none (train_batch)
+
+    def data_numbers(self) -> int:
+        n_ctx = self.model_defaults()["n_ctx"]
+        return 4 * self.n_eval * n_ctx  # one length's evaluation strings at a time (tokens, targets; two splits)
+
     def model_defaults(self) -> dict[str, Any]:
         task = _TASK_BY_NAME[self.name]
         longest = max(self.train_max_length, self.test_max_length)

@@ -279,11 +279,15 @@ class GraphPathConfig(TaskConfig):
         n = self.num_nodes()
         return n * (n - 1)
 
-    def full_batch_rows(self) -> int:
-        """About the paths in a full-batch step (the training paths and edge paths; an upper bound), for the
-        memory estimate."""
+    def rows_per_step(self) -> int:
+        """The training paths and edge paths (a full batch; an upper bound)."""
         pairs = self.max_pairs()
         return int(pairs * self.train_fraction * self.paths_per_pair) + (pairs if self.edge_paths else 0)
+
+    def data_numbers(self) -> int:
+        n, pairs = self.num_nodes(), self.max_pairs()
+        paths = self.rows_per_step() + self.eval_pairs + pairs * self.test_paths_per_pair
+        return 12 * n * n + 2 * paths * (n + 3)  # the n x n matrices (and closure products); paths, targets
 
     def model_defaults(self) -> dict[str, Any]:
         n = self.num_nodes()

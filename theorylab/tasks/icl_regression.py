@@ -48,6 +48,10 @@ class IclRegressionConfig(TaskConfig):
         "interleaved", description="interleaved: x and y positions (Garg et al.); paired: one (x, y) per position "
                                    "and a single query, k examples drawn per step")
 
+    def data_numbers(self) -> int:
+        # the test prompts: inputs [2 n, d + 2], targets and mask, xs [n, d], ys, clean, w [d]
+        return self.n_test * (self.n_points * (3 * self.d + 10) + self.d)
+
     def model_defaults(self) -> dict[str, Any]:
         if self.format == "paired":
             return {"input_dim": self.d + 2, "d_vocab_out": 1, "n_ctx": self.n_points, "d_vocab": None}

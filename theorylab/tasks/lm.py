@@ -149,6 +149,12 @@ class LMConfig(TaskConfig):
         "causal", description="causal: next-token prediction (decoder); masked: BERT-style masked LM (encoder)")
     mask_prob: float = Field(0.15, gt=0, lt=1, description="masked objective: share of positions predicted")
 
+    def rows_per_step(self) -> int:
+        return 32  # the loop's batch when train.batch_size is none (train_batch)
+
+    def data_numbers(self) -> int:
+        return 2 * self.n_test * (self.seq_len + 1)  # the test windows: tokens and targets
+
     def model_defaults(self) -> dict[str, Any]:
         g = _grammar(self)
         d = {"d_vocab": len(terminals(g)) + 1 + (self.objective == "masked"), "n_ctx": self.seq_len}

@@ -60,9 +60,11 @@ class ModularConfig(TaskConfig):
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": self.p + 1, "d_vocab_out": self.p, "n_ctx": 3}
 
-    def full_batch_rows(self) -> int:
-        """Examples in a full-batch step (the train split), for the memory estimate."""
-        return int(round(self.train_fraction * n_pairs(self.p, self.op)))
+    def rows_per_step(self) -> int:
+        return int(round(self.train_fraction * n_pairs(self.p, self.op)))  # full batch: the train split
+
+    def data_numbers(self) -> int:
+        return 16 * n_pairs(self.p, self.op)  # every pair (3 tokens, 3 targets, a, b), again as the two splits
 
 
 def n_pairs(p: int, op: str) -> int:

@@ -544,3 +544,22 @@ def test_absurd_task_sizes_are_refused_before_building(cli, store, nothing_is_bu
 
 def test_impossible_induction_periods_are_a_config_error():
     one_line_config_error(build_run_config, "induction", ["task.min_period=20"], match=r"task: min_period")
+
+
+@pytest.mark.parametrize("args", [["--strategy", "sample", "--num-samples", "100000000000"],
+                                  ["--strategy", "beam", "--num-beams", "100000000000"]])
+def test_absurd_generation_batches_are_refused(cli, store, args):
+    import json
+
+    from theorylab.models.size import generation_memory
+
+    rc, out, _ = cli("train", "modular", *TINY, "--json")
+    assert rc == 0
+    run = json.loads(out)["run_id"]
+    before = store.get_run(run)
+    rc, out, err = cli("generate", run, "-p", "1 2", "-n", "1", *args)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and out == "" and len(lines) == 1 and "sequences of up to 3 tokens needs about" in lines[0], err
+    assert store.get_run(run) == before and len(store.list_runs()) == 1  # nothing written
+    cfg = build_run_config("modular", TINY)
+    assert generation_memory(cfg.model, 10) == 10 * generation_memory(cfg.model, 1) > 0

@@ -328,6 +328,18 @@ def tasks(name: str | None = typer.Argument(None, help="a task or preset: list i
     emit({"tasks": rows}, as_json, human)
 
 
+def _check_generation_size(cfg: Any, rows: int) -> None:
+    """Refuse (before any batch is built) a decoding batch that cannot fit in RAM: prompts x samples x beams."""
+    from theorylab.models.size import fmt_bytes, generation_memory, param_count, ram_available
+
+    need = generation_memory(cfg.model, rows) + 4 * param_count(cfg.model)
+    have = ram_available()
+    if have is not None and need > have:
+        raise ConfigError(f"--num-samples/--num-beams: decoding {rows} sequences of up to {cfg.model.n_ctx} tokens "
+                          f"needs about {fmt_bytes(need)} of memory but {fmt_bytes(have)} is available (this "
+                          "machine's RAM); give fewer prompts, samples or beams")
+
+
 @app.command(rich_help_panel=RUNS)
 def generate(
     run: str = typer.Argument(..., help="run id or unique prefix"),
@@ -363,6 +375,8 @@ def generate(
     if num_samples < 1:
         raise ConfigError(f"--num-samples: {num_samples}; give a count >= 1")
     cfg, model = load_run_model(store(), run)
+    _check_generation_size(cfg, len(prompt) * (num_samples if strategy == "sample" else 1)
+                           * (num_beams if strategy == "beam" else 1))
     from theorylab.tasks import make_task
 
     task = make_task(cfg.task, cfg.seed)

@@ -110,6 +110,17 @@ def activation_numbers(cfg: TransformerConfig, rows: int, seq_len: int | None = 
     return rows * T * per_position
 
 
+def generation_memory(cfg: TransformerConfig, rows: int, seq_len: int | None = None, dtype: str = "float32") -> int:
+    """Bytes decoding ``rows`` sequences of up to ``seq_len`` positions (default ``n_ctx``) needs beyond the
+    model (a rough upper bound): the token ids, the key/value cache of every layer, one layer's activations
+    and the logits."""
+    T = cfg.n_ctx if seq_len is None else seq_len
+    layers = cfg.n_loops * (cfg.n_layers + (cfg.decoder_layers if cfg.architecture == "encoder_decoder" else 0))
+    hd = cfg.n_heads * cfg.head_dim
+    per_position = 2 * layers * hd + 6 * cfg.d_model + 2 * cfg.mlp_dim + 2 * cfg.vocab_out
+    return rows * T * (per_position * DTYPE_BYTES[dtype] + 16)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes a training run needs, by part."""

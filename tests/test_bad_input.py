@@ -563,3 +563,24 @@ def test_absurd_generation_batches_are_refused(cli, store, args):
     assert store.get_run(run) == before and len(store.list_runs()) == 1  # nothing written
     cfg = build_run_config("modular", TINY)
     assert generation_memory(cfg.model, 10) == 10 * generation_memory(cfg.model, 1) > 0
+
+
+# --------------------------------------------------------------------------- integers beyond 64 bits
+
+
+@pytest.mark.parametrize("ov", ["train.steps=99999999999999999999", "train.eval_every=99999999999999999999",
+                                "model.d_model=-99999999999999999999", "task.p=99999999999999999999"])
+def test_integer_fields_hold_64_bit_integers(cli, store, ov):
+    field = ov.split("=")[0]
+    one_line_config_error(build_run_config, "modular", [*TINY, ov], match=field.replace(".", r"\."))
+    refused(cli, store, "train", "modular", *TINY, ov, needle=field)
+
+
+def test_every_int_option_refuses_values_beyond_64_bits(cli, store):
+    seen = []
+    for path, cmd in _commands():
+        for p in cmd.params:
+            if p.param_type_name == "option" and _annotation_has(p, int) and not _annotation_has(p, bool):
+                refused(cli, store, *_argv(path, cmd, p, str(2**64)), needle=p.opts[0])
+                seen.append(" ".join([*path, p.opts[0]]))
+    assert {"runs --limit", "train --stop-after", "check --workers", "generate --top-k"} <= set(seen), seen

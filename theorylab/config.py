@@ -38,7 +38,8 @@ class Config(BaseModel):
     """Base for every theorylab config: strict keys, validated on assignment, JSON-able.
 
     Every float field is finite: NaN and infinities (``.nan``, ``.inf`` in YAML, ``NaN`` in JSON) are
-    refused unless a field opts in with ``Field(..., allow_inf_nan=True)``."""
+    refused unless a field opts in with ``Field(..., allow_inf_nan=True)``; every int field holds a signed
+    64-bit integer."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
@@ -89,6 +90,14 @@ class Config(BaseModel):
             kinds = set(get_args(ann)) or {ann}
             if bool not in kinds and kinds & {int, float}:
                 raise ValueError("must be a number, not true/false")
+        return v
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _int64(cls, v: Any) -> Any:
+        # every integer is a signed 64-bit one: the store keeps them as SQLite integers, torch as int64
+        if type(v) is int and not -SEED_LIMIT <= v < SEED_LIMIT:
+            raise ValueError("must lie within a signed 64-bit integer (-2**63..2**63-1)")
         return v
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,7 +7,8 @@ One grammar for every verb:
 * exit codes: 0 done (a diverged run is a result), 1 a run or claim failed, 2 bad input (one
   ``theorylab: error: ...`` line on stderr, nothing written to the store);
 * every number an option reads is checked before the verb runs (:class:`Command`): floats must be
-  finite, a ``--seed`` must lie in 0..2**63-1; flags take no value (``--force``, not ``--force true``).
+  finite, ints fit in 64 bits, a ``--seed`` lies in 0..2**63-1; flags take no value (``--force``, not
+  ``--force true``).
 
 The verbs live in one module per group (``runs``, ``claims``, ``sweep``, ``measure``, ``construct``),
 imported explicitly by :mod:`theorylab.cli`; a module that fails to import is an error.
@@ -63,7 +64,7 @@ def _refuse_flag_values(params: list, args: list[str]) -> None:
 
 
 def check_numbers(params: list, values: dict[str, Any]) -> None:
-    """Every float an option read is finite; every ``--seed`` lies in 0..2**63-1."""
+    """Every float an option read is finite; every int fits in 64 bits; every ``--seed`` lies in 0..2**63-1."""
     for p in params:
         v = values.get(p.name)
         if v is None:
@@ -73,6 +74,8 @@ def check_numbers(params: list, values: dict[str, Any]) -> None:
                 raise ConfigError(f"{_option_name(p)}: must be a finite number (got {x})")
             if p.name == "seed" and isinstance(x, int) and not 0 <= x < SEED_LIMIT:
                 raise ConfigError(f"{_option_name(p)}: a seed must lie in 0..2**63-1 (got {x})")
+            if type(x) is int and not -SEED_LIMIT <= x < SEED_LIMIT:
+                raise ConfigError(f"{_option_name(p)}: must lie within a signed 64-bit integer (got {x})")
 
 
 class _Grammar:

@@ -584,3 +584,24 @@ def test_every_int_option_refuses_values_beyond_64_bits(cli, store):
                 refused(cli, store, *_argv(path, cmd, p, str(2**64)), needle=p.opts[0])
                 seen.append(" ".join([*path, p.opts[0]]))
     assert {"runs --limit", "train --stop-after", "check --workers", "generate --top-k"} <= set(seen), seen
+
+
+def test_sections_are_named_whatever_was_imported_first():
+    """A fresh process that never imports theorylab.runs still names task.p and model.d_model."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        from theorylab.errors import ConfigError
+        from theorylab.models import TransformerConfig
+        from theorylab.tasks.modular import ModularConfig
+        for make in (lambda: ModularConfig(p=4), lambda: setattr(TransformerConfig(d_vocab=3), "d_model", 0)):
+            try:
+                make()
+            except ConfigError as e:
+                print(e)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("task.p: ") and lines[1].startswith("model.d_model: "), out

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from theorylab.config import Config, format_validation_error
+from theorylab.config import Config, format_validation_error, register_section
 from theorylab.errors import ConfigError
 
 
@@ -102,3 +102,6 @@ class TransformerConfig(Config):
     @property
     def decoder_layers(self) -> int:
         return self.n_decoder_layers if self.n_decoder_layers is not None else self.n_layers
+
+
+register_section(TransformerConfig, "model")  # errors on assignment read model.<field>: ...

@@ -144,9 +144,7 @@ class RunConfig(Config):
         return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-for _name, _field in RunConfig.model_fields.items():  # errors in a section name it: train.steps, model.d_model
-    if isinstance(_field.annotation, type) and issubclass(_field.annotation, Config):
-        register_section(_field.annotation, _name)
+register_section(TrainConfig, "train")  # errors in it read train.steps: ... (model and task register theirs)
 
 
 # --------------------------------------------------------------------------- code identity

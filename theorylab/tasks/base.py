@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from theorylab.config import Config
+from theorylab.config import Config, register_section
 from theorylab.models.objectives import IGNORE
 from theorylab.models.objectives import cross_entropy as token_cross_entropy
 
@@ -82,6 +82,9 @@ class TaskConfig(Config):
     def data_numbers(self) -> int:
         """About how many numbers the task holds in memory at once (its splits, tables, matrices)."""
         return 0
+
+
+register_section(TaskConfig, "task")  # errors in any task config read task.<field>: ...
 
 
 def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:

@@ -58,7 +58,7 @@ class ConceptsConfig(TaskConfig):
     gamma: float = Field(1.0, ge=0, description="scale of the task-irrelevant features")
     sigma: float = Field(0.1, ge=0, description="noise std per coordinate")
     skew: float = Field(0.7, gt=0, lt=1, description="probability of concept 0 in the skewed OOD set")
-    n_test: int = Field(512, gt=0)
+    n_test: int = Field(512, gt=0, description="prompts in the test split and in each out-of-distribution set")
 
     @model_validator(mode="after")
     def _check(self) -> ConceptsConfig:

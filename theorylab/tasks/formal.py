@@ -57,7 +57,7 @@ LEVELS = {"regular": "regular", "dcf": "deterministic context-free", "cs": "cont
 class FormalConfig(TaskConfig):
     """Lengths and evaluation sizes shared by every formal-language task."""
 
-    train_min_length: int = Field(1, ge=1)
+    train_min_length: int = Field(1, ge=1, description="shortest training length")
     train_max_length: int = Field(40, ge=1, description="train on lengths min..max (Deletang et al.: 40)")
     test_min_length: int | None = Field(None, ge=1, description="none = train_max_length + 1")
     test_max_length: int = Field(500, ge=1, description="longest test length (Deletang et al.: 500)")

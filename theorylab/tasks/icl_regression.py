@@ -43,7 +43,7 @@ class IclRegressionConfig(TaskConfig):
     d: int = Field(5, gt=0, le=64, description="input dimension")
     n_points: int = Field(16, gt=1, le=256, description="(x, y) pairs per prompt")
     noise_std: float = Field(0.0, ge=0, description="label noise; 0 = noiseless as in Garg et al.")
-    n_test: int = Field(512, gt=0)
+    n_test: int = Field(512, gt=0, description="prompts in the test split")
     format: Literal["interleaved", "paired"] = Field(
         "interleaved", description="interleaved: x and y positions (Garg et al.); paired: one (x, y) per position "
                                    "and a single query, k examples drawn per step")

@@ -24,7 +24,7 @@ from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_
 
 class InductionConfig(TaskConfig):
     name: Literal["induction"] = "induction"
-    vocab: int = Field(64, gt=1)
+    vocab: int = Field(64, gt=1, description="tokens the random blocks are drawn from")
     period: int = Field(16, gt=1, description="longest random block")
     min_period: int = Field(8, gt=1, description="shortest random block")
     n_test: int = Field(256, gt=0, description="sequences in the test split")

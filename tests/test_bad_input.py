@@ -605,3 +605,9 @@ def test_sections_are_named_whatever_was_imported_first():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
     assert lines[0].startswith("task.p: ") and lines[1].startswith("model.d_model: "), out
+
+
+def test_every_config_field_has_a_description():
+    missing = [f"{section}.{k}" for cls, section, _ in _config_classes() for k, f in cls.model_fields.items()
+               if k != "name" and not (f.description or "").strip()]
+    assert missing == []

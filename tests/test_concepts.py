@@ -80,9 +80,12 @@ def test_ood_sets():
 
 
 def test_bad_config():
-    with pytest.raises(ValueError, match="4 K"):
+    from theorylab.errors import ConfigError
+
+    # built directly, a bad config is one ConfigError line like anywhere else
+    with pytest.raises(ConfigError, match="^task: d must be >= 4 K"):
         ConceptsConfig(d=8, K=4)
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(ConfigError, match="beta"):
         ConceptsConfig(beta=1.5)
 
 

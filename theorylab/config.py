@@ -14,18 +14,72 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from theorylab.errors import ConfigError
 
+SEED_LIMIT = 2**63  # seeds are stored as SQLite integers (signed 64-bit): 0..2**63-1
+
+
+def check_seed(v: int) -> int:
+    if not 0 <= v < SEED_LIMIT:
+        raise ValueError("a seed must lie in 0..2**63-1")
+    return v
+
+
+Seed = Annotated[int, AfterValidator(check_seed)]
+"""The type of every seed field (a run's seed, a task's data or chain seed): an integer in 0..2**63-1."""
+
 
 class Config(BaseModel):
-    """Base for every theorylab config: strict keys, validated on assignment, JSON-able."""
+    """Base for every theorylab config: strict keys, validated on assignment, JSON-able.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    Every float field is finite: NaN and infinities (``.nan``, ``.inf`` in YAML, ``NaN`` in JSON) are
+    refused unless a field opts in with ``Field(..., allow_inf_nan=True)``; every int field holds a signed
+    64-bit integer."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+    # Bad values are one ConfigError line naming the field however they arrive: built directly
+    # (``TrainConfig(steps=0)``), assigned (``cfg.train.steps = -1``) or copied (``model_copy(update=...)``).
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, type(self).section_prefix())) from None
+
+    # pydantic calls a model's own __init__ for nested and model_validate input too; this marker (pydantic's
+    # own, on BaseModel.__init__) keeps that path on pydantic's validation, whose errors validate() formats.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        missing = object()
+        before = self.__dict__.get(name, missing)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            if before is not missing:  # a model-level rule fails after pydantic has set the field: undo it
+                self.__dict__[name] = before
+            raise ConfigError(format_validation_error(err, type(self).section_prefix())) from None
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy; with ``update`` the result is validated like any other config (pydantic's copy is not)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        data = self.to_dict()
+        data.update({k: v.to_dict() if isinstance(v, Config) else v for k, v in update.items()})
+        return validate(type(self), data, type(self).section_prefix())
+
+    @classmethod
+    def section_prefix(cls) -> str:
+        """``"train."`` for the config that sits under ``train`` in a run config (see :func:`register_section`)."""
+        for k in cls.__mro__:
+            if k in _SECTIONS:
+                return _SECTIONS[k] + "."
+        return ""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -38,6 +92,14 @@ class Config(BaseModel):
                 raise ValueError("must be a number, not true/false")
         return v
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _int64(cls, v: Any) -> Any:
+        # every integer is a signed 64-bit one: the store keeps them as SQLite integers, torch as int64
+        if type(v) is int and not -SEED_LIMIT <= v < SEED_LIMIT:
+            raise ValueError("must lie within a signed 64-bit integer (-2**63..2**63-1)")
+        return v
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -46,6 +108,15 @@ class Config(BaseModel):
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+_SECTIONS: dict[type, str] = {}
+
+
+def register_section(cls: type[Config], name: str) -> None:
+    """Name the key a config class (and its subclasses) sits under in a run config, so that errors in it
+    read ``train.steps: ...`` wherever it is validated."""
+    _SECTIONS[cls] = name
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
@@ -78,11 +149,20 @@ def validate(cls: type[BaseModel], data: Any, prefix: str = "") -> Any:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict (one clear error if it does not parse)."""
+    """Read a YAML or JSON config file (UTF-8) into a dict (one clear error if it cannot be read, is not
+    UTF-8 or does not parse)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r}: no such file")
-    text = p.read_text()
+    try:
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {err.strerror or type(err).__name__}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is allowed and dropped
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+                          f"{err.start}); save it as UTF-8") from None
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
@@ -103,10 +183,26 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``a.b.c=value`` applied."""
-    out = copy.deepcopy(data)
+def override_list(overrides: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Overrides as a list: ``None`` is none, one string is one override (``"train.steps=5"``, never its
+    characters), a list or tuple of strings is itself; anything else is one ConfigError line."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides: give 'key=value' strings, as a list or one string (got a "
+                          f"{type(overrides).__name__}: {overrides!r})")
     for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"override {item!r}: expected a 'key=value' string, e.g. 'model.d_model=64'")
+    return list(overrides)
+
+
+def apply_overrides(data: dict[str, Any], overrides: str | list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` applied (one string is one override)."""
+    out = copy.deepcopy(data)
+    for item in override_list(overrides):
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. model.d_model=64")
         key, _, raw = item.partition("=")

@@ -5,7 +5,10 @@ One grammar for every verb:
 * ``--json`` prints exactly one JSON object on stdout (strict JSON: a value that is not finite is null);
 * ``--seeds`` is a count (``5`` = seeds 0..4), a range (``0-4``) or a list (``0,2,5``);
 * exit codes: 0 done (a diverged run is a result), 1 a run or claim failed, 2 bad input (one
-  ``theorylab: error: ...`` line on stderr, nothing written to the store).
+  ``theorylab: error: ...`` line on stderr, nothing written to the store);
+* every number an option reads is checked before the verb runs (:class:`Command`): floats must be
+  finite, ints fit in 64 bits, a ``--seed`` lies in 0..2**63-1; flags take no value (``--force``, not
+  ``--force true``).
 
 The verbs live in one module per group (``runs``, ``claims``, ``sweep``, ``measure``, ``construct``),
 imported explicitly by :mod:`theorylab.cli`; a module that fails to import is an error.
@@ -14,15 +17,109 @@ imported explicitly by :mod:`theorylab.cli`; a module that fails to import is an
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from theorylab.errors import RunFailedError, TheoryLabError
+from theorylab.config import SEED_LIMIT
+from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
+
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")
+
+
+def _plain_flags(params: list) -> None:
+    """A flag takes no value: show none in --help (typer would show ``<bool>``, inviting ``--force true``)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and not getattr(p, "count", False):
+            p.display_type_rich = lambda ctx: None
+
+
+def _option_name(p: Any) -> str:
+    names = [o for o in (*getattr(p, "opts", ()),) if o.startswith("--")] or list(getattr(p, "opts", ()))
+    return names[0] if names else str(p.name)
+
+
+def _refuse_flag_values(params: list, args: list[str]) -> None:
+    """``--force true``: a flag followed by a yes/no word is refused with a clear line (click would take the
+    word for the next argument, e.g. an override, and complain about that instead)."""
+    flags = {}
+    for p in params:
+        if getattr(p, "is_flag", False):
+            for o in p.opts:
+                flags[o] = (p, True)
+            for o in p.secondary_opts:
+                flags[o] = (p, False)
+    for a, nxt in zip(args, args[1:]):
+        if a == "--":
+            break
+        if a in flags and nxt.lower() in BOOL_WORDS:
+            p, on = flags[a]
+            off = [o for o in (p.opts if not on else p.secondary_opts) if o.startswith("--")]
+            how = f"write {a} alone" + (f" (or {off[0]})" if off else " to turn it on, leave it out to turn it off")
+            raise ConfigError(f"{a}: is a flag and takes no value (got {a} {nxt}); {how}")
+
+
+def check_numbers(params: list, values: dict[str, Any]) -> None:
+    """Every float an option read is finite; every int fits in 64 bits; every ``--seed`` lies in 0..2**63-1."""
+    for p in params:
+        v = values.get(p.name)
+        if v is None:
+            continue
+        for x in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{_option_name(p)}: must be a finite number (got {x})")
+            if p.name == "seed" and isinstance(x, int) and not 0 <= x < SEED_LIMIT:
+                raise ConfigError(f"{_option_name(p)}: a seed must lie in 0..2**63-1 (got {x})")
+            if type(x) is int and not -SEED_LIMIT <= x < SEED_LIMIT:
+                raise ConfigError(f"{_option_name(p)}: must lie within a signed 64-bit integer (got {x})")
+
+
+class _Grammar:
+    """What every theorylab command shares: plain flags in --help, checked numbers, the raw arguments
+    kept in ``ctx.meta['theorylab.args']`` (for help that depends on them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _plain_flags(self.params)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        opt = super().get_help_option(ctx)
+        if opt is not None:
+            _plain_flags([opt])
+        return opt
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        _refuse_flag_values(self.params, args)
+        ctx.meta["theorylab.args"] = list(args)
+        rest = super().parse_args(ctx, args)
+        check_numbers(self.params, ctx.params)
+        return rest
+
+
+class Command(_Grammar, TyperCommand):
+    """The class of every theorylab command (:func:`finish` installs it)."""
+
+
+class Group(_Grammar, TyperGroup):
+    """The class of the theorylab app and its sub-apps (``theorylab measure``)."""
+
+
+def finish(root: typer.Typer) -> None:
+    """Give every command of ``root`` and of its sub-apps the :class:`Command` class (idempotent)."""
+    for info in root.registered_commands:
+        if info.cls is None or info.cls is TyperCommand:
+            info.cls = Command
+    for group in root.registered_groups:
+        if group.typer_instance is not None:
+            finish(group.typer_instance)
+
 
 app = typer.Typer(
+    cls=Group,
     name="theorylab",
     help="theorylab: an executable laboratory for the theory of large language models.",
     no_args_is_help=True,
@@ -78,7 +175,7 @@ def parse_seeds(text: str | None, option: str = "--seeds") -> list[int] | None:
         raise bad
     if len(out) > MAX_SEEDS:
         raise ConfigError(f"{option}: more than {MAX_SEEDS} seeds")
-    if max(out) >= 2 ** 63:
+    if max(out) >= SEED_LIMIT:
         raise ConfigError(f"{option}: seeds must be below 2**63 (got {max(out)})")
     return list(dict.fromkeys(out))
 
@@ -167,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         name = type(e).__name__
         if name == "Exit":
             return int(getattr(e, "exit_code", 0) or 0)
+        if name == "NoArgsIsHelpError":  # `theorylab` (or `theorylab measure`) alone: the help is printed
+            return 0
         if name == "Abort":
             print("theorylab: aborted", file=sys.stderr)
             return 130

@@ -11,13 +11,13 @@ from theorylab.errors import ConfigError
 @app.command(rich_help_panel=CONSTRUCT)
 def construct(
     kind: str = typer.Argument(..., help="parity | first"),
-    n: int = typer.Option(100, "--n", help="input length (bits)"),
+    n: int = typer.Option(100, "--n", min=1, help="input length (bits)"),
     layernorm_eps: float | None = typer.Option(None, "--layernorm-eps",
                                                   help="use the layer-norm trick with this epsilon (0 = exact)"),
     log_length: bool = typer.Option(False, "--log-length", help="FIRST only: attention logits scaled by log n"),
     hard: str | None = typer.Option(None, "--attention", help="softmax | hard_unique | hard_average (PARITY)"),
-    samples: int = typer.Option(256, "--samples"),
-    seed: int = typer.Option(0, "--seed"),
+    samples: int = typer.Option(256, "--samples", min=1, help="random strings to evaluate"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random strings"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Accuracy and cross-entropy (bits) of Chiang & Cholak's PARITY or FIRST transformer."""

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import typer
 
-from theorylab.cli.app import JSON_OPT, MEASURES, app, console, emit, store
+from theorylab.cli.app import JSON_OPT, MEASURES, Group, app, console, emit, store
 from theorylab.errors import ConfigError, TheoryLabError
 
-measure_app = typer.Typer(help="Measure a stored run: fourier | planning.", no_args_is_help=True,
+measure_app = typer.Typer(cls=Group, help="Measure a stored run: fourier | planning.", no_args_is_help=True,
                           context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(measure_app, name="measure", rich_help_panel=MEASURES)
 

@@ -3,17 +3,131 @@
 from __future__ import annotations
 
 import json
+from typing import Any, Literal, get_args, get_origin
 
 import torch
 import typer
 
-from theorylab.cli.app import JSON_OPT, RUNS, SEEDS_HELP, app, console, emit, parse_seeds, store
+from theorylab.cli.app import JSON_OPT, RUNS, SEEDS_HELP, Command, app, console, emit, parse_seeds, store
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
 STATUSES = ("created", "running", "finished", "diverged", "failed", "stopped")
 
 
-@app.command(context_settings={"ignore_unknown_options": False}, rich_help_panel=RUNS)
+# --------------------------------------------------------------------------- config fields in help
+
+
+def _allowed(field: Any) -> str:
+    """What a config field allows, in words: its choices, bounds, seed range, finiteness, null."""
+    import annotated_types as at
+
+    from theorylab.config import check_seed
+
+    choices: list[str] = []
+    bounds: list[str] = []
+    kinds: set[Any] = set()
+
+    def walk(t: Any) -> None:
+        if get_origin(t) is Literal:
+            choices.extend(str(a) for a in get_args(t))
+            return
+        kinds.add(t)
+        for a in get_args(t):
+            if callable(getattr(a, "func", None)) and a.func is check_seed:
+                bounds.append("0..2**63-1")
+            elif not isinstance(a, (str, int, float)):
+                walk(a)
+
+    walk(field.annotation)
+    for m in field.metadata:
+        for cls, sign in ((at.Gt, ">"), (at.Ge, ">="), (at.Lt, "<"), (at.Le, "<=")):
+            if isinstance(m, cls):
+                bounds.append(f"{sign} {getattr(m, sign and cls.__name__.lower())}")
+    parts = [" | ".join(choices)] if choices else []
+    parts += bounds
+    if float in kinds and not choices:
+        parts.append("finite")
+    if type(None) in kinds:
+        parts.append("or null")
+    return ", ".join(parts)
+
+
+def _show(value: Any) -> str:
+    """A value as an override would write it (``adamw``, ``0.001``, ``false``, ``null``, ``[0.9, 0.98]``)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def config_fields(name: str) -> list[dict[str, Any]]:
+    """Every field of ``name``'s run config (task, model, train, then seed and probes): key, value (the
+    preset's or the task's default), what it allows, its description."""
+    from theorylab.runs import build_run_config
+
+    cfg = build_run_config(name)
+    data = cfg.to_dict()
+    out = []
+    for section in ("task", "model", "train", None):
+        obj = cfg if section is None else getattr(cfg, section)
+        for k, f in type(obj).model_fields.items():
+            if section is None and k in ("task", "model", "train"):
+                continue
+            key = k if section is None else f"{section}.{k}"
+            value = data[k] if section is None else data[section][k]
+            out.append({"key": key, "value": value, "allowed": _allowed(f), "description": f.description or ""})
+    return out
+
+
+def _task_argument(cmd: Any, args: list[str]) -> str | None:
+    """The first positional argument of ``args`` (skipping options and the values they take)."""
+    takes_value = {o for p in cmd.params if p.param_type_name == "option" and not getattr(p, "is_flag", False)
+                   for o in p.opts}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return args[i + 1] if i + 1 < len(args) else None
+        if a.startswith("-"):
+            i += 2 if (a in takes_value and "=" not in a) else 1
+            continue
+        return a
+    return None
+
+
+def fields_epilog(name: str | None) -> str:
+    """The end of ``train TASK --help``: TASK's config fields, one per line (rich markup escaped)."""
+    from rich.markup import escape
+
+    from theorylab.errors import TheoryLabError
+
+    if name is None:
+        return ("Every task, model and train field can be overridden with key=value. `theorylab train TASK --help` "
+                "or `theorylab tasks TASK` lists TASK's fields with their values, what each allows and what it "
+                "does.")
+    try:
+        fields = config_fields(name)
+    except TheoryLabError as err:
+        return escape(f"{err} (see `theorylab tasks`)")
+    rows = [(f"{f['key']} = {_show(f['value'])}", " ".join(x for x in (f["description"], f"[{f['allowed']}]"
+                                                                       if f["allowed"] else "") if x))
+            for f in fields]
+    width = min(44, max(len(a) for a, _ in rows))
+    lines = [f"Config fields of {name} (override any with key=value; the values are {name}'s):"]
+    lines += [f"  {a:<{width}}  {b}".rstrip() for a, b in rows]
+    return escape("\n".join(lines))
+
+
+class TaskHelpCommand(Command):
+    """``train TASK --help`` and ``sweep TASK --help`` end with TASK's config fields."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        saved = self.epilog
+        self.epilog = fields_epilog(_task_argument(self, ctx.meta.get("theorylab.args", [])))
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.epilog = saved
+
+
+@app.command(cls=TaskHelpCommand, context_settings={"ignore_unknown_options": False}, rich_help_panel=RUNS)
 def train(
     task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
     overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. model.d_model=64 train.lr=3e-4"),
@@ -29,6 +143,7 @@ def train(
 ) -> None:
     """Train one model on one task (or one per seed) and store the run."""
     from theorylab.runs import build_run_config, train_many
+    from theorylab.runs.config import check_memory
 
     if seed is not None and seeds is not None:
         raise ConfigError("--seed and --seeds: give one seed or a set of seeds, not both")
@@ -40,6 +155,7 @@ def train(
     extra = ["train.stepper=stacked"] if stack else []
     cfgs = [build_run_config(task, (overrides or []) + extra, config, s)
             for s in (seed_list if seed_list is not None else [seed])]  # validates everything first
+    check_memory(cfgs)  # the seeds train together: their models, optimizers and batches must fit at once
     try:
         results = train_many(cfgs, store(), force=force, progress=not quiet and not as_json, stop_after=stop_after)
     except (TheoryLabError, KeyboardInterrupt):
@@ -70,7 +186,8 @@ def _print_result(result, prefix: str = "") -> None:
 
 @app.command(rich_help_panel=RUNS)
 def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
-           quiet: bool = typer.Option(False, "--quiet", "-q"), as_json: bool = JSON_OPT) -> None:
+           quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+           as_json: bool = JSON_OPT) -> None:
     """Continue a killed run from its last checkpoint."""
     from theorylab.runs import resume as run_resume
 
@@ -149,32 +266,78 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
     emit(d, as_json, human)
 
 
+def _task_of(name: str) -> str:
+    from theorylab.runs.presets import PRESETS
+
+    return str(PRESETS[name]["config"]["task"]["name"]) if name in PRESETS else name
+
+
 @app.command(rich_help_panel=RUNS)
-def tasks(as_json: bool = JSON_OPT) -> None:
-    """List task families and presets."""
+def tasks(name: str | None = typer.Argument(None, help="a task or preset: list its config fields, their values, "
+                                                      "what each allows and what it does"),
+          as_json: bool = JSON_OPT) -> None:
+    """List task families and presets with their Chomsky level, or one task's config fields."""
     from theorylab.runs.config import preset_names
     from theorylab.runs.presets import PRESETS
-    from theorylab.tasks import get_task, task_names
+    from theorylab.tasks import get_task
+
+    if name is not None:
+        fields = config_fields(name)
+        cls = get_task(_task_of(name))
+        one = {"name": name, "kind": "preset" if name in PRESETS else "task", "task": _task_of(name),
+               "level": cls.level, "fields": fields}
+
+        def human_one():
+            from rich.markup import escape
+            from rich.table import Table
+
+            lvl = f", level {cls.level}" if cls.level else ""
+            t = Table(title=escape(f"{name} (task {one['task']}{lvl}): override any field with key=value"))
+            t.add_column("field", no_wrap=True)
+            t.add_column("value", overflow="fold")
+            t.add_column("allowed")
+            t.add_column("description")
+            for f in fields:
+                t.add_row(*(escape(x) for x in (f["key"], _show(f["value"]), f["allowed"], f["description"])))
+            console().print(t)
+
+        emit(one, as_json, human_one)
+        return
 
     rows = []
-    for name in preset_names():
-        if name in PRESETS:
-            rows.append({"name": name, "kind": "preset", "description": PRESETS[name]["description"]})
+    for n in preset_names():
+        cls = get_task(_task_of(n))
+        if n in PRESETS:
+            desc = PRESETS[n]["description"]
         else:
-            cls = get_task(name)
-            rows.append({"name": name, "kind": "task", "level": cls.level,
-                         "description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""})
-    _ = task_names
+            desc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        rows.append({"name": n, "kind": "preset" if n in PRESETS else "task", "task": _task_of(n),
+                     "level": cls.level, "description": desc})
 
     def human():
+        from rich.markup import escape
         from rich.table import Table
 
-        t = Table("name", "kind", "description")
+        t = Table("name", "kind", "level", "description")
         for r in rows:
-            t.add_row(r["name"], r["kind"], r["description"])
+            t.add_row(*(escape(x) for x in (r["name"], r["kind"], r["level"] or "", r["description"])))
         console().print(t)
+        console().print("level: the Chomsky hierarchy level of a formal-language task (regular, dcf = deterministic "
+                        "context-free, cs = context-sensitive); `theorylab tasks NAME` lists a task's fields")
 
     emit({"tasks": rows}, as_json, human)
+
+
+def _check_generation_size(cfg: Any, rows: int) -> None:
+    """Refuse (before any batch is built) a decoding batch that cannot fit in RAM: prompts x samples x beams."""
+    from theorylab.models.size import fmt_bytes, generation_memory, param_count, ram_available
+
+    need = generation_memory(cfg.model, rows) + 4 * param_count(cfg.model)
+    have = ram_available()
+    if have is not None and need > have:
+        raise ConfigError(f"--num-samples/--num-beams: decoding {rows} sequences of up to {cfg.model.n_ctx} tokens "
+                          f"needs about {fmt_bytes(need)} of memory but {fmt_bytes(have)} is available (this "
+                          "machine's RAM); give fewer prompts, samples or beams")
 
 
 @app.command(rich_help_panel=RUNS)
@@ -184,13 +347,16 @@ def generate(
                                      help="words for tasks with a vocabulary (e.g. lm), else space-separated token "
                                           "ids; repeat for a batch (left-padded)"),
     strategy: str = typer.Option("greedy", "--strategy", help="greedy | beam | sample"),
-    max_new_tokens: int = typer.Option(20, "--max-new-tokens", "-n"),
-    num_beams: int = typer.Option(4, "--num-beams", help="beam search only"),
-    length_penalty: float = typer.Option(1.0, "--length-penalty"),
+    max_new_tokens: int = typer.Option(20, "--max-new-tokens", "-n", min=1, help="tokens to generate per prompt"),
+    num_beams: int = typer.Option(4, "--num-beams", min=1, help="beam search only: beams kept"),
+    length_penalty: float = typer.Option(1.0, "--length-penalty",
+                                         help="beam search only: a beam's score is its log-probability / "
+                                              "length**penalty (> 0 favours longer beams)"),
     early_stopping: str = typer.Option("false", "--early-stopping", help="true | false | never"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_k: int = typer.Option(0, "--top-k", help="0 = off"),
-    top_p: float = typer.Option(1.0, "--top-p", help="1 = off"),
+    temperature: float = typer.Option(1.0, "--temperature", help="sampling only: divide the logits by this (> 0)"),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="sampling only: keep the k likeliest tokens; 0 = off"),
+    top_p: float = typer.Option(1.0, "--top-p", help="sampling only: keep the likeliest tokens up to this "
+                                                     "probability mass, in (0, 1]; 1 = off"),
     num_samples: int = typer.Option(1, "--num-samples", help="sampling only: how many continuations"),
     seed: int = typer.Option(0, "--seed", help="sampling generator seed"),
     stop_at_eos: bool = typer.Option(True, "--stop-at-eos/--no-stop-at-eos",
@@ -209,6 +375,8 @@ def generate(
     if num_samples < 1:
         raise ConfigError(f"--num-samples: {num_samples}; give a count >= 1")
     cfg, model = load_run_model(store(), run)
+    _check_generation_size(cfg, len(prompt) * (num_samples if strategy == "sample" else 1)
+                           * (num_beams if strategy == "beam" else 1))
     from theorylab.tasks import make_task
 
     task = make_task(cfg.task, cfg.seed)

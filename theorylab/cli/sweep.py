@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from theorylab.cli.app import JSON_OPT, SEEDS_HELP, SWEEPS, app, console, emit, parse_seeds, store
+from theorylab.cli.runs import TaskHelpCommand
 from theorylab.errors import ConfigError, RunFailedError
 
 
-@app.command("sweep", rich_help_panel=SWEEPS)
+@app.command("sweep", cls=TaskHelpCommand, rich_help_panel=SWEEPS)
 def sweep_cmd(
     task: str = typer.Argument(..., help="task or preset name (see `theorylab tasks`)"),
     overrides: list[str] | None = typer.Argument(
@@ -24,6 +25,7 @@ def sweep_cmd(
 ) -> None:
     """Train a grid of runs (every combination of the axes, every seed) on a backend."""
     from theorylab.runs import build_run_config
+    from theorylab.runs.config import check_memory
     from theorylab.sweep import BACKENDS, grid, run_sweep
 
     if backend not in BACKENDS:
@@ -42,6 +44,7 @@ def sweep_cmd(
             fixed.append(item)
     base = build_run_config(task, fixed)
     cfgs = grid(base, axes, seeds=seed_list)  # validates every grid point before anything runs
+    check_memory(cfgs)  # and refuses a grid point too large to train, before any other runs
     res = run_sweep(cfgs, store(), backend=backend, workers=workers, force=force, progress=not quiet and not as_json,
                     label=f"sweep {task}", stack=stack)
 

@@ -31,6 +31,7 @@ import torch
 
 from theorylab.errors import ConfigError
 from theorylab.models import Transformer, TransformerConfig
+from theorylab.models.size import fmt_bytes, ram_available
 
 CLS = 2  # token ids: 0, 1, CLS
 
@@ -213,14 +214,36 @@ def logit_gap(model: Transformer, kind: str, bits: torch.Tensor) -> torch.Tensor
     return (z[:, 0] - z[:, 1]) if kind == "parity" else (z[:, 1] - z[:, 0])
 
 
+def evaluation_memory(model: Transformer, n: int, samples: int) -> int:
+    """Bytes :func:`evaluate` needs for ``samples`` strings of ``n`` bits (a rough upper bound): the bits
+    and token ids (int64), and per chunk of :func:`class_logits` the residual stream and MLP in float64,
+    plus for hard attention the ``[rows, heads, N, N]`` scores and patterns it materializes."""
+    cfg = model.cfg
+    N = n + 1
+    rows = min(samples, max(1, 2**22 // max(1, n**2)))
+    per_row = N * (12 * cfg.d_model + 2 * cfg.mlp_dim) * 8
+    if cfg.attention != "softmax":
+        per_row += 4 * cfg.n_heads * N * N * 8
+    return 3 * samples * N * 8 + rows * per_row
+
+
+def _check_size(model: Transformer, n: int, samples: int) -> None:
+    need, have = evaluation_memory(model, n, samples), ram_available()
+    if have is not None and need > have:
+        raise ConfigError(f"n={n}, samples={samples}: evaluating {samples} strings of {n} bits needs about "
+                          f"{fmt_bytes(need)} of memory ({model.cfg.attention} attention) but {fmt_bytes(have)} "
+                          "is available (this machine's RAM); lower n (--n) or samples (--samples)")
+
+
 @torch.no_grad()
 def evaluate(model: Transformer, kind: str, n: int, samples: int = 256, seed: int = 0) -> dict[str, float]:
     """Accuracy (argmax, ties to class 0) and cross-entropy (bits per string) on uniformly random
-    strings of length n."""
+    strings of length n.  Sizes that would not fit in memory are refused before anything is allocated."""
     if kind not in ("parity", "first"):
         raise ConfigError(f"construction: {kind!r}; allowed: parity, first")
     if n < 1 or samples < 1:
-        raise ConfigError("n and samples must be >= 1")
+        raise ConfigError(f"n and samples must be >= 1 (got n={n}, samples={samples})")
+    _check_size(model, n, samples)
     g = torch.Generator().manual_seed(seed)
     bits = torch.randint(0, 2, (samples, n), generator=g)
     z = class_logits(model, kind, bits)

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from theorylab.config import Config, format_validation_error
+from theorylab.config import Config, format_validation_error, register_section
 from theorylab.errors import ConfigError
 
 
@@ -18,38 +18,42 @@ class TransformerConfig(Config):
     usually filled in by the task.
     """
 
-    architecture: Literal["decoder", "encoder", "encoder_decoder"] = "decoder"
+    architecture: Literal["decoder", "encoder", "encoder_decoder"] = Field(
+        "decoder", description="decoder: causal attention; encoder: every position sees every position")
     d_vocab: int | None = Field(None, gt=0, description="input vocabulary (none with input_dim)")
     d_vocab_out: int | None = Field(None, gt=0, description="output classes; none = d_vocab")
     input_dim: int | None = Field(None, gt=0, description="continuous inputs of this width instead of tokens")
     n_ctx: int = Field(256, gt=0, description="longest sequence learned positions allow")
-    d_model: int = Field(128, gt=0)
-    n_layers: int = Field(2, ge=0)
+    d_model: int = Field(128, gt=0, description="width of the residual stream")
+    n_layers: int = Field(2, ge=0, description="blocks (of the encoder, for encoder_decoder)")
     n_decoder_layers: int | None = Field(None, ge=1, description="encoder_decoder only; none = n_layers")
-    n_heads: int = Field(4, gt=0)
+    n_heads: int = Field(4, gt=0, description="attention heads per block")
     d_head: int | None = Field(None, gt=0, description="none = d_model // n_heads")
     d_mlp: int | None = Field(None, gt=0, description="none = 4 * d_model")
-    attn_only: bool = False
-    act: Literal["relu", "gelu", "gelu_tanh"] = "gelu"
-    attention: Literal["softmax", "hard_unique", "hard_average"] = "softmax"
+    attn_only: bool = Field(False, description="blocks without MLPs")
+    act: Literal["relu", "gelu", "gelu_tanh"] = Field("gelu", description="MLP activation")
+    attention: Literal["softmax", "hard_unique", "hard_average"] = Field(
+        "softmax", description="softmax, or hard attention to the leftmost maximum (unique) or all maxima (average)")
     log_length_scale: bool = Field(False, description="multiply attention logits by log n (Chiang & Cholak 2022)")
-    positional: Literal["none", "sinusoidal", "learned", "rotary", "alibi"] = "learned"
+    positional: Literal["none", "sinusoidal", "learned", "rotary", "alibi"] = Field(
+        "learned", description="how positions enter the model")
     position_features: list[str] = Field(
         default_factory=list,
         description="named functions of (position, length) added through pos_feat.W, e.g. ['frac', 'cos_pi']",
     )
-    rotary_base: float = Field(10000.0, gt=0)
-    norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
-    norm_eps: float = Field(1e-5, ge=0)
+    rotary_base: float = Field(10000.0, gt=0, description="base of the rotary frequencies")
+    norm: Literal["layernorm", "rmsnorm", "none"] = Field("layernorm", description="normalization layers")
+    norm_eps: float = Field(1e-5, ge=0, description="epsilon of the norms (0 = exact)")
     norm_position: Literal["pre", "post", "final"] = Field(
         "pre", description="pre-LN, post-LN, or 'final': no norm inside blocks, one before the unembedding")
     final_norm: bool = Field(True, description="a norm before the unembedding (pre-LN only)")
-    tied_embeddings: bool = False
-    bias: bool = True
-    dropout: float = Field(0.0, ge=0, lt=1)
+    tied_embeddings: bool = Field(False, description="the unembedding is the transposed embedding")
+    bias: bool = Field(True, description="biases in attention, MLP and input projections")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout (attention patterns, block outputs, embeddings) while training")
     n_loops: int = Field(1, ge=1, description="apply the block stack this many times with shared weights")
-    init_std: float = Field(0.02, gt=0)
-    pad_token_id: int | None = Field(None, ge=0)
+    init_std: float = Field(0.02, gt=0, description="std of the normal initialization (residual outputs "
+                                                         "scaled by 1/sqrt(2 layers))")
+    pad_token_id: int | None = Field(None, ge=0, description="a padding token id (input only, below d_vocab)")
 
     def __init__(self, **data: Any) -> None:
         # Built directly from Python (not through a run config): bad values are still one ConfigError line.
@@ -102,3 +106,6 @@ class TransformerConfig(Config):
     @property
     def decoder_layers(self) -> int:
         return self.n_decoder_layers if self.n_decoder_layers is not None else self.n_layers
+
+
+register_section(TransformerConfig, "model")  # errors on assignment read model.<field>: ...

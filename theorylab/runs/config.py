@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -10,8 +11,19 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from theorylab.config import Config, ConfigError, apply_overrides, deep_merge, load_file, validate
+from theorylab.config import (
+    Config,
+    ConfigError,
+    Seed,
+    apply_overrides,
+    deep_merge,
+    load_file,
+    override_list,
+    register_section,
+    validate,
+)
 from theorylab.models.config import TransformerConfig
+from theorylab.models.size import MemoryEstimate, available_memory, fmt_bytes, training_memory
 from theorylab.runs.presets import PRESETS
 from theorylab.tasks import TaskConfig, build_task_config, task_names
 
@@ -20,26 +32,30 @@ class TrainConfig(Config):
     """How a run trains: optimizer, schedule, batching, evaluation and checkpoints."""
 
     steps: int = Field(1000, gt=0, description="optimizer steps")
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="adamw (decoupled weight decay), adam "
+                                                                "or sgd (with momentum)")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="weight decay (decoupled for adamw)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas, each in [0, 1)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
-    eps: float = Field(1e-8, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warmup from lr / warmup_steps")
+    schedule: Literal["constant", "cosine", "linear"] = Field("constant", description="learning-rate decay after "
+                                                                                    "warmup, to min_lr_ratio * lr")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr / lr for cosine and linear decay")
     grad_clip: float | None = Field(None, gt=0, description="max global gradient norm; none = no clipping")
     batch_size: int | None = Field(
         None, gt=0, description="examples per step; none = full batch over the train split"
     )
-    eval_every: int = Field(100, gt=0)
-    eval_batch_size: int = Field(4096, gt=0)
-    checkpoint_every: int | None = Field(None, gt=0, description="none = only at the end")
-    keep_checkpoints: Literal["last", "all"] = "last"
+    eval_every: int = Field(100, gt=0, description="evaluate every this many steps (and at the end)")
+    eval_batch_size: int = Field(4096, gt=0, description="examples per evaluation chunk")
+    checkpoint_every: int | None = Field(None, gt=0, description="save a checkpoint every this many steps; none = "
+                                                                 "only at the end")
+    keep_checkpoints: Literal["last", "all"] = Field("last", description="keep only the last checkpoint or all")
     early_stop_metric: str | None = Field(None, description="e.g. 'test/accuracy'")
-    early_stop_value: float | None = None
-    early_stop_mode: Literal["max", "min"] = "max"
+    early_stop_value: float | None = Field(None, description="stop once early_stop_metric reaches this value")
+    early_stop_mode: Literal["max", "min"] = Field("max", description="max: stop at or above the value; min: at "
+                                                                      "or below")
     dtype: Literal["float32", "float64", "bf16"] = Field(
         "float32", description="float32 | float64 | bf16 (bfloat16 autocast of the forward pass and loss over "
                                "float32 weights, optimizer state and gradients: mixed precision as "
@@ -77,7 +93,7 @@ class RunConfig(Config):
     task: TaskConfig
     model: TransformerConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = Field(0, ge=0)
+    seed: Seed = Field(0, description="the run's seed, 0..2**63-1")
     probes: list[str] = Field(default_factory=list,
                               description="measurements of the model's internals logged at every evaluation "
                                           "(theorylab.runs.probes)")
@@ -129,6 +145,9 @@ class RunConfig(Config):
         blob = json.dumps({"config": d, "code": code}, sort_keys=True, separators=(",", ":"))
         name = self.task.name
         return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+register_section(TrainConfig, "train")  # errors in it read train.steps: ... (model and task register theirs)
 
 
 # --------------------------------------------------------------------------- code identity
@@ -196,15 +215,67 @@ def is_stale(config: dict[str, Any], run_id: str) -> bool:
 # --------------------------------------------------------------------------- presets
 
 
+# --------------------------------------------------------------------------- memory
+
+DEFAULT_ROWS = 64  # the batch most online tasks draw when train.batch_size is none
+DATA_BYTES = 8  # per number a task holds (int64 tokens, float64 tables)
+_OPTIMIZER_STATES = {"adamw": 2, "adam": 2}  # numbers of state per parameter; SGD: 1 with momentum, else 0
+
+
+def memory_estimate(cfg: RunConfig) -> MemoryEstimate:
+    """A rough estimate of the memory training ``cfg`` needs: the model's
+    (:func:`theorylab.models.size.training_memory`; the batch is ``train.batch_size`` rows, or what the task's
+    ``rows_per_step()`` says, else :data:`DEFAULT_ROWS`; positions are ``model.n_ctx``) plus the task's data
+    (``data_numbers()``)."""
+    tc = cfg.train
+    rows = tc.batch_size or cfg.task.rows_per_step() or DEFAULT_ROWS
+    states = _OPTIMIZER_STATES.get(tc.optimizer, 1 if tc.momentum > 0 else 0)
+    est = training_memory(cfg.model, rows=rows, dtype=tc.dtype, optimizer_states=states)
+    return dataclasses.replace(est, data=DATA_BYTES * cfg.task.data_numbers())
+
+
+def check_memory(cfgs: RunConfig | list[RunConfig], available: int | None = None) -> None:
+    """Refuse (one ConfigError line) configs that cannot fit: the runs trained together (configs that differ
+    only in seed) need more than ``available`` bytes (default: what ``train.device`` has free, see
+    :func:`theorylab.models.size.available_memory`).  Only arithmetic on the configs; nothing is allocated."""
+    cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    groups: dict[str, list[RunConfig]] = {}
+    for c in cfgs:
+        d = c.to_dict()
+        d.pop("seed", None)
+        d.pop("tags", None)
+        groups.setdefault(json.dumps(d, sort_keys=True), []).append(c)
+    for group in groups.values():
+        c = group[0]
+        est = memory_estimate(c)
+        need = est.total * len(group)
+        limit, where = (available, "the given limit") if available is not None else available_memory(c.train.device)
+        if limit is None or need <= limit:
+            continue
+        runs = f"{len(group)} runs trained together need" if len(group) > 1 else "this run needs"
+        where_most = "task" if est.data > est.total - est.data else "model"  # the section to make smaller
+        raise ConfigError(
+            f"{where_most}: {runs} about {fmt_bytes(need)} of memory ({est.describe(c.train.optimizer)}"
+            f"{' each' if len(group) > 1 else ''}) but {fmt_bytes(limit)} is available ({where}); make "
+            f"model.d_model, model.n_layers, model.d_mlp, the task's sizes or train.batch_size smaller")
+
+
 def preset_names() -> list[str]:
     """Every preset and every bare task name, sorted."""
     return sorted(set(PRESETS) | set(task_names()))
 
 
-def build_run_config(name: str | None = None, overrides: list[str] | None = None,
-                     config_file: str | None = None, seed: int | None = None) -> RunConfig:
-    """Preset (or bare task name) <- config file <- key=value overrides <- seed."""
+def build_run_config(name: str | None = None, overrides: str | list[str] | None = None,
+                     config_file: str | Path | None = None, seed: int | None = None) -> RunConfig:
+    """Preset (or bare task name) <- config file <- key=value overrides <- seed.
+
+    ``overrides`` is a list of ``"key=value"`` strings or one such string (one override).  A config whose
+    training would not fit in the memory ``train.device`` has free is refused (:func:`check_memory`)."""
     data: dict[str, Any] = {}
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"task: give a task or preset name (a string) or None (got a {type(name).__name__}); "
+                          f"known: {', '.join(preset_names())}")
+    overrides = override_list(overrides)
     if name is not None:
         if name in PRESETS:
             data = PRESETS[name]["config"]
@@ -214,10 +285,12 @@ def build_run_config(name: str | None = None, overrides: list[str] | None = None
             raise ConfigError(f"task: unknown task or preset {name!r}; known: {', '.join(preset_names())}")
     if config_file is not None:
         data = deep_merge(data, load_file(config_file))
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(data, overrides)
     if seed is not None:
         data["seed"] = seed
     if "task" not in data:
         raise ConfigError("task: required (give a task or preset name, or a config file with a task section)")
     data.setdefault("model", {})
-    return validate(RunConfig, data)
+    cfg = validate(RunConfig, data)
+    check_memory(cfg)  # before anything is built: an absurd size is refused, not allocated
+    return cfg

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from theorylab.config import Config
+from theorylab.config import Config, register_section
 from theorylab.models.objectives import IGNORE
 from theorylab.models.objectives import cross_entropy as token_cross_entropy
 
@@ -72,6 +72,19 @@ class TaskConfig(Config):
     def model_defaults(self) -> dict[str, Any]:
         """Model fields this task decides (vocabulary, context length, output size)."""
         return {}
+
+    # Sizes for the memory estimate (theorylab.runs.config.check_memory): rough, upper bounds, from the
+    # config alone, so that an absurd size is refused before the task is built.
+    def rows_per_step(self) -> int | None:
+        """Examples in a training step when ``train.batch_size`` is none (none: the loop's default)."""
+        return None
+
+    def data_numbers(self) -> int:
+        """About how many numbers the task holds in memory at once (its splits, tables, matrices)."""
+        return 0
+
+
+register_section(TaskConfig, "task")  # errors in any task config read task.<field>: ...
 
 
 def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:

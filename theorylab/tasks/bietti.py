@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from theorylab.config import Seed
 from theorylab.tasks import register_task
 from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng
 
@@ -44,14 +45,17 @@ class BigramTriggersConfig(TaskConfig):
     seq_len: int = Field(64, gt=2, description="tokens per sequence (paper: 256)")
     n_triggers: int = Field(5, ge=1, description="trigger tokens (paper: K = 5 most frequent)")
     concentration: float = Field(0.5, gt=0, description="Dirichlet concentration of pi_1 and each row of pi_b")
-    chain_seed: int = Field(0, ge=0, description="seed of the bigram chain (shared by every run seed)")
-    n_test: int = Field(256, gt=0)
+    chain_seed: Seed = Field(0, description="seed of the bigram chain (0..2**63-1; shared by every run seed)")
+    n_test: int = Field(256, gt=0, description="sequences in the test split")
 
     @model_validator(mode="after")
     def _check(self) -> BigramTriggersConfig:
         if self.n_triggers >= self.vocab:
             raise ValueError(f"n_triggers ({self.n_triggers}) must be below vocab ({self.vocab})")
         return self
+
+    def data_numbers(self) -> int:
+        return 3 * self.vocab**2 + 3 * self.n_test * self.seq_len  # pi_b and its cumulative sums; the test split
 
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": self.vocab, "n_ctx": self.seq_len}

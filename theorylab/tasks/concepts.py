@@ -58,7 +58,7 @@ class ConceptsConfig(TaskConfig):
     gamma: float = Field(1.0, ge=0, description="scale of the task-irrelevant features")
     sigma: float = Field(0.1, ge=0, description="noise std per coordinate")
     skew: float = Field(0.7, gt=0, lt=1, description="probability of concept 0 in the skewed OOD set")
-    n_test: int = Field(512, gt=0)
+    n_test: int = Field(512, gt=0, description="prompts in the test split and in each out-of-distribution set")
 
     @model_validator(mode="after")
     def _check(self) -> ConceptsConfig:
@@ -69,6 +69,10 @@ class ConceptsConfig(TaskConfig):
         if self.n_poly > self.K - 1:
             raise ValueError(f"n_poly must be <= K - 1 = {self.K - 1}")
         return self
+
+    def data_numbers(self) -> int:
+        # the rotation and word tables; five evaluation sets of n_test prompts [L + 1, 2 d] (ood_long: 2 L + 1)
+        return 2 * self.d**2 + 6 * self.n_test * (2 * self.L + 1) * 2 * self.d
 
     def model_defaults(self) -> dict[str, Any]:
         return {"input_dim": 2 * self.d, "d_vocab_out": 2, "n_ctx": 2 * self.L + 1, "d_vocab": None}

@@ -58,7 +58,7 @@ LEVELS = {"regular": "regular", "dcf": "deterministic context-free", "cs": "cont
 class FormalConfig(TaskConfig):
     """Lengths and evaluation sizes shared by every formal-language task."""
 
-    train_min_length: int = Field(1, ge=1)
+    train_min_length: int = Field(1, ge=1, description="shortest training length")
     train_max_length: int = Field(40, ge=1, description="train on lengths min..max (Deletang et al.: 40)")
     test_min_length: int | None = Field(None, ge=1, description="none = train_max_length + 1")
     test_max_length: int = Field(500, ge=1, description="longest test length (Deletang et al.: 500)")
@@ -87,6 +87,13 @@ class FormalConfig(TaskConfig):
         if lengths[-1] != self.test_max_length:
             lengths.append(self.test_max_length)  # always evaluate the longest length
         return lengths
+
+    def rows_per_step(self) -> int:
+        return 128  # the loop's batch when train.batch_size is none (train_batch)
+
+    def data_numbers(self) -> int:
+        n_ctx = self.model_defaults()["n_ctx"]
+        return 4 * self.n_eval * n_ctx  # one length's evaluation strings at a time (tokens, targets; two splits)
 
     def model_defaults(self) -> dict[str, Any]:
         task = _TASK_BY_NAME[self.name]

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from theorylab.config import Seed
 from theorylab.errors import ConfigError
 from theorylab.tasks import register_task
 from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, token_metrics, torch_generator
@@ -260,17 +261,33 @@ def pair_degrees(adj: np.ndarray, obs_reach: np.ndarray, pairs: np.ndarray) -> n
 class GraphPathConfig(TaskConfig):
     """Fields shared by the graph path-finding tasks."""
 
-    train_fraction: float = Field(0.5, gt=0, le=1, description="chance a reachable, not directly connected pair trains")
+    train_fraction: float = Field(0.5, gt=0, lt=1, description="chance a reachable, not directly connected pair trains "
+                                  "(below 1: the rest are the test pairs)")
     paths_per_pair: int = Field(20, ge=1, description="random paths per training pair")
     edge_paths: bool = Field(True, description="also train on 's t s t' for every edge")
     test_paths_per_pair: int = Field(1, ge=1, description="paths per test pair in the teacher-forced test split")
     eval_pairs: int = Field(1000, ge=1, description="training pairs (one path each) in the 'train' eval split")
     eval_temperature: float = Field(0.0, ge=0, description="decoding temperature of the path_accuracy metric "
                                     "during training (0 = greedy)")
-    data_seed: int | None = Field(None, description="seed of graph, split and paths; none = the run seed")
+    data_seed: Seed | None = Field(None, description="seed of graph, split and paths (0..2**63-1); none = the run seed")
 
     def num_nodes(self) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def max_pairs(self) -> int:
+        """An upper bound on the reachable (source, target) pairs."""
+        n = self.num_nodes()
+        return n * (n - 1)
+
+    def rows_per_step(self) -> int:
+        """The training paths and edge paths (a full batch; an upper bound)."""
+        pairs = self.max_pairs()
+        return int(pairs * self.train_fraction * self.paths_per_pair) + (pairs if self.edge_paths else 0)
+
+    def data_numbers(self) -> int:
+        n, pairs = self.num_nodes(), self.max_pairs()
+        paths = self.rows_per_step() + self.eval_pairs + pairs * self.test_paths_per_pair
+        return 12 * n * n + 2 * paths * (n + 3)  # the n x n matrices (and closure products); paths, targets
 
     def model_defaults(self) -> dict[str, Any]:
         n = self.num_nodes()
@@ -287,11 +304,15 @@ class AlpineConfig(GraphPathConfig):
     def num_nodes(self) -> int:
         return self.n
 
+    def max_pairs(self) -> int:
+        return self.n * (self.n - 1) // 2  # edges only go i -> j with i < j
+
 
 class BlocksworldConfig(GraphPathConfig):
     name: Literal["blocksworld"] = "blocksworld"
     n_blocks: int = Field(4, ge=2, le=5, description="labelled blocks (4 blocks = 73 states; 5 = 501)")
-    train_fraction: float = Field(0.8, gt=0, le=1, description="chance a pair (not directly connected) trains")
+    train_fraction: float = Field(0.8, gt=0, lt=1, description="chance a pair (not directly connected) trains "
+                                  "(below 1: the rest are the test pairs)")
 
     def num_nodes(self) -> int:
         return _num_blocksworld_states(self.n_blocks)

@@ -46,7 +46,7 @@ class IclRegressionConfig(TaskConfig):
     d: int = Field(5, gt=0, le=64, description="input dimension")
     n_points: int = Field(16, gt=1, le=256, description="(x, y) pairs per prompt")
     noise_std: float = Field(0.0, ge=0, description="label noise; 0 = noiseless as in Garg et al.")
-    n_test: int = Field(512, gt=0)
+    n_test: int = Field(512, gt=0, description="prompts in the test split")
     format: Literal["interleaved", "paired"] = Field(
         "interleaved", description="interleaved: x and y positions (Garg et al.); paired: one (x, y) per position "
                                    "and a single query, k examples drawn per step")
@@ -56,6 +56,10 @@ class IclRegressionConfig(TaskConfig):
     curriculum_points: int = Field(11, gt=1, description="pairs per prompt at step 0 (Garg et al.: 11)")
     curriculum_every: int = Field(2000, gt=0, description="steps between increments of +1 dimension and +2 pairs "
                                                           "(Garg et al.: 2,000)")
+
+    def data_numbers(self) -> int:
+        # the test prompts: inputs [2 n, d + 2], targets and mask, xs [n, d], ys, clean, w [d]
+        return self.n_test * (self.n_points * (3 * self.d + 10) + self.d)
 
     def model_defaults(self) -> dict[str, Any]:
         if self.format == "paired":

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from theorylab.tasks import register_task
 from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_entropy
@@ -24,13 +24,22 @@ from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_
 
 class InductionConfig(TaskConfig):
     name: Literal["induction"] = "induction"
-    vocab: int = Field(64, gt=1)
+    vocab: int = Field(64, gt=1, description="tokens the random blocks are drawn from")
     period: int = Field(16, gt=1, description="longest random block")
     min_period: int = Field(8, gt=1, description="shortest random block")
-    n_test: int = Field(256, gt=0)
+    n_test: int = Field(256, gt=0, description="sequences in the test split")
+
+    @model_validator(mode="after")
+    def _periods(self) -> InductionConfig:
+        if self.min_period > self.period:
+            raise ValueError(f"min_period must be <= period ({self.min_period} > {self.period})")
+        return self
 
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": self.vocab, "n_ctx": 2 * self.period}
+
+    def data_numbers(self) -> int:
+        return self.n_test * (6 * self.period + 1)  # the test split: tokens, targets, second-copy mask [n, 2 period]
 
 
 @register_task

@@ -144,10 +144,16 @@ class LMConfig(TaskConfig):
     n_test: int = Field(256, gt=0, description="held-out windows")
     grammar: dict[str, list[tuple[float, list[str]]]] | None = Field(
         None, description="a PCFG as {nonterminal: [[prob, [symbols...]], ...]}; none = the built-in grammar")
-    start: str = "S"
+    start: str = Field("S", description="the grammar's start symbol")
     objective: Literal["causal", "masked"] = Field(
         "causal", description="causal: next-token prediction (decoder); masked: BERT-style masked LM (encoder)")
     mask_prob: float = Field(0.15, gt=0, lt=1, description="masked objective: share of positions predicted")
+
+    def rows_per_step(self) -> int:
+        return 32  # the loop's batch when train.batch_size is none (train_batch)
+
+    def data_numbers(self) -> int:
+        return 2 * self.n_test * (self.seq_len + 1)  # the test windows: tokens and targets
 
     def model_defaults(self) -> dict[str, Any]:
         g = _grammar(self)

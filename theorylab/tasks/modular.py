@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from theorylab.config import Seed
 from theorylab.tasks import register_task
 from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig
 
@@ -31,9 +32,10 @@ class ModularConfig(TaskConfig):
     name: Literal["modular"] = "modular"
     # p^2 examples are held in memory: 2048 bounds that at about 4 million (a few hundred MB).
     p: int = Field(113, ge=2, le=2048, description="prime modulus, 2..2048")
-    op: Literal["+", "-", "*", "/"] = "+"
-    train_fraction: float = Field(0.3, gt=0, lt=1)
-    data_seed: int | None = Field(None, description="seed of the train/test split; none = the run seed")
+    op: Literal["+", "-", "*", "/"] = Field("+", description="the operation; / excludes b = 0")
+    train_fraction: float = Field(0.3, gt=0, lt=1, description="share of the pairs in the train split (both "
+                                  "splits must keep one pair)")
+    data_seed: Seed | None = Field(None, description="seed of the train/test split (0..2**63-1); none = the run seed")
 
     @field_validator("p")
     @classmethod
@@ -42,8 +44,32 @@ class ModularConfig(TaskConfig):
             raise ValueError("must be a prime (e.g. 97, 113)")
         return v
 
+    @field_validator("train_fraction")
+    @classmethod
+    def _both_splits(cls, v: float, info: ValidationInfo) -> float:
+        p, op = info.data.get("p"), info.data.get("op")
+        if p is None or op is None:  # p or op is invalid itself: that error is reported
+            return v
+        n = n_pairs(p, op)
+        n_train = int(round(v * n))
+        if not 1 <= n_train <= n - 1:
+            raise ValueError(f"{v} of the {n} pairs (p={p}, op {op}) gives {n_train} train and {n - n_train} test "
+                             f"pairs; both splits need one: give a fraction above {0.5 / n:.3g} and below {1 - 0.5 / n:.3g}")
+        return v
+
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": self.p + 1, "d_vocab_out": self.p, "n_ctx": 3}
+
+    def rows_per_step(self) -> int:
+        return int(round(self.train_fraction * n_pairs(self.p, self.op)))  # full batch: the train split
+
+    def data_numbers(self) -> int:
+        return 16 * n_pairs(self.p, self.op)  # every pair (3 tokens, 3 targets, a, b), again as the two splits
+
+
+def n_pairs(p: int, op: str) -> int:
+    """How many (a, b) examples the table holds: every pair, or b != 0 for division."""
+    return p * (p - 1) if op == "/" else p * p
 
 
 def modular_table(p: int, op: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from typing import Any
 
 from theorylab.claims import get_claim
 from theorylab.claims.base import Claim, Evidence, Stat, summarize
-from theorylab.errors import ConfigError
+from theorylab.errors import ConfigError, TheoryLabError
 from theorylab.runs.view import RunView
 from theorylab.store import Store, package_versions
 
@@ -158,15 +158,35 @@ def resolve_seeds(claim: Claim, tier: str, seeds: int | Sequence[int] | None) ->
     return out
 
 
-def device_description() -> str:
-    try:
-        import torch
+def _trained_on(store: Store, run_ids: Sequence[str]) -> list[str]:
+    """The ``train.device`` each stored run was trained with (a reused run keeps the device it had)."""
+    out = []
+    for rid in run_ids:
+        rec = store.get_run(rid)
+        out.append((rec.config.get("train") or {}).get("device", "cpu") if rec is not None else "cpu")
+    return out or ["cpu"]
 
-        if torch.cuda.is_available():
-            return f"cuda: {torch.cuda.get_device_name(0)}"
-    except Exception:  # pragma: no cover - torch is a dependency
-        pass
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+def device_description(names: Sequence[str] = ("cpu",)) -> str:
+    """The devices the runs were trained on (``train.device`` names, ``auto`` resolved), in words."""
+    import torch
+
+    from theorylab.runs.devices import resolve_device
+
+    out = []
+    for name in sorted(set(names)):
+        try:
+            dev = resolve_device(name)
+        except TheoryLabError:
+            out.append(name)
+            continue
+        if dev.type == "cuda":
+            out.append(f"{dev}: {torch.cuda.get_device_name(dev)}")
+        elif dev.type == "cpu":
+            out.append(f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+        else:
+            out.append(str(dev))
+    return "; ".join(out)
 
 
 def _is_number(v: Any) -> bool:
@@ -213,8 +233,11 @@ def evaluate(claim: Claim, tier: str, seeds: list[int], runs: dict[int, dict[str
 def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None = None,
           backend: str = "inprocess", store: Store | None = None, force: bool = False, *,
           progress: bool = False, workers: int | None = None, save: bool = True,
-          stack: bool | str = "auto") -> ClaimResult:
+          stack: bool | str = "auto", device: str | None = None) -> ClaimResult:
     """Run claim ``claim_id`` at ``tier`` over ``seeds`` and return (and store) its result.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``) trains every run there (default: each
+    config's ``train.device``, the CPU); measurements read the stored checkpoints on the CPU.
 
     ``backend`` executes the runs (``inprocess``, the default from Python, needs no ``__main__`` guard
     in a script; ``local`` is a process pool; ``ray``); ``stack`` stacks the seeds of each run
@@ -240,7 +263,7 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
 
     # 2. execute: the sweep trains what is not finished and says which run holds each config
     sweep = run_sweep([cfg for _, _, cfg in named], store=store, backend=backend, workers=workers,
-                      progress=progress, force=force, label=f"{claim_id} [{tier}]", stack=stack)
+                      progress=progress, force=force, label=f"{claim_id} [{tier}]", stack=stack, device=device)
     if not sweep.ok:
         bad = {rid: st for rid, st in sweep.status.items() if st not in ("finished", "diverged")}
         raise RunFailedError(f"claim {claim_id}: runs did not finish: "
@@ -272,7 +295,8 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
         configs={s: {n: c.to_dict() for n, c in experiment[s].items()} for s in seed_list},
         figures=figures, tables=claim.tables(ev) or {}, title=claim.title, statement=claim.statement,
         citation={**claim.citation.__dict__, "short": claim.citation.short(), "full": claim.citation.full()},
-        decides=claim.decides, versions=versions(), device=device_description(), created=time.time(),
+        decides=claim.decides, versions=versions(),
+        device=device_description(_trained_on(store, sweep.run_ids)), created=time.time(),
         backend=sweep.backend if sweep.trained else "inprocess", workers=sweep.workers if sweep.trained else 1,
         steppers=sorted(set(sweep.steppers.values())),
         run_commits={rid: store.get_run(rid).git_commit for rid in used},

@@ -130,6 +130,7 @@ app = typer.Typer(
 
 JSON_OPT = typer.Option(False, "--json", help="print exactly one JSON object on stdout")
 MAX_SEEDS = 10_000  # more seeds than this in one command is a typo, not an experiment
+DEVICE_HELP = "train on cpu, cuda, cuda:N, mps or auto (cuda when available); sets train.device, not part of a run's identity"
 SEEDS_HELP = "seeds: a count (5 = seeds 0..4), a range (0-4) or a list (0,2,5)"
 
 # help panels: the verb groups of `theorylab --help`

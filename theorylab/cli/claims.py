@@ -7,7 +7,7 @@ import time
 
 import typer
 
-from theorylab.cli.app import CLAIMS, JSON_OPT, SEEDS_HELP, app, console, emit, parse_seeds, store
+from theorylab.cli.app import CLAIMS, DEVICE_HELP, JSON_OPT, SEEDS_HELP, app, console, emit, parse_seeds, store
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
 
@@ -54,6 +54,7 @@ def check_cmd(
     workers: int | None = typer.Option(None, "--workers", help="local pool size (default: cores)"),
     stack: str = typer.Option("auto", "--stack", help="stack each run's seeds in one pass: auto (on CUDA) | yes | no"),
     force: bool = typer.Option(False, "--force", help="retrain the runs even if finished ones are stored"),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -75,6 +76,10 @@ def check_cmd(
         raise ConfigError(f"--stack: {stack!r} is not allowed; allowed: auto, yes, no")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: {workers} is not allowed; give a count >= 1")
+    if device is not None:
+        from theorylab.sweep import on_device
+
+        on_device([], device)  # a device this machine lacks is one line before anything runs
     todo = claim_ids() if all_ else list(dict.fromkeys(ids or []))
     for cid in todo:  # validate everything before anything runs
         get_claim(cid).params(tier)
@@ -87,7 +92,7 @@ def check_cmd(
             print(f"checking {cid} [{tier}] ...", file=sys.stderr, flush=True)
         try:
             r = check(cid, tier=tier, seeds=seed_list, backend=backend, workers=workers, force=force,
-                      progress=show and not quiet, stack=stacking)
+                      progress=show and not quiet, stack=stacking, device=device)
         except (TheoryLabError, RunFailedError) as err:
             if len(todo) == 1:
                 raise

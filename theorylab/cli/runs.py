@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 import typer
 
-from theorylab.cli.app import JSON_OPT, RUNS, SEEDS_HELP, Command, app, console, emit, parse_seeds, store
+from theorylab.cli.app import DEVICE_HELP, JSON_OPT, RUNS, SEEDS_HELP, Command, app, console, emit, parse_seeds, store
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
 STATUSES = ("created", "running", "finished", "diverged", "failed", "stopped")
@@ -138,6 +138,7 @@ def train(
                                                       "(train.stepper=stacked; part of the run's identity)"),
     force: bool = typer.Option(False, "--force", help="retrain even if an identical finished run is stored"),
     stop_after: int | None = typer.Option(None, "--stop-after", help="stop after this many steps (resume later)"),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -155,6 +156,10 @@ def train(
     extra = ["train.stepper=stacked"] if stack else []
     cfgs = [build_run_config(task, (overrides or []) + extra, config, s)
             for s in (seed_list if seed_list is not None else [seed])]  # validates everything first
+    if device is not None:
+        from theorylab.sweep import on_device
+
+        cfgs = on_device(cfgs, device)
     check_memory(cfgs)  # the seeds train together: their models, optimizers and batches must fit at once
     try:
         results = train_many(cfgs, store(), force=force, progress=not quiet and not as_json, stop_after=stop_after)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from theorylab.cli.app import JSON_OPT, SEEDS_HELP, SWEEPS, app, console, emit, parse_seeds, store
+from theorylab.cli.app import DEVICE_HELP, JSON_OPT, SEEDS_HELP, SWEEPS, app, console, emit, parse_seeds, store
 from theorylab.cli.runs import TaskHelpCommand
 from theorylab.errors import ConfigError, RunFailedError
 
@@ -20,6 +20,7 @@ def sweep_cmd(
     backend: str = typer.Option("local", "--backend", help="inprocess | local | ray"),
     workers: int | None = typer.Option(None, "--workers", help="pool size (default: cores)"),
     force: bool = typer.Option(False, "--force", help="retrain runs even if finished ones are stored"),
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -44,6 +45,10 @@ def sweep_cmd(
             fixed.append(item)
     base = build_run_config(task, fixed)
     cfgs = grid(base, axes, seeds=seed_list)  # validates every grid point before anything runs
+    if device is not None:
+        from theorylab.sweep import on_device
+
+        cfgs = on_device(cfgs, device)
     check_memory(cfgs)  # and refuses a grid point too large to train, before any other runs
     res = run_sweep(cfgs, store(), backend=backend, workers=workers, force=force, progress=not quiet and not as_json,
                     label=f"sweep {task}", stack=stack)

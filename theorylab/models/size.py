@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from theorylab.models.config import TransformerConfig
 
-DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+# train.dtype=bf16 keeps float32 weights, gradients and optimizer state; its bf16 activations are counted at
+# float32 size too (autocast keeps reductions and some outputs in float32): an upper bound, as a check should be
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "bf16": 4}
 # Bytes each parameter tensor costs beyond its numbers once a step has run (the tensor and its
 # gradient, optimizer-state objects, autograd nodes, the module holding it): about 9.4 KB measured with
 # AdamW on CPU (a 2000-layer model of 16-number tensors).  It decides for models of very many tiny layers.

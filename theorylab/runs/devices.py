@@ -81,7 +81,7 @@ def precision(dtype_name: str, device: torch.device | str):
 def _where() -> str:
     """The innermost frame outside torch and this module (the task code that made the call)."""
     for frame in reversed(traceback.extract_stack()[:-2]):
-        if "/torch/" not in frame.filename and not frame.filename.endswith("devices.py"):
+        if "/torch/" not in frame.filename and not frame.filename.endswith(("runs/devices.py", "runs/loop.py", "tasks/base.py")):
             return f"{frame.filename}:{frame.lineno} ({frame.line})"
     return "?"
 

@@ -49,7 +49,6 @@ from theorylab.tasks import Task, make_task
 from theorylab.tasks.base import chunked_mean, torch_generator
 
 
-
 @dataclass
 class RunResult:
     run_id: str

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from theorylab.errors import ConfigError
+from theorylab.errors import ConfigError, TheoryLabError
 from theorylab.runs import RunConfig
 from theorylab.runs.loop import group_configs
 from theorylab.runs.progress import Progress
@@ -124,10 +124,30 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def on_device(configs: Sequence[Any], device: str) -> list[Any]:
+    """``configs`` with ``train.device = device``, checked: a malformed name or a device this machine lacks
+    raises ConfigError (one line naming the device)."""
+    from theorylab.runs.config import TrainConfig
+    from theorylab.runs.devices import resolve_device
+
+    if not isinstance(device, str):
+        raise ConfigError(f"device: expected a name such as cpu, cuda or auto (got {device!r})")
+    try:
+        TrainConfig(device=device)
+        resolve_device(device)
+    except TheoryLabError as err:
+        raise ConfigError(str(err).replace("train.device", "device", 1)) from None
+    return [c.model_copy(update={"train": c.train.model_copy(update={"device": device})}) for c in configs]
+
+
 def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str = "local",
               workers: int | None = None, progress: bool = True, force: bool = False,
-              max_attempts: int = 3, label: str = "sweep", stack: bool | str = False) -> SweepResult:
+              max_attempts: int = 3, label: str = "sweep", stack: bool | str = False,
+              device: str | None = None) -> SweepResult:
     """Execute ``configs`` (RunConfigs) on ``backend``; every run lands in ``store`` once.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``) replaces every config's ``train.device``
+    (not part of a run's identity); a device this machine lacks is one ConfigError line before anything runs.
 
     ``stack``: False (every run alone), True (seeds of one config stacked into one training) or
     ``"auto"`` (stacked on a CUDA device).  The result maps each config to the run id that holds it
@@ -144,6 +164,8 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
     for c in configs:
         if not isinstance(c, RunConfig):
             raise ConfigError(f"configs: expected RunConfig objects, got {type(c).__name__}")
+    if device is not None:
+        configs = on_device(configs, device)
     given = _stacked(list(configs), stack)
     ids = [c.run_id() for c in given]
     cfgs: dict[str, RunConfig] = {}

@@ -335,3 +335,23 @@ def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path)
     b.write_text('"""Other words."""\n\n\ndef f(x):\n    # a comment\n    return 2 * x\n')
     c.write_text('"""Doc."""\n\ndef f(x):\n    return 3 * x\n')
     assert _normalized_source(a) == _normalized_source(b) != _normalized_source(c)
+
+
+def test_a_run_served_from_the_store_has_its_model(store):
+    """result.model is the trained Transformer whether the run trained now or came from the store (loaded from
+    its last checkpoint, equal to the model that finished training)."""
+    from theorylab.models import Transformer
+
+    c = cfg("train.steps=12", "train.eval_every=6")
+    fresh = train(c, store, progress=False)
+    again = train(c, store, progress=False)
+    assert again.reused and not fresh.reused
+    assert isinstance(again.model, Transformer) and again.model is again.model  # loaded once
+    for (n, a), b in zip(fresh.model.named_parameters(), again.model.parameters()):
+        assert torch.equal(a.detach(), b.detach()), n
+    x = torch.tensor([[1, 2, 11]])
+    assert torch.equal(fresh.model.eval()(x), again.model(x))
+    assert "model" not in again.to_dict() and "_model" not in again.to_dict()
+    from theorylab.runs import resume
+
+    assert isinstance(resume(store, fresh.run_id, progress=False).model, Transformer)

@@ -62,10 +62,25 @@ class RunResult:
     early_stopped: bool = False
     diverged_on: str | None = None  # what was not finite: an eval metric, train/batch_loss or train/grad_norm
     stepper: str = "single"
-    model: Transformer | None = field(default=None, repr=False)
+    _model: Transformer | None = field(default=None, repr=False)
+    _store_root: str | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> Transformer | None:
+        """The trained :class:`~theorylab.models.Transformer`: the one in memory after training; for a run served
+        from the store, loaded (once, in eval mode) from its last checkpoint; None when there is none (a run
+        that diverged before its first checkpoint).  Raises CheckpointError for a corrupt checkpoint file."""
+        if self._model is None and self._store_root is not None:
+            from theorylab.errors import StoreError
+
+            try:
+                self._model = Store(self._store_root).load_model(self.run_id)
+            except StoreError:  # no checkpoint
+                return None
+        return self._model
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "model"}
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -165,12 +180,12 @@ def checkpoint_steps(store: Store, run_ref: str) -> list[tuple[int, str]]:
     return store.checkpoints(run_ref)
 
 
-def _reused(rec) -> RunResult:
+def _reused(rec, store: Store) -> RunResult:
     s = rec.summary
     return RunResult(rec.id, rec.status, rec.step, s.get("metrics", {}), rec.wall_seconds or 0.0,
                      s.get("steps_per_second", 0.0), reused=True, diverged_step=s.get("diverged_step"),
                      early_stopped=s.get("early_stopped", False), diverged_on=s.get("diverged_on"),
-                     stepper=s.get("stepper", "single"))
+                     stepper=s.get("stepper", "single"), _store_root=str(store.root))
 
 
 # --------------------------------------------------------------------------- the entry points
@@ -198,7 +213,7 @@ def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
 
     rec = store.find_run(run_ref)
     if rec.status in ("finished", "diverged"):
-        return _reused(rec)
+        return _reused(rec, store)
     if is_stale(rec.config, rec.id):
         raise StoreError(f"run {rec.id} was started by other model, task or loop code than this; resuming it would "
                          "mix two versions of the code: train its config again (theorylab train ... --force)")
@@ -246,7 +261,7 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
         for i in group:
             rec = store.get_run(ids[i]) if store is not None and store.db_path.exists() else None
             if rec is not None and not force and rec.status in ("finished", "diverged"):
-                results[i] = _reused(rec)
+                results[i] = _reused(rec, store)
                 continue
             replace = rec is not None and force
             found = None if (rec is None or replace) else latest_checkpoint(store, ids[i])
@@ -486,7 +501,7 @@ class _Group:
         finally:
             bar.close()
         return [RunResult(m.run_id, m.status, m.step, m.last, m.wall, m.sps, diverged_step=m.diverged_step,
-                          early_stopped=m.early, diverged_on=m.diverged_on, stepper=stepper.name, model=m.model)
+                          early_stopped=m.early, diverged_on=m.diverged_on, stepper=stepper.name, _model=m.model)
                 for m in members]
 
 

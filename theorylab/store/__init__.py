@@ -325,7 +325,8 @@ class Store:
         import torch
 
         model = Transformer(TransformerConfig(**rec.config["model"]))
-        dtype = {"float32": torch.float32, "float64": torch.float64}[rec.config.get("train", {}).get("dtype", "float32")]
+        # weights are stored as trained: float64 runs in float64, float32 and bf16 (float32 master weights) in float32
+        dtype = torch.float64 if rec.config.get("train", {}).get("dtype") == "float64" else torch.float32
         model = model.to(dtype)
         load_checkpoint(ckpts[-1][1], model)
         model.eval()

@@ -166,6 +166,15 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
             raise ConfigError(f"configs: expected RunConfig objects, got {type(c).__name__}")
     if device is not None:
         configs = on_device(configs, device)
+    if backend == "local":
+        from theorylab.sweep.guard import unguarded_main_call
+
+        where = unguarded_main_call()
+        if where is not None:
+            raise ConfigError(
+                f"backend 'local': {where[0]}:{where[1]} calls this at the top level of the script; the pool's "
+                f"workers import the script again, so put the call under  if __name__ == \"__main__\":  (or use "
+                f"backend=\"inprocess\", the default of check())")
     given = _stacked(list(configs), stack)
     ids = [c.run_id() for c in given]
     cfgs: dict[str, RunConfig] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -39,6 +40,10 @@ class TransformerConfig(Config):
         description="named functions of (position, length) added through pos_feat.W, e.g. ['frac', 'cos_pi']",
     )
     rotary_base: float = Field(10000.0, gt=0)
+    embed_scale: Literal["auto", "sqrt_d_model", "none"] = Field(
+        "auto", description="multiply the learned embeddings (W_E or the W_in read-in, W_pos, the pos_feat read-in) by "
+        "sqrt(d_model) (Vaswani et al. 2017, section 3.4) so a unit-amplitude sinusoidal table does not drown them; "
+        "auto = sqrt_d_model with sinusoidal positions, none (factor 1) otherwise")
     norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
     norm_eps: float = Field(1e-5, ge=0)
     norm_position: Literal["pre", "post", "final"] = Field(
@@ -90,6 +95,12 @@ class TransformerConfig(Config):
     @property
     def mlp_dim(self) -> int:
         return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
+    @property
+    def embed_multiplier(self) -> float:
+        """The factor on the learned embeddings (see ``embed_scale``): sqrt(d_model) or 1."""
+        scaled = self.embed_scale == "sqrt_d_model" or (self.embed_scale == "auto" and self.positional == "sinusoidal")
+        return math.sqrt(self.d_model) if scaled else 1.0
 
     @property
     def vocab_out(self) -> int:

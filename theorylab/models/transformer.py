@@ -513,7 +513,15 @@ class Transformer(HookedMixin, nn.Module):
 
     # ----------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
+        """The residual stream's input ``[B, T, d_model]`` for tokens ``[B, T]`` (or inputs ``[B, T, input_dim]``)
+        at positions ``pos`` (``[T]``, or ``[B, T]`` position ids) of a sequence of length ``n``.
+
+        ``hook_embed`` sees ``s * W_E[x]`` and ``hook_pos_embed`` sees ``s * (W_pos[pos] + features @ pos_feat.W)
+        + sinusoidal table``, with ``s = cfg.embed_multiplier`` (sqrt(d_model) under ``embed_scale``, else 1): the
+        learned parts are scaled, the fixed unit-amplitude table is not (Vaswani et al. 2017, section 3.4).
+        """
         cfg = self.cfg
+        scale = cfg.embed_multiplier
         if x.is_floating_point():
             if cfg.input_dim is None:
                 raise ConfigError("model has no input_dim: it takes token ids, not float inputs")
@@ -526,6 +534,8 @@ class Transformer(HookedMixin, nn.Module):
                 if lo < 0 or hi >= cfg.d_vocab:
                     raise ConfigError(f"token ids must lie in [0, {cfg.d_vocab}) (got {lo}..{hi})")
             h = F.embedding(x, self.embed.W_E)
+        if scale != 1.0:
+            h = h * scale
         h = self.hook_embed(h)
         pe = None
         if cfg.positional == "learned":
@@ -533,10 +543,14 @@ class Transformer(HookedMixin, nn.Module):
                 raise ConfigError(f"sequence length {n} exceeds n_ctx={cfg.n_ctx} "
                                   "(learned positions); raise model.n_ctx")
             pe = self.pos_embed.W_pos[pos]
-        elif cfg.positional == "sinusoidal":
+            if scale != 1.0:
+                pe = pe * scale
+        elif cfg.positional == "sinusoidal":  # fixed, unit amplitude: never scaled
             pe = P.sinusoidal_table(pos.reshape(-1), cfg.d_model, h.dtype).view(*pos.shape, cfg.d_model)
         if cfg.position_features:
             f = P.position_features(cfg.position_features, pos, n, h.dtype) @ self.pos_feat.W
+            if scale != 1.0:
+                f = f * scale
             pe = f if pe is None else pe + f
         if pe is not None:
             pe = self.hook_pos_embed(pe)

@@ -130,6 +130,43 @@ def test_embed_scale_multiplies_the_learned_embeddings_not_the_fixed_table(kw, s
         assert 0.15 < float(ratio) < 0.3  # 0.02 * sqrt(64) * sqrt(64) / sqrt(32) = 0.23 (0.028 unscaled)
 
 
+@pytest.mark.parametrize("kw", [
+    {"init": "gpt2"},
+    {"init": "normal"},
+    {"init": "gpt2", "architecture": "encoder_decoder", "n_decoder_layers": 2},
+    {"init": "normal", "position_features": ["frac"], "input_dim": 200},
+])
+def test_init_variances(kw):
+    """Each weight matrix's empirical variance is within 4% of the stated one (every matrix has >= 32k entries:
+    the estimate's relative sd is <= sqrt(2 / 32768) = 0.8%, so 4% is 5 sd); biases 0, norm weights 1.
+    gpt2: init_std^2, and init_std^2 / (2 * layers) for attn.W_O and mlp.W_out; normal: init_std^2 everywhere.
+    (pos_feat.W, one row per feature, is checked loosely.)"""
+    c = TransformerConfig(**{"d_vocab": 300, "n_ctx": 128, "d_model": 256, "n_heads": 4, "n_layers": 3, "init_std": 0.05,
+                             **kw})
+    m = build_model(c, seed=0)
+    layers = c.n_layers + (c.decoder_layers if c.architecture == "encoder_decoder" else 0)
+    assert c.residual_layers == layers
+    seen = set()
+    for name, param in m.named_parameters():
+        leaf, p = name.rsplit(".", 1)[-1], param.detach().double()
+        if leaf == "w":
+            assert torch.equal(p, torch.ones_like(p)), name
+        elif leaf.startswith("b"):
+            assert not p.any(), name
+        elif name == "pos_feat.W":  # one row per feature: too few entries for a tight variance
+            assert abs(float(p.std()) / c.init_std - 1) < 0.3, name
+        else:
+            assert p.numel() >= 2 ** 15, name
+            want = c.init_std ** 2
+            if leaf in ("W_O", "W_out") and c.init == "gpt2":
+                want /= 2 * layers
+            got = float(p.var())
+            assert abs(got / want - 1) < 0.04, (name, got, want)
+            assert abs(float(p.mean())) < 4 * math.sqrt(want / p.numel()), name
+            seen.add(leaf)
+    assert {"W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"} <= seen
+
+
 def test_rmsnorm_formula():
     m = build_model(cfg(norm="rmsnorm", norm_eps=1e-6, n_layers=0), seed=0).double()
     with torch.no_grad():

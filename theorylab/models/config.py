@@ -53,7 +53,12 @@ class TransformerConfig(Config):
     bias: bool = True
     dropout: float = Field(0.0, ge=0, lt=1)
     n_loops: int = Field(1, ge=1, description="apply the block stack this many times with shared weights")
-    init_std: float = Field(0.02, gt=0)
+    init_std: float = Field(0.02, gt=0, description="standard deviation of the initial weight matrices")
+    init: Literal["gpt2", "normal"] = Field(
+        "gpt2", description="gpt2: every weight matrix ~ N(0, init_std^2) except the residual outputs attn.W_O and "
+        "mlp.W_out, whose std is divided by sqrt(2 * layers) (Radford et al. 2019, section 2.3); normal: every "
+        "weight matrix ~ N(0, init_std^2) (Nanda et al. 2023's code, with init_std = 1/sqrt(d_model)); both: "
+        "biases 0, norm weights 1")
     pad_token_id: int | None = Field(None, ge=0)
 
     def __init__(self, **data: Any) -> None:
@@ -101,6 +106,12 @@ class TransformerConfig(Config):
         """The factor on the learned embeddings (see ``embed_scale``): sqrt(d_model) or 1."""
         scaled = self.embed_scale == "sqrt_d_model" or (self.embed_scale == "auto" and self.positional == "sinusoidal")
         return math.sqrt(self.d_model) if scaled else 1.0
+
+    @property
+    def residual_layers(self) -> int:
+        """Blocks writing to a residual stream (encoder and decoder stacks), at least 1: the ``layers`` of
+        ``init = gpt2``."""
+        return max(1, self.n_layers + (self.decoder_layers if self.architecture == "encoder_decoder" else 0))
 
     @property
     def vocab_out(self) -> int:

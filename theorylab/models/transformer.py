@@ -459,18 +459,27 @@ class Transformer(HookedMixin, nn.Module):
     # ----------------------------------------------------------------- weights
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """GPT-2 style: N(0, init_std), residual outputs scaled by 1/sqrt(2 * layers)."""
+        """Draw every weight afresh from ``generator`` (None: torch's global generator), as ``cfg.init`` says.
+
+        * ``gpt2`` (Radford et al. 2019, section 2.3, and the GPT-2 code): weight matrices ~ N(0, init_std^2);
+          the residual-output matrices ``attn.W_O`` and ``mlp.W_out`` ~ N(0, init_std^2 / (2 * layers)), with
+          layers = ``cfg.residual_layers`` (encoder plus decoder blocks), so the residual stream's variance
+          does not grow with depth.
+        * ``normal``: every weight matrix ~ N(0, init_std^2), residual outputs included (Nanda et al. 2023's
+          code, with init_std = 1/sqrt(d_model)).
+
+        Both: biases (``b_*``, norm ``b``) 0, norm weights (``w``) 1.
+        """
         std = self.cfg.init_std
-        n_res = 2 * max(1, self.cfg.n_layers + (self.cfg.decoder_layers if self.cfg.architecture
-                                                 == "encoder_decoder" else 0))
+        out_std = std / math.sqrt(2 * self.cfg.residual_layers) if self.cfg.init == "gpt2" else std
         for name, p in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
-            if leaf.startswith("b_") or (leaf == "b" and ".ln" in f".{name}"):
+            if leaf.startswith("b_") or leaf == "b":  # biases and norm biases (ln1, ln_final, enc_ln_final, ...)
                 p.zero_()
             elif leaf == "w":
                 p.fill_(1.0)
             elif leaf in ("W_O", "W_out"):
-                p.normal_(0.0, std / math.sqrt(n_res), generator=generator)
+                p.normal_(0.0, out_std, generator=generator)
             else:
                 p.normal_(0.0, std, generator=generator)
 

@@ -37,6 +37,45 @@ def test_full_tier_is_the_mainline():
     assert nw["no_wd"].train.weight_decay == 0.0 and nw["wd"].run_id() == cfg.run_id()
 
 
+def _grokking_configs():
+    from theorylab.claims.papers.power2022 import run_config
+    from theorylab.runs import build_run_config
+
+    out = {"preset grokking": build_run_config("grokking", [], seed=0),
+           "preset modular": build_run_config("modular", [], seed=0)}
+    for tier in ("smoke", "quick", "full"):
+        out[f"nanda2023 {tier}"] = get_claim(IDS[0]).experiment(tier, 0)["wd"]
+        out[f"power2022 {tier}"] = run_config(tier, 0, fraction=0.5, weight_decay=1.0)
+    return out
+
+
+def test_grokking_setups_initialise_every_matrix_as_the_authors_code():
+    """Nanda et al. 2023's code draws W_E, W_pos, W_Q, W_K, W_V, W_O, W_in and W_out from N(0, 1/d_model), the
+    residual outputs W_O and W_out included (GPT-2's default init would halve their variance in one layer).
+    Each matrix's variance, pooled over 8 seeds (n entries), is within 5 sd (5 * sqrt(2 / n)) of 1/d_model;
+    for W_O and W_out that is tighter than 25% even at the smoke tier's width 16, so a halved variance fails."""
+    import torch
+
+    from theorylab.models import build_model
+
+    names = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U")
+    for label, cfg in _grokking_configs().items():
+        m = cfg.model
+        assert m.init == "normal" and m.init_std == pytest.approx(m.d_model ** -0.5, rel=1e-12), label
+        pooled: dict[str, list[torch.Tensor]] = {}
+        for seed in range(8):
+            for name, p in build_model(m, seed=seed).named_parameters():
+                if name.rsplit(".", 1)[-1] in names:
+                    pooled.setdefault(name, []).append(p.detach().double().flatten())
+        assert {n.rsplit(".", 1)[-1] for n in pooled} == set(names), label
+        for name, parts in pooled.items():
+            w = torch.cat(parts)
+            tol = 5 * math.sqrt(2 / w.numel())
+            if name.endswith(("W_O", "W_out")):
+                assert tol < 0.25, (label, name)
+            assert abs(float(w.var()) * m.d_model - 1) < tol, (label, name, float(w.var()) * m.d_model)
+
+
 @pytest.fixture(scope="module")
 def smoke_store(tmp_path_factory):
     return Store(tmp_path_factory.mktemp("grok"))

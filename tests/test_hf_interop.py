@@ -54,7 +54,7 @@ def test_non_gpt2_shapes_are_refused():
     base = dict(d_vocab=10, d_model=8, n_heads=2, act="gelu_tanh", tied_embeddings=True)
     for field, value in [("positional", "rotary"), ("norm", "rmsnorm"), ("norm_position", "post"),
                          ("attention", "hard_unique"), ("n_loops", 2), ("attn_only", True), ("bias", False),
-                         ("architecture", "encoder"), ("log_length_scale", True)]:
+                         ("architecture", "encoder"), ("log_length_scale", True), ("embed_scale", "sqrt_d_model")]:
         with pytest.raises(ConfigError, match=f"model.{field}"):
             to_hf(build_model(TransformerConfig(**{**base, field: value}), seed=0))
     m = build_model(TransformerConfig(**base), seed=0)

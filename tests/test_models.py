@@ -92,6 +92,81 @@ def test_position_features_values():
     assert torch.allclose(cache["hook_pos_embed"], feats @ m.pos_feat.W, atol=1e-6)
 
 
+@pytest.mark.parametrize("kw,scaled", [
+    ({"positional": "sinusoidal"}, True),  # auto: a fixed unit-amplitude table is added
+    ({"positional": "sinusoidal", "embed_scale": "none"}, False),
+    ({"positional": "learned"}, False),
+    ({"positional": "rotary"}, False),
+    ({"positional": "alibi", "position_features": ["frac", "cos_pi"]}, False),
+    ({"positional": "learned", "position_features": ["frac"], "embed_scale": "sqrt_d_model"}, True),
+    ({"positional": "sinusoidal", "position_features": ["cos_pi"]}, True),
+])
+def test_embed_scale_multiplies_the_learned_embeddings_not_the_fixed_table(kw, scaled):
+    """Vaswani et al. (2017), section 3.4: token embeddings times sqrt(d_model) beside the sinusoidal table.
+    Without it, at init_std 0.02 and width 64 the table is ~35x the token embedding in norm and drowns it."""
+    from theorylab.models.positions import position_features, sinusoidal_table
+
+    m = build_model(cfg(architecture="encoder", d_model=64, n_heads=4, **kw), seed=0)
+    s = math.sqrt(64) if scaled else 1.0
+    assert m.cfg.embed_multiplier == s
+    T = 7
+    x = toks(2, T)
+    _, cache = m.run_with_cache(x, names_filter=lambda n: n in ("hook_embed", "hook_pos_embed"))
+    assert torch.allclose(cache["hook_embed"], s * m.embed.W_E[x], atol=1e-6)
+    pos = torch.arange(T)
+    pe = torch.zeros(T, 64)
+    if m.cfg.positional == "sinusoidal":
+        pe = pe + sinusoidal_table(pos, 64, torch.float32)  # never scaled
+    if m.cfg.positional == "learned":
+        pe = pe + s * m.pos_embed.W_pos[:T]
+    if m.cfg.position_features:
+        pe = pe + s * position_features(m.cfg.position_features, pos, T, torch.float32) @ m.pos_feat.W
+    if "hook_pos_embed" in cache:
+        assert torch.allclose(cache["hook_pos_embed"], pe, atol=1e-5)
+    else:
+        assert m.cfg.positional in ("rotary", "alibi") and not m.cfg.position_features
+    if m.cfg.positional == "sinusoidal" and scaled:  # the token signal is no longer a few percent of the input
+        ratio = cache["hook_embed"].norm(dim=-1).mean() / cache["hook_pos_embed"].norm(dim=-1).mean()
+        assert 0.15 < float(ratio) < 0.3  # 0.02 * sqrt(64) * sqrt(64) / sqrt(32) = 0.23 (0.028 unscaled)
+
+
+@pytest.mark.parametrize("kw", [
+    {"init": "gpt2"},
+    {"init": "normal"},
+    {"init": "gpt2", "architecture": "encoder_decoder", "n_decoder_layers": 2},
+    {"init": "normal", "position_features": ["frac"], "input_dim": 200},
+])
+def test_init_variances(kw):
+    """Each weight matrix's empirical variance is within 4% of the stated one (every matrix has >= 32k entries:
+    the estimate's relative sd is <= sqrt(2 / 32768) = 0.8%, so 4% is 5 sd); biases 0, norm weights 1.
+    gpt2: init_std^2, and init_std^2 / (2 * layers) for attn.W_O and mlp.W_out; normal: init_std^2 everywhere.
+    (pos_feat.W, one row per feature, is checked loosely.)"""
+    c = TransformerConfig(**{"d_vocab": 300, "n_ctx": 128, "d_model": 256, "n_heads": 4, "n_layers": 3, "init_std": 0.05,
+                             **kw})
+    m = build_model(c, seed=0)
+    layers = c.n_layers + (c.decoder_layers if c.architecture == "encoder_decoder" else 0)
+    assert c.residual_layers == layers
+    seen = set()
+    for name, param in m.named_parameters():
+        leaf, p = name.rsplit(".", 1)[-1], param.detach().double()
+        if leaf == "w":
+            assert torch.equal(p, torch.ones_like(p)), name
+        elif leaf.startswith("b"):
+            assert not p.any(), name
+        elif name == "pos_feat.W":  # one row per feature: too few entries for a tight variance
+            assert abs(float(p.std()) / c.init_std - 1) < 0.3, name
+        else:
+            assert p.numel() >= 2 ** 15, name
+            want = c.init_std ** 2
+            if leaf in ("W_O", "W_out") and c.init == "gpt2":
+                want /= 2 * layers
+            got = float(p.var())
+            assert abs(got / want - 1) < 0.04, (name, got, want)
+            assert abs(float(p.mean())) < 4 * math.sqrt(want / p.numel()), name
+            seen.add(leaf)
+    assert {"W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U"} <= seen
+
+
 def test_rmsnorm_formula():
     m = build_model(cfg(norm="rmsnorm", norm_eps=1e-6, n_layers=0), seed=0).double()
     with torch.no_grad():

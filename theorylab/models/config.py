@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -42,6 +43,10 @@ class TransformerConfig(Config):
         description="named functions of (position, length) added through pos_feat.W, e.g. ['frac', 'cos_pi']",
     )
     rotary_base: float = Field(10000.0, gt=0, description="base of the rotary frequencies")
+    embed_scale: Literal["auto", "sqrt_d_model", "none"] = Field(
+        "auto", description="multiply the learned embeddings (W_E or the W_in read-in, W_pos, the pos_feat read-in) by "
+        "sqrt(d_model) (Vaswani et al. 2017, section 3.4) so a unit-amplitude sinusoidal table does not drown them; "
+        "auto = sqrt_d_model with sinusoidal positions, none (factor 1) otherwise")
     norm: Literal["layernorm", "rmsnorm", "none"] = Field("layernorm", description="normalization layers")
     norm_eps: float = Field(1e-5, ge=0, description="epsilon of the norms (0 = exact)")
     norm_position: Literal["pre", "post", "final"] = Field(
@@ -51,8 +56,12 @@ class TransformerConfig(Config):
     bias: bool = Field(True, description="biases in attention, MLP and input projections")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout (attention patterns, block outputs, embeddings) while training")
     n_loops: int = Field(1, ge=1, description="apply the block stack this many times with shared weights")
-    init_std: float = Field(0.02, gt=0, description="std of the normal initialization (residual outputs "
-                                                         "scaled by 1/sqrt(2 layers))")
+    init_std: float = Field(0.02, gt=0, description="standard deviation of the initial weight matrices")
+    init: Literal["gpt2", "normal"] = Field(
+        "gpt2", description="gpt2: every weight matrix ~ N(0, init_std^2) except the residual outputs attn.W_O and "
+        "mlp.W_out, whose std is divided by sqrt(2 * layers) (Radford et al. 2019, section 2.3); normal: every "
+        "weight matrix ~ N(0, init_std^2) (Nanda et al. 2023's code, with init_std = 1/sqrt(d_model)); both: "
+        "biases 0, norm weights 1")
     pad_token_id: int | None = Field(None, ge=0, description="a padding token id (input only, below d_vocab)")
 
     def __init__(self, **data: Any) -> None:
@@ -94,6 +103,18 @@ class TransformerConfig(Config):
     @property
     def mlp_dim(self) -> int:
         return self.d_mlp if self.d_mlp is not None else 4 * self.d_model
+
+    @property
+    def embed_multiplier(self) -> float:
+        """The factor on the learned embeddings (see ``embed_scale``): sqrt(d_model) or 1."""
+        scaled = self.embed_scale == "sqrt_d_model" or (self.embed_scale == "auto" and self.positional == "sinusoidal")
+        return math.sqrt(self.d_model) if scaled else 1.0
+
+    @property
+    def residual_layers(self) -> int:
+        """Blocks writing to a residual stream (encoder and decoder stacks), at least 1: the ``layers`` of
+        ``init = gpt2``."""
+        return max(1, self.n_layers + (self.decoder_layers if self.architecture == "encoder_decoder" else 0))
 
     @property
     def vocab_out(self) -> int:

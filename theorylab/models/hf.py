@@ -47,6 +47,9 @@ def check_gpt2_shaped(cfg: TransformerConfig) -> None:
     for field, value in need.items():
         if getattr(cfg, field) != value:
             raise ConfigError(f"model.{field}: GPT-2 needs {value!r} (got {getattr(cfg, field)!r})")
+    if cfg.embed_multiplier != 1.0:
+        raise ConfigError(f"model.embed_scale: GPT-2 adds its embeddings unscaled (got {cfg.embed_scale!r}, a factor "
+                          f"of {cfg.embed_multiplier:g})")
     if cfg.act not in _ACT_TO_HF:
         raise ConfigError(f"model.act: {cfg.act!r} has no GPT-2 equivalent")
     if cfg.head_dim * cfg.n_heads != cfg.d_model:

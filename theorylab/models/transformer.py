@@ -459,18 +459,27 @@ class Transformer(HookedMixin, nn.Module):
     # ----------------------------------------------------------------- weights
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """GPT-2 style: N(0, init_std), residual outputs scaled by 1/sqrt(2 * layers)."""
+        """Draw every weight afresh from ``generator`` (None: torch's global generator), as ``cfg.init`` says.
+
+        * ``gpt2`` (Radford et al. 2019, section 2.3, and the GPT-2 code): weight matrices ~ N(0, init_std^2);
+          the residual-output matrices ``attn.W_O`` and ``mlp.W_out`` ~ N(0, init_std^2 / (2 * layers)), with
+          layers = ``cfg.residual_layers`` (encoder plus decoder blocks), so the residual stream's variance
+          does not grow with depth.
+        * ``normal``: every weight matrix ~ N(0, init_std^2), residual outputs included (Nanda et al. 2023's
+          code, with init_std = 1/sqrt(d_model)).
+
+        Both: biases (``b_*``, norm ``b``) 0, norm weights (``w``) 1.
+        """
         std = self.cfg.init_std
-        n_res = 2 * max(1, self.cfg.n_layers + (self.cfg.decoder_layers if self.cfg.architecture
-                                                 == "encoder_decoder" else 0))
+        out_std = std / math.sqrt(2 * self.cfg.residual_layers) if self.cfg.init == "gpt2" else std
         for name, p in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
-            if leaf.startswith("b_") or (leaf == "b" and ".ln" in f".{name}"):
+            if leaf.startswith("b_") or leaf == "b":  # biases and norm biases (ln1, ln_final, enc_ln_final, ...)
                 p.zero_()
             elif leaf == "w":
                 p.fill_(1.0)
             elif leaf in ("W_O", "W_out"):
-                p.normal_(0.0, std / math.sqrt(n_res), generator=generator)
+                p.normal_(0.0, out_std, generator=generator)
             else:
                 p.normal_(0.0, std, generator=generator)
 
@@ -513,7 +522,15 @@ class Transformer(HookedMixin, nn.Module):
 
     # ----------------------------------------------------------------- forward
     def _embed(self, x: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
+        """The residual stream's input ``[B, T, d_model]`` for tokens ``[B, T]`` (or inputs ``[B, T, input_dim]``)
+        at positions ``pos`` (``[T]``, or ``[B, T]`` position ids) of a sequence of length ``n``.
+
+        ``hook_embed`` sees ``s * W_E[x]`` and ``hook_pos_embed`` sees ``s * (W_pos[pos] + features @ pos_feat.W)
+        + sinusoidal table``, with ``s = cfg.embed_multiplier`` (sqrt(d_model) under ``embed_scale``, else 1): the
+        learned parts are scaled, the fixed unit-amplitude table is not (Vaswani et al. 2017, section 3.4).
+        """
         cfg = self.cfg
+        scale = cfg.embed_multiplier
         if x.is_floating_point():
             if cfg.input_dim is None:
                 raise ConfigError("model has no input_dim: it takes token ids, not float inputs")
@@ -526,6 +543,8 @@ class Transformer(HookedMixin, nn.Module):
                 if lo < 0 or hi >= cfg.d_vocab:
                     raise ConfigError(f"token ids must lie in [0, {cfg.d_vocab}) (got {lo}..{hi})")
             h = F.embedding(x, self.embed.W_E)
+        if scale != 1.0:
+            h = h * scale
         h = self.hook_embed(h)
         pe = None
         if cfg.positional == "learned":
@@ -533,10 +552,14 @@ class Transformer(HookedMixin, nn.Module):
                 raise ConfigError(f"sequence length {n} exceeds n_ctx={cfg.n_ctx} "
                                   "(learned positions); raise model.n_ctx")
             pe = self.pos_embed.W_pos[pos]
-        elif cfg.positional == "sinusoidal":
+            if scale != 1.0:
+                pe = pe * scale
+        elif cfg.positional == "sinusoidal":  # fixed, unit amplitude: never scaled
             pe = P.sinusoidal_table(pos.reshape(-1), cfg.d_model, h.dtype).view(*pos.shape, cfg.d_model)
         if cfg.position_features:
             f = P.position_features(cfg.position_features, pos, n, h.dtype) @ self.pos_feat.W
+            if scale != 1.0:
+                f = f * scale
             pe = f if pe is None else pe + f
         if pe is not None:
             pe = self.hook_pos_embed(pe)

@@ -22,12 +22,14 @@ def register_preset(name: str, config: dict[str, Any], description: str = "") ->
 
 # --------------------------------------------------------------------------- modular arithmetic
 
+# The grokking mainline below (Nanda et al. 2023) scaled to CPU seconds: p = 47, d_model 64; its initialisation
+# too, W ~ N(0, 1/d_model) for every matrix (init = normal, init_std = 1/sqrt(64)).
 register_preset(
     "modular",
     {
         "task": {"name": "modular", "p": 47, "op": "+", "train_fraction": 0.5},
         "model": {"n_layers": 1, "d_model": 64, "n_heads": 4, "d_mlp": 256, "act": "relu", "norm": "none",
-                  "positional": "learned", "bias": False, "init_std": 0.125},
+                  "positional": "learned", "bias": False, "init": "normal", "init_std": 64 ** -0.5},
         "train": {"steps": 3000, "lr": 3e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
                   "eval_every": 50, "early_stop_metric": "test/accuracy", "early_stop_value": 0.99},
     },
@@ -39,14 +41,17 @@ register_preset(
 # d_model 128, 4 heads of 32, d_mlp 512, learned positions, untied embeddings;
 # full-batch AdamW lr 1e-3, weight decay 1.0, betas (0.9, 0.98), 10-step linear warm-up; 40k epochs.
 # Biases: the paper's attention has none; we turn all biases off (the unembedding bias stays, at 0
-# initially).  init_std = 1/sqrt(d_model) as in the authors' code (W ~ N(0, 1/d_model)).
+# initially).  Initialisation as in the authors' code: W ~ N(0, 1/d_model) for W_E, W_pos, W_Q, W_K, W_V,
+# W_O, W_in and W_out alike (init = normal, init_std = 1/sqrt(d_model); the default init = gpt2 would give
+# W_O and W_out half that variance).  One difference remains: their W_U ~ N(0, 1/d_vocab) with d_vocab =
+# p + 1 = 114 (std 0.094), ours N(0, 1/d_model) (std 0.088).
 register_preset(
     "grokking",
     {
         "task": {"name": "modular", "p": 113, "op": "+", "train_fraction": 0.3},
         "model": {"n_layers": 1, "d_model": 128, "n_heads": 4, "d_head": 32, "d_mlp": 512, "act": "relu",
                   "norm": "none", "positional": "learned", "tied_embeddings": False, "bias": False,
-                  "init_std": 0.0884},
+                  "init": "normal", "init_std": 128 ** -0.5},
         "train": {"steps": 40000, "lr": 1e-3, "weight_decay": 1.0, "betas": [0.9, 0.98], "warmup_steps": 10,
                   "eval_every": 100, "checkpoint_every": 1000, "keep_checkpoints": "all"},
     },

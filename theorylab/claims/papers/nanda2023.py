@@ -38,6 +38,8 @@ class GrokkingTier(Tier):
 
 _QUICK_STATEMENT = ("as the statement, on 50% of the pairs of (a + b) mod 59 with learning rate 3e-3 (more data and a "
                     "larger step than the paper's 30% and 1e-3 shorten the delay)")
+# Each tier keeps the preset's initialisation, init = normal (every matrix ~ N(0, 1/d_model), as the authors'
+# code), with init_std = 1/sqrt(d_model) at its own width: 1/sqrt(16) = 0.25, 1/sqrt(64) = 0.125.
 _TIERS: dict[str, Tier] = tiers_of(GrokkingTier, {
     "smoke": {"overrides": ["task.p=13", "task.train_fraction=0.5", "model.d_model=16", "model.d_head=4",
                             "model.d_mlp=32", "model.init_std=0.25", "train.lr=3e-3", "train.steps=150",

@@ -29,6 +29,8 @@ GENERALIZED = 0.99  # "generalized" = 99% test accuracy, the criterion of Power 
 
 
 # Sizes per tier.  ``steps`` is the fixed budget; ``fractions`` = (large, small) train fractions.
+# Initialisation as in Nanda et al.'s code (the setup these runs copy): every weight matrix ~ N(0, 1/d_model),
+# init = normal with init_std = 1/sqrt(d_model) in each tier (not GPT-2's smaller W_O and W_out).
 class ModularTier(Tier):
     """Sizes of the modular-addition runs; ``fractions`` = (large, small) train fractions."""
 
@@ -53,7 +55,7 @@ TIERS: dict[str, Tier] = tiers_of(ModularTier, {
               "eval_every": 25, "checkpoint_every": 250, "fractions": (0.6, 0.4)},
     # the paper-scale setup of Nanda et al.: p=113, d_model 128, 30% vs 50% of pairs, 40k steps (faithful to the
     # published setup the statement cites beside Power et al.)
-    "full": {"p": 113, "d_model": 128, "d_head": 32, "d_mlp": 512, "init_std": 0.0884, "steps": 40000,
+    "full": {"p": 113, "d_model": 128, "d_head": 32, "d_mlp": 512, "init_std": 128 ** -0.5, "steps": 40000,
              "eval_every": 100, "checkpoint_every": 2000, "fractions": (0.5, 0.3), "faithful": True},
 })
 
@@ -71,7 +73,8 @@ def run_config(tier: str, seed: int, *, fraction: float, weight_decay: float):
         "task": {"name": "modular", "p": t["p"], "op": "+", "train_fraction": fraction},
         "model": {"n_layers": 1, "d_model": t["d_model"], "n_heads": t["d_model"] // t["d_head"],
                   "d_head": t["d_head"], "d_mlp": t["d_mlp"], "act": "relu", "norm": "none",
-                  "positional": "learned", "tied_embeddings": False, "bias": False, "init_std": t["init_std"]},
+                  "positional": "learned", "tied_embeddings": False, "bias": False, "init": "normal",
+                  "init_std": t["init_std"]},
         "train": {"steps": t["steps"], "lr": 3e-3, "weight_decay": weight_decay, "betas": [0.9, 0.98],
                   "warmup_steps": 10, "eval_every": t["eval_every"], "checkpoint_every": t["checkpoint_every"],
                   "early_stop_metric": "test/accuracy", "early_stop_value": GENERALIZED},

@@ -18,7 +18,7 @@ every stepper:
   logged, and the other runs of the group go on.  A diverged run is a result, not an error.
 * **Failure.** An exception marks the group's unfinished runs ``failed`` (with the error), Ctrl-C
   marks them ``stopped``; both resume from their last checkpoint.  A :class:`TheoryLabError` (bad
-  input) is raised before anything is written.
+  input, a store the program cannot use) is raised before anything is written.
 * **Checkpoints** every ``checkpoint_every`` steps and at the end, with the optimizer state and the
   RNG state (which is (seed, step): see above).  A run resumes from its own last checkpoint; runs of
   one group with checkpoints at different steps resume as separate groups.
@@ -238,6 +238,9 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     ``index`` into ``cfgs``.  ``seed_chunk``: seeds per forward pass of the stacked stepper (``None``:
     all at once; 0: :func:`~theorylab.runs.steppers.default_seed_chunk` for the device).
     ``run_ids`` overrides the run ids (resuming a stored run under the id it was stored with).
+
+    Raises :class:`~theorylab.errors.StoreError` before anything is written when ``store`` cannot be
+    used.
     """
     if seed_chunk is not None and seed_chunk < 0:
         raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
@@ -249,6 +252,8 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     for i, rid in enumerate(ids):
         first.setdefault(rid, i)
     keep = [i for i, rid in enumerate(ids) if first[rid] == i]
+    if store is not None:
+        store.check()  # a store the program cannot use is refused before any training
     for sub in group_configs([cfgs[i] for i in keep]):
         group = [keep[g] for g in sub]
         by_start: dict[int, list[tuple[int, tuple[Path, int] | None, bool]]] = {}

@@ -8,6 +8,10 @@ Layout under ``$THEORYLAB_HOME`` (default ``./theorylab-runs``)::
 
 Every write is one short transaction, so two processes writing at once lose
 nothing (SQLite serialises writers; a busy timeout makes the second one wait).
+
+A store the program cannot use (the directory is a file or read-only, the database is not an
+SQLite file or is truncated, the disk is full) raises one :class:`~theorylab.errors.StoreError`
+line that names the path and the problem, before anything is written where that can be known.
 """
 
 from __future__ import annotations
@@ -73,6 +77,12 @@ CREATE INDEX IF NOT EXISTS claim_results_by_claim ON claim_results (claim_id, ti
 """
 
 
+# SQLite error names that mean the store (not the program) is the problem.
+_STORE_PROBLEMS = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                   "SQLITE_FULL", "SQLITE_PERM", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOLFS", "SQLITE_AUTH")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 def home() -> Path:
     return Path(os.environ.get("THEORYLAB_HOME", "theorylab-runs")).resolve()
 
@@ -94,6 +104,31 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _sqlite_file_problem(db: Path) -> str | None:
+    """What is wrong with an SQLite database file, read from its 100-byte header without SQLite (which
+    would create its ``-wal`` and ``-shm`` files beside a broken database): None when nothing is."""
+    try:
+        size = db.stat().st_size
+        with open(db, "rb") as fh:
+            head = fh.read(100)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if size == 0:
+        return None  # SQLite makes an empty file a new database
+    if not head.startswith(_SQLITE_MAGIC[: len(head)]):
+        return "is not an SQLite database (corrupt or overwritten)"
+    if len(head) < 100:
+        return f"is truncated ({size} bytes, shorter than an SQLite header)"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if head[24:28] == head[92:96] and pages > 0 and size < page * pages:  # the header's page count is valid
+        return f"is truncated ({size} bytes; its header says {pages} pages of {page} bytes)"
+    if page < 512 or page & (page - 1) or size % page:
+        return f"is truncated or corrupt ({size} bytes is not a whole number of {page}-byte pages)"
+    return None
 
 
 @dataclass
@@ -121,7 +156,9 @@ class Store:
     """A handle on the store directory.  Cheap to create; connections are per call."""
 
     def __init__(self, root: str | Path | None = None):
+        self.from_env = root is None and "THEORYLAB_HOME" in os.environ
         self.root = Path(root).resolve() if root is not None else home()
+        self._checked = False
 
     @property
     def db_path(self) -> Path:
@@ -130,17 +167,105 @@ class Store:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 
+    # ----------------------------------------------------------------- a store the program can use
+    def _where(self) -> str:
+        return f"store {str(self.root)!r}" + (" (THEORYLAB_HOME)" if self.from_env else "")
+
+    def _elsewhere(self) -> str:
+        return "point THEORYLAB_HOME at another directory" if self.from_env else "give another store directory"
+
+    def check(self) -> None:
+        """Raise one :class:`StoreError` line unless this store can be used: its directory is a writable
+        directory (or can be made one) and its database, if there is one, is an SQLite file that is not
+        truncated.  Writes nothing; :meth:`connect` runs it once per handle and :func:`train` before
+        training, so a store the program cannot use is refused before anything is written."""
+        root = self.root
+        existing = root
+        while not existing.exists() and existing != existing.parent:  # the nearest existing ancestor
+            existing = existing.parent
+        if not existing.is_dir():
+            what = "is a file" if existing == root else f"lies under {str(existing)!r}, which is a file"
+            raise StoreError(f"{self._where()} {what}, not a directory; {self._elsewhere()}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            what = "is read-only" if existing == root else f"cannot be created: {str(existing)!r} is read-only"
+            raise StoreError(f"{self._where()} {what} (theorylab writes its runs there); make it writable "
+                             f"or {self._elsewhere()}")
+        db = self.db_path
+        if existing != root or not (db.exists() or db.is_symlink()):
+            return
+        if not db.is_file():
+            raise StoreError(f"store database {str(db)!r} is not a file; move it aside or {self._elsewhere()}")
+        if not os.access(db, os.R_OK | os.W_OK):
+            raise StoreError(f"store database {str(db)!r} is read-only (theorylab writes its runs there); make it "
+                             f"writable or {self._elsewhere()}")
+        problem = None
+        for attempt in range(3):  # a header read while another process extends the file can look short
+            problem = _sqlite_file_problem(db)
+            if problem is None or "not an SQLite" in problem:
+                break
+            time.sleep(0.1 * (attempt + 1))
+        if problem is not None:
+            raise StoreError(f"store database {str(db)!r} {problem}; move it aside (a new store starts there) "
+                             f"or {self._elsewhere()}")
+
+    def _sqlite_error(self, err: sqlite3.Error) -> StoreError:
+        """One line naming the store and the problem, for an SQLite error that is the store's fault."""
+        name = getattr(err, "sqlite_errorname", "") or ""
+        db = str(self.db_path)
+        msg = (str(err).splitlines() or [type(err).__name__])[0]
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            return StoreError(f"store database {db!r} is corrupt or not an SQLite database ({msg}); move it aside "
+                              f"(a new store starts there) or {self._elsewhere()}")
+        if name.startswith(("SQLITE_READONLY", "SQLITE_PERM")) or (
+                name.startswith("SQLITE_CANTOPEN") and not os.access(self.root, os.W_OK | os.X_OK)):
+            return StoreError(f"{self._where()} is read-only ({msg}); make it writable or {self._elsewhere()}")
+        if name.startswith("SQLITE_FULL"):
+            return StoreError(f"{self._where()}: the disk is full ({msg})")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return StoreError(f"store database {db!r} stayed locked by another process ({msg}); try again")
+        return StoreError(f"store database {db!r} cannot be used ({msg})")
+
+    def _is_store_problem(self, err: BaseException) -> bool:
+        name = getattr(err, "sqlite_errorname", "") or ""
+        return isinstance(err, sqlite3.DatabaseError) and name.startswith(_STORE_PROBLEMS)
+
+    def _make_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.check()  # names the problem when it is one it knows
+            raise StoreError(f"{self._where()} cannot be created: {err.strerror or err}") from None
+
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None)
+        """A connection to the store's database (created with its directory when missing).  Raises
+        :class:`StoreError` for a store the program cannot use."""
+        if not self._checked:
+            self.check()
+            self._checked = True
+        self._make_root()
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA busy_timeout=60000")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(SCHEMA) if not getattr(self, "_schema_done", False) else None
-            self._schema_done = True
-            yield con
+            con = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None)
+        except sqlite3.Error as err:
+            raise self._sqlite_error(err) from None
+        try:
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA busy_timeout=60000")
+                con.execute("PRAGMA synchronous=NORMAL")
+                if not getattr(self, "_schema_done", False):
+                    con.executescript(SCHEMA)
+                    self._schema_done = True
+            except sqlite3.Error as err:
+                if self._is_store_problem(err):
+                    raise self._sqlite_error(err) from None
+                raise
+            try:
+                yield con
+            except sqlite3.Error as err:
+                if self._is_store_problem(err):
+                    raise self._sqlite_error(err) from None
+                raise
         finally:
             con.close()
 
@@ -152,7 +277,10 @@ class Store:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:  # no transaction left to roll back (a failed COMMIT ends it)
+                    pass
                 raise
 
     # ----------------------------------------------------------------- runs

@@ -165,36 +165,57 @@ def test_plain_progress_lines_when_not_a_tty(cli):
     assert rc == 0 and err == ""
 
 
-def test_kill_9_then_resume_equals_uninterrupted(cli_env, tmp_path):
-    from theorylab.runs import build_run_config, train
+KILLABLE = ["task.p=23", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "train.steps=300",
+            "train.eval_every=50", "train.checkpoint_every=25", "train.batch_size=64"]
 
-    overrides = ["task.p=23", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "train.steps=600",
-                 "train.eval_every=50", "train.checkpoint_every=25", "train.batch_size=64"]
+
+def start_training(env, overrides, **popen):
+    """``theorylab train modular`` in a subprocess, returned once its first checkpoint is in the store."""
+    from theorylab.runs import build_run_config
+
     proc = subprocess.Popen([sys.executable, "-m", "theorylab", "train", "modular", *overrides, "--quiet"],
-                            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
     run_id = build_run_config("modular", overrides).run_id()
-    s = Store(cli_env["THEORYLAB_HOME"])
+    s = Store(env["THEORYLAB_HOME"])
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # until a checkpoint is registered in the store
         if s.db_path.exists() and s.artifacts(run_id, "checkpoint"):
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
+    assert proc.poll() is None, "the run ended before it could be stopped: " + proc.stderr.read()
+    return proc, run_id, s
+
+
+def assert_resumes_to_the_uninterrupted_run(resumed, s, run_id, tmp_path, overrides):
+    from theorylab.runs import build_run_config, train
+
+    ref_store = Store(tmp_path / "ref")
+    ref = train(build_run_config("modular", overrides), ref_store, progress=False)
+    assert ref.run_id == run_id
+    assert resumed["status"] == "finished" and resumed["step"] == 300
+    assert resumed["metrics"] == ref.metrics  # bit for bit
+    assert s.metrics(run_id) == ref_store.metrics(ref.run_id)
+
+
+def test_kill_9_is_listed_as_interrupted_and_resumes_to_the_uninterrupted_run(cli_env, cli, tmp_path):
+    proc, run_id, s = start_training(cli_env, KILLABLE)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     [rec] = s.list_runs()
-    assert rec.status == "running"  # killed: never marked finished
+    assert rec.stored_status == "running"  # killed: never marked anything by the dead process
+    assert rec.status == "interrupted" and rec.pid == proc.pid  # but its process is gone, and that shows
     killed_at = max(a["step"] for a in s.artifacts(rec.id, "checkpoint"))
-    assert 0 < killed_at < 600
-    r = tl(["resume", rec.id[:10], "--json", "--quiet"], cli_env, timeout=300)
+    assert 0 < killed_at < 300 and rec.step >= killed_at  # the stored step is never behind the checkpoint
+    assert cli_env["THEORYLAB_HOME"] == str(tmp_path / "runs")  # the cli fixture's store: the same one
+    rc, out, _ = cli("runs")
+    assert rc == 0 and "interrupted" in out and run_id in out
+    assert [x["status"] for x in one_json(cli("runs", "--json")[1])["runs"]] == ["interrupted"]
+    rc, out, _ = cli("show", run_id)
+    assert "status=interrupted" in out and f"process {proc.pid}" in out and "is gone" in out
+    assert f"resumes from its checkpoint at step {killed_at}" in out
+    r = tl(["resume", run_id[:10], "--json", "--quiet"], cli_env, timeout=300)
     assert r.returncode == 0, r.stderr
-    resumed = one_json(r.stdout)
-    ref_store = Store(tmp_path / "ref")
-    ref = train(build_run_config("modular", overrides), ref_store, progress=False)
-    assert ref.run_id == rec.id
-    assert resumed["status"] == "finished" and resumed["step"] == 600
-    assert resumed["metrics"] == ref.metrics  # bit for bit
-    assert s.metrics(rec.id) == ref_store.metrics(ref.run_id)
+    assert_resumes_to_the_uninterrupted_run(one_json(r.stdout), s, run_id, tmp_path, KILLABLE)
 
 
 # --------------------------------------------------------------------------- one grammar

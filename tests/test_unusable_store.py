@@ -235,6 +235,30 @@ def test_check_names_each_problem_and_writes_nothing(tmp_path):
         Store(empty).check()
 
 
+def test_a_store_from_older_code_gains_the_new_columns(tmp_path):
+    """A store written before runs recorded their owner opens, keeps its runs, and shows its dead run."""
+    import sqlite3
+    import time
+
+    home = tmp_path / "old"
+    home.mkdir()
+    con = sqlite3.connect(home / "store.sqlite")
+    con.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, task TEXT NOT NULL, config TEXT NOT NULL, seed INTEGER NOT "
+                "NULL, status TEXT NOT NULL, step INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, started REAL, "
+                "finished REAL, wall_seconds REAL, versions TEXT, git_commit TEXT, summary TEXT, tags TEXT)")
+    old = time.time() - 3600
+    con.execute("INSERT INTO runs (id, task, config, seed, status, created, started) VALUES "
+                "('modular-a', 'modular', '{}', 0, 'running', ?, ?)", (old, old))
+    con.commit()
+    con.close()
+    [rec] = Store(home).list_runs()
+    assert rec.id == "modular-a" and rec.stored_status == "running" and rec.status == "interrupted"
+    assert rec.host is None and rec.heartbeat is None
+    with Store(home).connect() as con:
+        cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+    assert {"host", "pid", "pid_start", "heartbeat"} <= cols
+
+
 def test_the_entry_point_prints_one_line_not_a_traceback(base):
     home = make_broken("file", base)
     r = subprocess.run([sys.executable, "-m", "theorylab", "runs"], env={**os.environ, "THEORYLAB_HOME": str(home)},

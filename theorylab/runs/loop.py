@@ -19,6 +19,11 @@ every stepper:
 * **Failure.** An exception marks the group's unfinished runs ``failed`` (with the error), Ctrl-C
   marks them ``stopped``; both resume from their last checkpoint.  A :class:`TheoryLabError` (bad
   input, a store the program cannot use) is raised before anything is written.
+* **Liveness.** A run being trained records its owner (host, pid, the process's start time) and a
+  heartbeat, written with the run's step at most every :data:`~theorylab.store.HEARTBEAT_SECONDS`
+  (checked after every step, evaluation and checkpoint), so the store can tell a run whose process
+  died (``interrupted``) from a live one.  A run that a live process on this host is training is not
+  trained by a second one.
 * **Checkpoints** every ``checkpoint_every`` steps and at the end, with the optimizer state and the
   RNG state (which is (seed, step): see above).  A run resumes from its own last checkpoint; runs of
   one group with checkpoints at different steps resume as separate groups.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,17 +43,18 @@ from typing import Any
 import torch
 
 from theorylab.config import validate
-from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
+from theorylab.errors import CheckpointError, ConfigError, StoreError, TheoryLabError
 from theorylab.models import Transformer
 from theorylab.runs.config import RunConfig, TrainConfig
 from theorylab.runs.progress import Progress
 from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
-from theorylab.store import Store
+from theorylab.store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Store, owner, this_host
 from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.tasks import Task, make_task
 from theorylab.tasks.base import chunked_mean, torch_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_now = time.monotonic  # the loop's clock for heartbeats (tests replace it)
 
 
 @dataclass
@@ -215,6 +222,19 @@ def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
     return train_many([cfg], store, progress=progress, run_ids=[rec.id])[0]
 
 
+def _refuse_live_owner(rec) -> None:
+    """A run that a live process of this host (not this one) is training is not trained a second time: its
+    record says ``running``, that process is there and its heartbeat is fresh (a live process that left a
+    run ``running`` and does not train it any more, a notebook's kernel say, does not hold the run)."""
+    if rec is None or rec.status != "running" or rec.host != this_host() or rec.pid in (None, os.getpid()):
+        return
+    if rec.heartbeat is not None and time.time() - rec.heartbeat > STALE_AFTER_SECONDS:
+        return
+    seen = "" if rec.heartbeat is None else f", last heartbeat {max(0.0, time.time() - rec.heartbeat):.0f} s ago"
+    raise StoreError(f"run {rec.id} is being trained by process {rec.pid} on this host{seen}; wait for it, or stop it "
+                     f"(kill -TERM {rec.pid}: the run is marked stopped) and train or resume it again")
+
+
 def group_configs(cfgs: list[RunConfig]) -> list[list[int]]:
     """Indices of ``cfgs`` grouped so that each group differs only in seed (and tags)."""
     groups: dict[str, list[int]] = {}
@@ -240,7 +260,7 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     ``run_ids`` overrides the run ids (resuming a stored run under the id it was stored with).
 
     Raises :class:`~theorylab.errors.StoreError` before anything is written when ``store`` cannot be
-    used.
+    used or a live process on this host is training one of the runs.
     """
     if seed_chunk is not None and seed_chunk < 0:
         raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
@@ -254,11 +274,15 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     keep = [i for i, rid in enumerate(ids) if first[rid] == i]
     if store is not None:
         store.check()  # a store the program cannot use is refused before any training
+        if store.db_path.exists():
+            for i in keep:
+                _refuse_live_owner(store.get_run(ids[i]))
     for sub in group_configs([cfgs[i] for i in keep]):
         group = [keep[g] for g in sub]
         by_start: dict[int, list[tuple[int, tuple[Path, int] | None, bool]]] = {}
         for i in group:
             rec = store.get_run(ids[i]) if store is not None and store.db_path.exists() else None
+            _refuse_live_owner(rec)
             if rec is not None and not force and rec.status in ("finished", "diverged"):
                 results[i] = _reused(rec)
                 continue
@@ -325,9 +349,9 @@ class _Group:
             m = _Member(cfg, rid, idx, task, model, opt)
             if f is not None:
                 info = load_checkpoint(f[0], model, opt)
-                owner = info["extra"].get("run_id")
-                if owner is not None and owner != rid:
-                    raise CheckpointError(f"checkpoint {str(f[0])!r} belongs to run {owner}, not {rid}")
+                belongs_to = info["extra"].get("run_id")
+                if belongs_to is not None and belongs_to != rid:
+                    raise CheckpointError(f"checkpoint {str(f[0])!r} belongs to run {belongs_to}, not {rid}")
                 m.prior_wall = float(info["extra"].get("wall_seconds", 0.0))
             members.append(m)
         first: dict[str, dict[str, float]] = {}
@@ -341,6 +365,7 @@ class _Group:
         stepper = make_stepper(tc.stepper, self.cfgs[0], [m.cfg.seed for m in members], [m.task for m in members],
                                [m.model for m in members], [m.opt for m in members], chunk=chunk)
         if store is not None:
+            me = owner()
             for m, rep in zip(members, replace):
                 if rep:
                     store.delete_run(m.run_id)
@@ -353,14 +378,25 @@ class _Group:
                         Path(a["path"]).unlink(missing_ok=True)
                         store.remove_artifact(m.run_id, "checkpoint", a["path"])
                 store.truncate_metrics(m.run_id, start if start > 0 else -1)
-                store.update_run(m.run_id, status="running", started=time.time())
+                store.update_run(m.run_id, status="running", started=time.time(), step=start, heartbeat=time.time(),
+                                 **me)
         label = members[0].run_id if len(members) == 1 else f"{len(members)} seeds"
         bar = Progress(tc.steps, label, enabled=progress, start=start)
         t0 = time.perf_counter()
         active = list(members)  # in the stepper's order
         step = start
+        last_beat = _now()
+
+        def beat(at: int) -> None:
+            """The runs' sign of life and step: at most every HEARTBEAT_SECONDS (a clock read otherwise); every
+            checkpoint writes one too."""
+            nonlocal last_beat
+            if store is not None and active and _now() - last_beat >= HEARTBEAT_SECONDS:
+                store.heartbeat([m.run_id for m in active], at)
+                last_beat = _now()
 
         def checkpoint(m: _Member, at: int) -> None:
+            nonlocal last_beat
             if store is None:
                 return
             k = active.index(m)
@@ -371,6 +407,9 @@ class _Group:
             save_checkpoint(path, stepper.model(k), stepper.optimizer(k), at,
                             extra={"wall_seconds": m.prior_wall + time.perf_counter() - t0, "run_id": m.run_id,
                                    "rng": rng, "stepper": stepper.name})
+            # a heartbeat before the checkpoint is registered, so the stored step is never behind it
+            store.heartbeat([m.run_id], at)
+            last_beat = _now()
             store.add_artifact(m.run_id, "checkpoint", path, at)
             if tc.keep_checkpoints == "last":
                 for a in store.artifacts(m.run_id, "checkpoint"):
@@ -405,6 +444,7 @@ class _Group:
                 else:
                     vals = evaluate_model(m.task, stepper.model(k), device, dtype, tc.eval_batch_size, m.cfg.probes)
                     vals["train/lr"] = lr_at(tc, max(at - 1, 0))
+                    beat(at)
                 if log_eval(m, at, vals):
                     stops.append(m)
                 infos.append(" ".join(f"{key}={v:.4g}" for key, v in vals.items()
@@ -479,6 +519,7 @@ class _Group:
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.steps:
                     for m in active:
                         checkpoint(m, step)
+                beat(step)
             for m in list(active):
                 finish(m, step)
         except TheoryLabError:

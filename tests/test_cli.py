@@ -1,7 +1,8 @@
-"""CLI: exit codes, one JSON object with --json, nothing written on bad input, kill -9 + resume.
+"""CLI: exit codes, one JSON object with --json, nothing written on bad input, kill -9, SIGTERM and
+Ctrl-C + resume.
 
-Most tests call ``theorylab.cli.main`` in-process (fast); the entry point itself and
-kill -9 are exercised in real subprocesses.
+Most tests call ``theorylab.cli.main`` in-process (fast); the entry point itself and the signals are
+exercised in real subprocesses.
 """
 
 from __future__ import annotations
@@ -216,6 +217,57 @@ def test_kill_9_is_listed_as_interrupted_and_resumes_to_the_uninterrupted_run(cl
     r = tl(["resume", run_id[:10], "--json", "--quiet"], cli_env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert_resumes_to_the_uninterrupted_run(one_json(r.stdout), s, run_id, tmp_path, KILLABLE)
+
+
+def test_sigterm_stops_the_run_with_one_line_and_it_resumes_to_the_uninterrupted_run(cli_env, cli, tmp_path):
+    proc, run_id, s = start_training(cli_env, KILLABLE)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"theorylab: interrupted (SIGTERM): run {run_id} stopped at step")
+    assert f"theorylab resume {run_id}" in lines[0] and "Traceback" not in err
+    rec = s.get_run(run_id)
+    assert rec.status == rec.stored_status == "stopped" and "SIGTERM" in rec.summary["error"]
+    rc, out, err = cli("resume", run_id, "--json", "--quiet")
+    assert rc == 0, err
+    assert_resumes_to_the_uninterrupted_run(one_json(out), s, run_id, tmp_path, KILLABLE)
+
+
+def test_ctrl_c_prints_its_message_and_stops_the_run(cli_env):
+    # SIGINT raises KeyboardInterrupt in a Python whose SIGINT is not ignored (a shell's background job's is)
+    proc, run_id, s = start_training(cli_env, KILLABLE,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"theorylab: interrupted (SIGINT): run {run_id} stopped at step")
+    rec = s.get_run(run_id)
+    assert rec.status == "stopped" and rec.summary["error"] == "interrupted by Ctrl-C (SIGINT)"
+    step = max(a["step"] for a in s.artifacts(run_id, "checkpoint"))
+    assert f"it resumes from its checkpoint at step {step}: theorylab resume {run_id}" in lines[0]
+
+
+def test_an_interrupt_inside_a_command_is_said_not_swallowed(cli, store, monkeypatch):
+    """typer turns a KeyboardInterrupt into a silent exit 130; main() must still say what was interrupted."""
+    from theorylab.tasks.modular import ModularTask
+
+    real = ModularTask.train_batch
+
+    def interrupted(self, step, bs):
+        if step == 7:
+            raise KeyboardInterrupt
+        return real(self, step, bs)
+
+    monkeypatch.setattr(ModularTask, "train_batch", interrupted)
+    rc, out, err = cli("train", "modular", *TINY, "train.steps=20", "train.checkpoint_every=5", "--quiet")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 130 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("theorylab: interrupted (SIGINT): run modular-") and "stopped at step 7" in lines[0]
+    assert "resumes from its checkpoint at step 5" in lines[0]
+    [rec] = store.list_runs()
+    assert rec.status == "stopped" and rec.step == 7
 
 
 # --------------------------------------------------------------------------- one grammar

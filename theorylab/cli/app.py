@@ -4,8 +4,10 @@ One grammar for every verb:
 
 * ``--json`` prints exactly one JSON object on stdout (strict JSON: a value that is not finite is null);
 * ``--seeds`` is a count (``5`` = seeds 0..4), a range (``0-4``) or a list (``0,2,5``);
-* exit codes: 0 done (a diverged run is a result), 1 a run or claim failed, 2 bad input (one
-  ``theorylab: error: ...`` line on stderr, nothing written to the store).
+* exit codes: 0 done (a diverged run is a result), 1 a run or claim failed, 2 bad input or a store
+  the program cannot use (one ``theorylab: error: ...`` line on stderr, nothing written to the store),
+  130 interrupted by Ctrl-C and 143 by SIGTERM (one ``theorylab: interrupted ...`` line; a run being
+  trained is marked stopped and resumes from its last checkpoint).
 
 The verbs live in one module per group (``runs``, ``claims``, ``sweep``, ``measure``, ``construct``),
 imported explicitly by :mod:`theorylab.cli`; a module that fails to import is an error.
@@ -19,11 +21,31 @@ import sys
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from theorylab.errors import RunFailedError, TheoryLabError
 
+
+class _Interrupted(Exception):
+    """A KeyboardInterrupt (Ctrl-C, or SIGTERM while training) carried past typer, which would turn it into a
+    silent exit 130 before :func:`main` could say what was interrupted."""
+
+    def __init__(self, err: KeyboardInterrupt):
+        super().__init__(str(err))
+        self.signal_name = getattr(err, "signal_name", "SIGINT")
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise _Interrupted(err) from err
+
+
 app = typer.Typer(
     name="theorylab",
+    cls=_Group,
     help="theorylab: an executable laboratory for the theory of large language models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -160,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailedError as e:
         print(f"theorylab: failed: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("theorylab: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Interrupted) as e:
+        sig = getattr(e, "signal_name", "SIGINT")
+        detail = " ".join(str(e).split())
+        print(f"theorylab: interrupted ({sig})" + (f": {detail}" if detail else ""), file=sys.stderr)
+        return 143 if sig == "SIGTERM" else 130
     except Exception as e:  # click's (or typer's vendored click's) exceptions, by shape
         name = type(e).__name__
         if name == "Exit":

@@ -17,8 +17,9 @@ every stepper:
   ``train/grad_norm`` or the metric's name); the bad update is never applied, nothing non-finite is
   logged, and the other runs of the group go on.  A diverged run is a result, not an error.
 * **Failure.** An exception marks the group's unfinished runs ``failed`` (with the error), Ctrl-C
-  marks them ``stopped``; both resume from their last checkpoint.  A :class:`TheoryLabError` (bad
-  input, a store the program cannot use) is raised before anything is written.
+  and SIGTERM mark them ``stopped`` (:class:`Terminated`); all resume from their last checkpoint.  A
+  :class:`TheoryLabError` (bad input, a store the program cannot use) is raised before anything is
+  written.
 * **Liveness.** A run being trained records its owner (host, pid, the process's start time) and a
   heartbeat, written with the run's step at most every :data:`~theorylab.store.HEARTBEAT_SECONDS`
   (checked after every step, evaluation and checkpoint), so the store can tell a run whose process
@@ -34,8 +35,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,37 @@ from theorylab.tasks.base import chunked_mean, torch_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _now = time.monotonic  # the loop's clock for heartbeats (tests replace it)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received while training, taken like Ctrl-C: the runs are marked ``stopped`` and resume from
+    their last checkpoint."""
+
+    signal_name = "SIGTERM"
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While the loop trains, SIGTERM (``kill``'s and a scheduler's polite stop) raises :class:`Terminated`
+    as Ctrl-C raises KeyboardInterrupt.  Only in the main thread and where SIGTERM has its default action
+    (end the process at once): a handler the embedding program installed is left alone.  A second SIGTERM
+    while the first is handled is ignored, so the runs' records are written."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
@@ -222,19 +257,6 @@ def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
     return train_many([cfg], store, progress=progress, run_ids=[rec.id])[0]
 
 
-def _refuse_live_owner(rec) -> None:
-    """A run that a live process of this host (not this one) is training is not trained a second time: its
-    record says ``running``, that process is there and its heartbeat is fresh (a live process that left a
-    run ``running`` and does not train it any more, a notebook's kernel say, does not hold the run)."""
-    if rec is None or rec.status != "running" or rec.host != this_host() or rec.pid in (None, os.getpid()):
-        return
-    if rec.heartbeat is not None and time.time() - rec.heartbeat > STALE_AFTER_SECONDS:
-        return
-    seen = "" if rec.heartbeat is None else f", last heartbeat {max(0.0, time.time() - rec.heartbeat):.0f} s ago"
-    raise StoreError(f"run {rec.id} is being trained by process {rec.pid} on this host{seen}; wait for it, or stop it "
-                     f"(kill -TERM {rec.pid}: the run is marked stopped) and train or resume it again")
-
-
 def group_configs(cfgs: list[RunConfig]) -> list[list[int]]:
     """Indices of ``cfgs`` grouped so that each group differs only in seed (and tags)."""
     groups: dict[str, list[int]] = {}
@@ -260,13 +282,34 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     ``run_ids`` overrides the run ids (resuming a stored run under the id it was stored with).
 
     Raises :class:`~theorylab.errors.StoreError` before anything is written when ``store`` cannot be
-    used or a live process on this host is training one of the runs.
+    used or a live process on this host is training one of the runs.  SIGTERM stops the runs as Ctrl-C
+    does (:class:`Terminated`).
     """
     if seed_chunk is not None and seed_chunk < 0:
         raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
     ids = list(run_ids) if run_ids is not None else [c.run_id() for c in cfgs]
     if len(ids) != len(cfgs):
         raise ConfigError("run_ids: give one id per config")
+    with _sigterm_stops():
+        return _train_many(cfgs, ids, store, force=force, progress=progress, on_eval=on_eval, stop_after=stop_after,
+                           seed_chunk=seed_chunk)
+
+
+def _refuse_live_owner(rec) -> None:
+    """A run that a live process of this host (not this one) is training is not trained a second time: its
+    record says ``running``, that process is there and its heartbeat is fresh (a live process that left a
+    run ``running`` and does not train it any more, a notebook's kernel say, does not hold the run)."""
+    if rec is None or rec.status != "running" or rec.host != this_host() or rec.pid in (None, os.getpid()):
+        return
+    if rec.heartbeat is not None and time.time() - rec.heartbeat > STALE_AFTER_SECONDS:
+        return
+    seen = "" if rec.heartbeat is None else f", last heartbeat {max(0.0, time.time() - rec.heartbeat):.0f} s ago"
+    raise StoreError(f"run {rec.id} is being trained by process {rec.pid} on this host{seen}; wait for it, or stop it "
+                     f"(kill -TERM {rec.pid}: the run is marked stopped) and train or resume it again")
+
+
+def _train_many(cfgs: list[RunConfig], ids: list[str], store: Store | None, *, force: bool, progress: bool,
+                on_eval, stop_after: int | None, seed_chunk: int | None) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(cfgs)
     first: dict[str, int] = {}
     for i, rid in enumerate(ids):
@@ -331,6 +374,35 @@ class _Group:
         self.cfgs, self.run_ids, self.indices, self.store = cfgs, run_ids, indices, store
         self.tc = cfgs[0].train
 
+    def _mark(self, active: list[_Member], status: str, err: BaseException, step: int) -> None:
+        """Record how the unfinished runs ended (stopped or failed) and the step they reached; they resume
+        from their last checkpoint."""
+        if isinstance(err, KeyboardInterrupt):
+            why = f"interrupted by {getattr(err, 'signal_name', 'Ctrl-C (SIGINT)')}"
+        else:
+            why = f"{type(err).__name__}: {(str(err).splitlines() or [type(err).__name__])[0]}"
+        for m in active:
+            try:
+                if self.store.get_run(m.run_id) is not None:
+                    self.store.update_run(m.run_id, status=status, step=step, summary={"error": why})
+            except Exception:  # the store itself may be what failed
+                pass
+
+    def _stopped_message(self, active: list[_Member], step: int) -> str:
+        """One line for an interrupted group: where it stopped and how to go on."""
+        ids = [m.run_id for m in active] or list(self.run_ids)
+        what = f"run {ids[0]}" if len(ids) == 1 else f"{len(ids)} runs ({ids[0]}, ...)"
+        if self.store is None:
+            return f"{what} stopped at step {step} (trained in memory: nothing to resume)"
+        try:
+            found = latest_checkpoint(self.store, ids[0]) if len(ids) == 1 else None
+        except Exception:  # the store itself may be what failed
+            found = None
+        if len(ids) > 1:
+            return f"{what} stopped at step {step}; they resume from their last checkpoints: the same command again"
+        since = "from step 0 (no checkpoint yet)" if found is None else f"from its checkpoint at step {found[1]}"
+        return f"{what} stopped at step {step}; it resumes {since}: theorylab resume {ids[0]}"
+
     def _check_early_stop_metric(self, vals: dict[str, float]) -> None:
         tc = self.tc
         if tc.early_stop_metric is not None and tc.early_stop_metric not in vals:
@@ -364,9 +436,11 @@ class _Group:
         chunk = default_seed_chunk(device) if seed_chunk == 0 else seed_chunk
         stepper = make_stepper(tc.stepper, self.cfgs[0], [m.cfg.seed for m in members], [m.task for m in members],
                                [m.model for m in members], [m.opt for m in members], chunk=chunk)
+        written = False  # whether this attempt has written to the store
         if store is not None:
             me = owner()
             for m, rep in zip(members, replace):
+                written = True
                 if rep:
                     store.delete_run(m.run_id)
                 for tmp in store.run_dir(m.run_id).glob("*.safetensors.tmp*"):  # left by a kill mid-write
@@ -522,18 +596,15 @@ class _Group:
                 beat(step)
             for m in list(active):
                 finish(m, step)
-        except TheoryLabError:
+        except TheoryLabError as err:
+            if written:  # e.g. the disk filled up mid-run: the record says so instead of "running"
+                self._mark(active, "failed", err, step)
             raise
         except BaseException as err:
             if store is not None:
-                status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
-                msg = (str(err).splitlines() or [type(err).__name__])[0]
-                for m in active:
-                    try:
-                        if store.get_run(m.run_id) is not None:
-                            store.update_run(m.run_id, status=status, summary={"error": f"{type(err).__name__}: {msg}"})
-                    except Exception:  # the store itself may be what failed
-                        pass
+                self._mark(active, "stopped" if isinstance(err, KeyboardInterrupt) else "failed", err, step)
+            if isinstance(err, KeyboardInterrupt):
+                err.args = (self._stopped_message(active, step),)
             raise
         finally:
             bar.close()

@@ -25,9 +25,14 @@ every stepper:
   (checked after every step, evaluation and checkpoint), so the store can tell a run whose process
   died (``interrupted``) from a live one.  A run that a live process on this host is training is not
   trained by a second one.
-* **Checkpoints** every ``checkpoint_every`` steps and at the end, with the optimizer state and the
-  RNG state (which is (seed, step): see above).  A run resumes from its own last checkpoint; runs of
-  one group with checkpoints at different steps resume as separate groups.
+* **Checkpoints** every ``checkpoint_every`` steps, whenever ``checkpoint_minutes`` of wall time have
+  passed since the last one (so a kill loses at most that much work, whatever the hardware), and at
+  the end, with the optimizer state and the RNG state (which is (seed, step): see above).  With
+  ``keep_checkpoints=all`` the checkpoints written off the ``checkpoint_every`` grid (by wall time, or
+  where a run was stopped) are resume points only: each is removed once a later checkpoint exists, so
+  a finished run's series does not depend on the machine's speed or on where it was interrupted.  A run
+  resumes from its own last checkpoint; runs of one group with checkpoints at different steps resume as
+  separate groups.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from theorylab.tasks import Task, make_task
 from theorylab.tasks.base import chunked_mean, torch_generator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_now = time.monotonic  # the loop's clock for heartbeats (tests replace it)
+_now = time.monotonic  # the loop's clock for heartbeats and wall-time checkpoints (tests replace it)
 
 
 class Terminated(KeyboardInterrupt):
@@ -459,7 +464,7 @@ class _Group:
         t0 = time.perf_counter()
         active = list(members)  # in the stepper's order
         step = start
-        last_beat = _now()
+        last_beat = last_ckpt = _now()
 
         def beat(at: int) -> None:
             """The runs' sign of life and step: at most every HEARTBEAT_SECONDS (a clock read otherwise); every
@@ -468,6 +473,9 @@ class _Group:
             if store is not None and active and _now() - last_beat >= HEARTBEAT_SECONDS:
                 store.heartbeat([m.run_id for m in active], at)
                 last_beat = _now()
+
+        def on_grid(at: int) -> bool:
+            return bool(tc.checkpoint_every) and at % tc.checkpoint_every == 0
 
         def checkpoint(m: _Member, at: int) -> None:
             nonlocal last_beat
@@ -485,11 +493,13 @@ class _Group:
             store.heartbeat([m.run_id], at)
             last_beat = _now()
             store.add_artifact(m.run_id, "checkpoint", path, at)
-            if tc.keep_checkpoints == "last":
-                for a in store.artifacts(m.run_id, "checkpoint"):
-                    if a["path"] != str(path):
-                        Path(a["path"]).unlink(missing_ok=True)
-                        store.remove_artifact(m.run_id, "checkpoint", a["path"])
+            for a in store.artifacts(m.run_id, "checkpoint"):
+                # "last" keeps this one; "all" keeps the checkpoint_every grid and this one (a checkpoint
+                # written by wall time or where the run stopped only serves to resume from)
+                if a["path"] != str(path) and (tc.keep_checkpoints == "last" or
+                                               (a["step"] < at and not on_grid(int(a["step"])))):
+                    Path(a["path"]).unlink(missing_ok=True)
+                    store.remove_artifact(m.run_id, "checkpoint", a["path"])
 
         def log_eval(m: _Member, at: int, vals: dict[str, float]) -> bool:
             """Log one evaluation; True if the run must stop (diverged or early stop).
@@ -590,9 +600,11 @@ class _Group:
                 elif bar.tty:
                     fin = [x for x in losses if math.isfinite(x)]
                     bar.update(step, f"loss={sum(fin) / max(len(fin), 1):.4g}")
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.steps:
+                by_time = tc.checkpoint_minutes is not None and _now() - last_ckpt >= 60 * tc.checkpoint_minutes
+                if (on_grid(step) or by_time) and step < tc.steps and active:
                     for m in active:
                         checkpoint(m, step)
+                    last_ckpt = _now()
                 beat(step)
             for m in list(active):
                 finish(m, step)

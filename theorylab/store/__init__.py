@@ -152,11 +152,11 @@ def owner() -> dict[str, Any]:
 
 def run_is_alive(host: str | None, pid: int | None, pid_start: str | None, heartbeat: float | None,
                  now: float | None = None) -> bool:
-    """Whether the process recorded as training a run still does: on this host, whether that process
-    is there; on another (or an unknown) host, whether its heartbeat is younger than
+    """Whether the process recorded as training a run still does: on this (POSIX) host, whether that
+    process is there; on another (or an unknown) host, whether its heartbeat is younger than
     :data:`STALE_AFTER_SECONDS`."""
-    if host is not None and pid is not None and host == this_host():
-        return not _process_gone(int(pid), pid_start)
+    if host is not None and pid is not None and host == this_host() and os.name == "posix":
+        return not _process_gone(int(pid), pid_start)  # (on Windows, os.kill(pid, 0) would end that process)
     if heartbeat is None:
         return False
     now = time.time() if now is None else now

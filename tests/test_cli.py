@@ -1,7 +1,8 @@
-"""CLI: exit codes, one JSON object with --json, nothing written on bad input, kill -9 + resume.
+"""CLI: exit codes, one JSON object with --json, nothing written on bad input, kill -9, SIGTERM and
+Ctrl-C + resume.
 
-Most tests call ``theorylab.cli.main`` in-process (fast); the entry point itself and
-kill -9 are exercised in real subprocesses.
+Most tests call ``theorylab.cli.main`` in-process (fast); the entry point itself and the signals are
+exercised in real subprocesses.
 """
 
 from __future__ import annotations
@@ -165,36 +166,108 @@ def test_plain_progress_lines_when_not_a_tty(cli):
     assert rc == 0 and err == ""
 
 
-def test_kill_9_then_resume_equals_uninterrupted(cli_env, tmp_path):
-    from theorylab.runs import build_run_config, train
+KILLABLE = ["task.p=23", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "train.steps=300",
+            "train.eval_every=50", "train.checkpoint_every=25", "train.batch_size=64"]
 
-    overrides = ["task.p=23", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "train.steps=600",
-                 "train.eval_every=50", "train.checkpoint_every=25", "train.batch_size=64"]
+
+def start_training(env, overrides, **popen):
+    """``theorylab train modular`` in a subprocess, returned once its first checkpoint is in the store."""
+    from theorylab.runs import build_run_config
+
     proc = subprocess.Popen([sys.executable, "-m", "theorylab", "train", "modular", *overrides, "--quiet"],
-                            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
     run_id = build_run_config("modular", overrides).run_id()
-    s = Store(cli_env["THEORYLAB_HOME"])
+    s = Store(env["THEORYLAB_HOME"])
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:  # until a checkpoint is registered in the store
         if s.db_path.exists() and s.artifacts(run_id, "checkpoint"):
             break
         time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
+    assert proc.poll() is None, "the run ended before it could be stopped: " + proc.stderr.read()
+    return proc, run_id, s
+
+
+def assert_resumes_to_the_uninterrupted_run(resumed, s, run_id, tmp_path, overrides):
+    from theorylab.runs import build_run_config, train
+
+    ref_store = Store(tmp_path / "ref")
+    ref = train(build_run_config("modular", overrides), ref_store, progress=False)
+    assert ref.run_id == run_id
+    assert resumed["status"] == "finished" and resumed["step"] == 300
+    assert resumed["metrics"] == ref.metrics  # bit for bit
+    assert s.metrics(run_id) == ref_store.metrics(ref.run_id)
+
+
+def test_kill_9_is_listed_as_interrupted_and_resumes_to_the_uninterrupted_run(cli_env, cli, tmp_path):
+    proc, run_id, s = start_training(cli_env, KILLABLE)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     [rec] = s.list_runs()
-    assert rec.status == "running"  # killed: never marked finished
+    assert rec.stored_status == "running"  # killed: never marked anything by the dead process
+    assert rec.status == "interrupted" and rec.pid == proc.pid  # but its process is gone, and that shows
     killed_at = max(a["step"] for a in s.artifacts(rec.id, "checkpoint"))
-    assert 0 < killed_at < 600
-    r = tl(["resume", rec.id[:10], "--json", "--quiet"], cli_env, timeout=300)
+    assert 0 < killed_at < 300 and rec.step >= killed_at  # the stored step is never behind the checkpoint
+    assert cli_env["THEORYLAB_HOME"] == str(tmp_path / "runs")  # the cli fixture's store: the same one
+    rc, out, _ = cli("runs")
+    assert rc == 0 and "interrupted" in out and run_id in out
+    assert [x["status"] for x in one_json(cli("runs", "--json")[1])["runs"]] == ["interrupted"]
+    rc, out, _ = cli("show", run_id)
+    assert "status=interrupted" in out and f"process {proc.pid}" in out and "is gone" in out
+    assert f"resumes from its checkpoint at step {killed_at}" in out
+    r = tl(["resume", run_id[:10], "--json", "--quiet"], cli_env, timeout=300)
     assert r.returncode == 0, r.stderr
-    resumed = one_json(r.stdout)
-    ref_store = Store(tmp_path / "ref")
-    ref = train(build_run_config("modular", overrides), ref_store, progress=False)
-    assert ref.run_id == rec.id
-    assert resumed["status"] == "finished" and resumed["step"] == 600
-    assert resumed["metrics"] == ref.metrics  # bit for bit
-    assert s.metrics(rec.id) == ref_store.metrics(ref.run_id)
+    assert_resumes_to_the_uninterrupted_run(one_json(r.stdout), s, run_id, tmp_path, KILLABLE)
+
+
+def test_sigterm_stops_the_run_with_one_line_and_it_resumes_to_the_uninterrupted_run(cli_env, cli, tmp_path):
+    proc, run_id, s = start_training(cli_env, KILLABLE)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"theorylab: interrupted (SIGTERM): run {run_id} stopped at step")
+    assert f"theorylab resume {run_id}" in lines[0] and "Traceback" not in err
+    rec = s.get_run(run_id)
+    assert rec.status == rec.stored_status == "stopped" and "SIGTERM" in rec.summary["error"]
+    rc, out, err = cli("resume", run_id, "--json", "--quiet")
+    assert rc == 0, err
+    assert_resumes_to_the_uninterrupted_run(one_json(out), s, run_id, tmp_path, KILLABLE)
+
+
+def test_ctrl_c_prints_its_message_and_stops_the_run(cli_env):
+    # SIGINT raises KeyboardInterrupt in a Python whose SIGINT is not ignored (a shell's background job's is)
+    proc, run_id, s = start_training(cli_env, KILLABLE,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"theorylab: interrupted (SIGINT): run {run_id} stopped at step")
+    rec = s.get_run(run_id)
+    assert rec.status == "stopped" and rec.summary["error"] == "interrupted by Ctrl-C (SIGINT)"
+    step = max(a["step"] for a in s.artifacts(run_id, "checkpoint"))
+    assert f"it resumes from its checkpoint at step {step}: theorylab resume {run_id}" in lines[0]
+
+
+def test_an_interrupt_inside_a_command_is_said_not_swallowed(cli, store, monkeypatch):
+    """typer turns a KeyboardInterrupt into a silent exit 130; main() must still say what was interrupted."""
+    from theorylab.tasks.modular import ModularTask
+
+    real = ModularTask.train_batch
+
+    def interrupted(self, step, bs):
+        if step == 7:
+            raise KeyboardInterrupt
+        return real(self, step, bs)
+
+    monkeypatch.setattr(ModularTask, "train_batch", interrupted)
+    rc, out, err = cli("train", "modular", *TINY, "train.steps=20", "train.checkpoint_every=5", "--quiet")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 130 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("theorylab: interrupted (SIGINT): run modular-") and "stopped at step 7" in lines[0]
+    assert "resumes from its checkpoint at step 5" in lines[0]
+    [rec] = store.list_runs()
+    assert rec.status == "stopped" and rec.step == 7
 
 
 # --------------------------------------------------------------------------- one grammar

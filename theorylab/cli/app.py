@@ -4,8 +4,10 @@ One grammar for every verb:
 
 * ``--json`` prints exactly one JSON object on stdout (strict JSON: a value that is not finite is null);
 * ``--seeds`` is a count (``5`` = seeds 0..4), a range (``0-4``) or a list (``0,2,5``);
-* exit codes: 0 done (a diverged run is a result), 1 a run or claim failed, 2 bad input (one
-  ``theorylab: error: ...`` line on stderr, nothing written to the store);
+* exit codes: 0 done (a diverged run is a result), 1 a run or claim failed, 2 bad input or a store
+  the program cannot use (one ``theorylab: error: ...`` line on stderr, nothing written to the store),
+  130 interrupted by Ctrl-C and 143 by SIGTERM (one ``theorylab: interrupted ...`` line; a run being
+  trained is marked stopped and resumes from its last checkpoint);
 * every number an option reads is checked before the verb runs (:class:`Command`): floats must be
   finite, ints fit in 64 bits, a ``--seed`` lies in 0..2**63-1; flags take no value (``--force``, not
   ``--force true``).
@@ -104,8 +106,24 @@ class Command(_Grammar, TyperCommand):
     """The class of every theorylab command (:func:`finish` installs it)."""
 
 
+class _Interrupted(Exception):
+    """A KeyboardInterrupt (Ctrl-C, or SIGTERM while training) carried past typer, which would turn it into a
+    silent exit 130 before :func:`main` could say what was interrupted."""
+
+    def __init__(self, err: KeyboardInterrupt):
+        super().__init__(str(err))
+        self.signal_name = getattr(err, "signal_name", "SIGINT")
+
+
 class Group(_Grammar, TyperGroup):
-    """The class of the theorylab app and its sub-apps (``theorylab measure``)."""
+    """The class of the theorylab app and its sub-apps (``theorylab measure``); carries an interrupt past
+    typer as :class:`_Interrupted`."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise _Interrupted(err) from err
 
 
 def finish(root: typer.Typer) -> None:
@@ -116,6 +134,7 @@ def finish(root: typer.Typer) -> None:
     for group in root.registered_groups:
         if group.typer_instance is not None:
             finish(group.typer_instance)
+
 
 
 app = typer.Typer(
@@ -258,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailedError as e:
         print(f"theorylab: failed: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("theorylab: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Interrupted) as e:
+        sig = getattr(e, "signal_name", "SIGINT")
+        detail = " ".join(str(e).split())
+        print(f"theorylab: interrupted ({sig})" + (f": {detail}" if detail else ""), file=sys.stderr)
+        return 143 if sig == "SIGTERM" else 130
     except Exception as e:  # click's (or typer's vendored click's) exceptions, by shape
         name = type(e).__name__
         if name == "Exit":

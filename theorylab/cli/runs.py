@@ -11,7 +11,10 @@ import typer
 from theorylab.cli.app import DEVICE_HELP, JSON_OPT, RUNS, SEEDS_HELP, Command, app, console, emit, parse_seeds, store
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
-STATUSES = ("created", "running", "finished", "diverged", "failed", "stopped")
+# interrupted: stored as running, but the process training it is gone (killed, crashed, powered off)
+STATUSES = ("created", "running", "interrupted", "finished", "diverged", "failed", "stopped")
+INTERRUPTED_NOTE = ("interrupted: the process training it is gone (killed or crashed); `theorylab resume RUN` "
+                    "continues it from its last checkpoint")
 
 
 # --------------------------------------------------------------------------- config fields in help
@@ -205,7 +208,8 @@ def runs(task: str | None = typer.Option(None, "--task", help="only runs of this
          status: str | None = typer.Option(None, "--status", help="only runs with this status: " + ", ".join(STATUSES)),
          limit: int = typer.Option(50, "--limit", help="at most this many runs (newest first)"),
          as_json: bool = JSON_OPT) -> None:
-    """List stored runs, newest first; runs made by other code are marked stale."""
+    """List stored runs, newest first; runs made by other code are marked stale, running runs whose process
+    is gone interrupted."""
     from theorylab.runs.config import is_stale
 
     if status is not None and status not in STATUSES:
@@ -217,15 +221,27 @@ def runs(task: str | None = typer.Option(None, "--task", help="only runs of this
     stale = {r.id: is_stale(r.config, r.id) for r in recs}
 
     def human():
-        from rich.table import Table
+        from rich import box
+        from rich.table import Column, Table
 
-        t = Table("id", "task", "seed", "status", "step", "test acc", "wall s", "code")
+        def whole(name: str, values) -> Column:  # a column rich may not cut short (ids are what verbs take)
+            return Column(name, no_wrap=True, min_width=max([len(name), *(len(v) for v in values)]))
+
+        code = any(stale.values())  # the code column only when some run is stale
+        # no vertical rules, so that a run's whole row fits 80 columns (a pipe, a narrow terminal)
+        t = Table(whole("id", [r.id for r in recs]), whole("task", [r.task for r in recs]), "seed",
+                  whole("status", [r.status for r in recs]), "step", "test acc", "wall s",
+                  *([whole("code", ["stale"])] if code else []), box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False)
         for r in recs:
             m = r.summary.get("metrics", {})
             acc = m.get("test/accuracy")
             t.add_row(r.id, r.task, str(r.seed), r.status, str(r.step), "" if acc is None else f"{acc:.4f}",
-                      "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}", "stale" if stale[r.id] else "")
+                      "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}",
+                      *(["stale" if stale[r.id] else ""] if code else []))
         console().print(t)
+        if any(r.status == "interrupted" for r in recs):
+            console().print(INTERRUPTED_NOTE, markup=False, highlight=False, soft_wrap=True)
         if any(stale.values()):
             console().print("stale: made by other model, task or loop code than this one; never reused as evidence")
 
@@ -258,6 +274,8 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
             c.print(f"  diverged at step {sm['diverged_step']}: {sm.get('diverged_on')} not finite", soft_wrap=True)
         if sm.get("error"):
             c.print(f"  error: {sm['error']}", soft_wrap=True, markup=False)
+        for line in _liveness_lines(rec, arts):
+            c.print(line, soft_wrap=True, markup=False, highlight=False)
         for k, v in sorted(sm.get("metrics", {}).items()):
             c.print(f"  {k:24s} {v:.6g}")
         for a in arts:
@@ -275,6 +293,27 @@ def _task_of(name: str) -> str:
     from theorylab.runs.presets import PRESETS
 
     return str(PRESETS[name]["config"]["task"]["name"]) if name in PRESETS else name
+
+
+def _liveness_lines(rec, arts) -> list[str]:
+    """Who trains (or trained) an unfinished run, its last sign of life and where it resumes."""
+    import time
+
+    if rec.status not in ("running", "interrupted", "stopped", "failed", "created"):
+        return []
+    lines = []
+    if rec.pid is not None:
+        seen = "" if rec.heartbeat is None else f"; last heartbeat {max(0.0, time.time() - rec.heartbeat):.0f} s ago"
+        if rec.status == "running":
+            lines.append(f"  running: process {rec.pid} on {rec.host}{seen}")
+        elif rec.status == "interrupted":
+            lines.append(f"  interrupted: stored as running, but process {rec.pid} on {rec.host} is gone (killed or "
+                         f"crashed){seen}")
+    if rec.status != "running":
+        steps = [a["step"] for a in arts if a["kind"] == "checkpoint"]
+        since = f"its checkpoint at step {max(steps)}" if steps else "step 0 (no checkpoint)"
+        lines.append(f"  resumes from {since}: theorylab resume {rec.id}")
+    return lines
 
 
 @app.command(rich_help_panel=RUNS)

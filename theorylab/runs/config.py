@@ -49,8 +49,12 @@ class TrainConfig(Config):
     )
     eval_every: int = Field(100, gt=0, description="evaluate every this many steps (and at the end)")
     eval_batch_size: int = Field(4096, gt=0, description="examples per evaluation chunk")
-    checkpoint_every: int | None = Field(None, gt=0, description="save a checkpoint every this many steps; none = "
-                                                                 "only at the end")
+    checkpoint_every: int | None = Field(None, gt=0, description="checkpoint every this many steps (and at the "
+                                                                "end); none = by checkpoint_minutes and at the end")
+    checkpoint_minutes: float | None = Field(
+        5.0, gt=0, description="also checkpoint once this many minutes of training have passed since the last "
+                               "checkpoint, so a kill loses at most about this much work on any hardware; "
+                               "none = by steps only")
     keep_checkpoints: Literal["last", "all"] = Field("last", description="keep only the last checkpoint or all")
     early_stop_metric: str | None = Field(None, description="e.g. 'test/accuracy'")
     early_stop_value: float | None = Field(None, description="stop once early_stop_metric reaches this value")

@@ -17,19 +17,34 @@ every stepper:
   ``train/grad_norm`` or the metric's name); the bad update is never applied, nothing non-finite is
   logged, and the other runs of the group go on.  A diverged run is a result, not an error.
 * **Failure.** An exception marks the group's unfinished runs ``failed`` (with the error), Ctrl-C
-  marks them ``stopped``; both resume from their last checkpoint.  A :class:`TheoryLabError` (bad
-  input) is raised before anything is written.
-* **Checkpoints** every ``checkpoint_every`` steps and at the end, with the optimizer state and the
-  RNG state (which is (seed, step): see above).  A run resumes from its own last checkpoint; runs of
-  one group with checkpoints at different steps resume as separate groups.
+  and SIGTERM mark them ``stopped`` (:class:`Terminated`); all resume from their last checkpoint.  A
+  :class:`TheoryLabError` (bad input, a store the program cannot use) is raised before anything is
+  written.
+* **Liveness.** A run being trained records its owner (host, pid, the process's start time) and a
+  heartbeat, written with the run's step at most every :data:`~theorylab.store.HEARTBEAT_SECONDS`
+  (checked after every step, evaluation and checkpoint), so the store can tell a run whose process
+  died (``interrupted``) from a live one.  A run that a live process on this host is training is not
+  trained by a second one.
+* **Checkpoints** every ``checkpoint_every`` steps, whenever ``checkpoint_minutes`` of wall time have
+  passed since the last one (so a kill loses at most that much work, whatever the hardware), and at
+  the end, with the optimizer state and the RNG state (which is (seed, step): see above).  With
+  ``keep_checkpoints=all`` the checkpoints written off the ``checkpoint_every`` grid (by wall time, or
+  where a run was stopped) are resume points only: each is removed once a later checkpoint exists, so
+  a finished run's series does not depend on the machine's speed or on where it was interrupted.  A run
+  resumes from its own last checkpoint; runs of one group with checkpoints at different steps resume as
+  separate groups.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,16 +52,49 @@ from typing import Any
 import torch
 
 from theorylab.config import validate
-from theorylab.errors import CheckpointError, ConfigError, TheoryLabError
+from theorylab.errors import CheckpointError, ConfigError, StoreError, TheoryLabError
 from theorylab.models import Transformer
 from theorylab.runs.config import RunConfig, TrainConfig
 from theorylab.runs.devices import DTYPES, precision, resolve_device
 from theorylab.runs.progress import Progress
 from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
-from theorylab.store import Store
+from theorylab.store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Store, owner, this_host
 from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.tasks import Task, make_task
 from theorylab.tasks.base import chunked_mean, torch_generator
+
+_now = time.monotonic  # the loop's clock for heartbeats and wall-time checkpoints (tests replace it)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received while training, taken like Ctrl-C: the runs are marked ``stopped`` and resume from
+    their last checkpoint."""
+
+    signal_name = "SIGTERM"
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While the loop trains, SIGTERM (``kill``'s and a scheduler's polite stop) raises :class:`Terminated`
+    as Ctrl-C raises KeyboardInterrupt.  Only in the main thread and where SIGTERM has its default action
+    (end the process at once): a handler the embedding program installed is left alone.  A second SIGTERM
+    while the first is handled is ignored, so the runs' records are written."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
@@ -244,22 +292,52 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     ``index`` into ``cfgs``.  ``seed_chunk``: seeds per forward pass of the stacked stepper (``None``:
     all at once; 0: :func:`~theorylab.runs.steppers.default_seed_chunk` for the device).
     ``run_ids`` overrides the run ids (resuming a stored run under the id it was stored with).
+
+    Raises :class:`~theorylab.errors.StoreError` before anything is written when ``store`` cannot be
+    used or a live process on this host is training one of the runs.  SIGTERM stops the runs as Ctrl-C
+    does (:class:`Terminated`).
     """
     if seed_chunk is not None and seed_chunk < 0:
         raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
     ids = list(run_ids) if run_ids is not None else [c.run_id() for c in cfgs]
     if len(ids) != len(cfgs):
         raise ConfigError("run_ids: give one id per config")
+    with _sigterm_stops():
+        return _train_many(cfgs, ids, store, force=force, progress=progress, on_eval=on_eval, stop_after=stop_after,
+                           seed_chunk=seed_chunk)
+
+
+def _refuse_live_owner(rec) -> None:
+    """A run that a live process of this host (not this one) is training is not trained a second time: its
+    record says ``running``, that process is there and its heartbeat is fresh (a live process that left a
+    run ``running`` and does not train it any more, a notebook's kernel say, does not hold the run)."""
+    if rec is None or rec.status != "running" or rec.host != this_host() or rec.pid in (None, os.getpid()):
+        return
+    if rec.heartbeat is not None and time.time() - rec.heartbeat > STALE_AFTER_SECONDS:
+        return
+    seen = "" if rec.heartbeat is None else f", last heartbeat {max(0.0, time.time() - rec.heartbeat):.0f} s ago"
+    raise StoreError(f"run {rec.id} is being trained by process {rec.pid} on this host{seen}; wait for it, or stop it "
+                     f"(kill -TERM {rec.pid}: the run is marked stopped) and train or resume it again")
+
+
+def _train_many(cfgs: list[RunConfig], ids: list[str], store: Store | None, *, force: bool, progress: bool,
+                on_eval, stop_after: int | None, seed_chunk: int | None) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(cfgs)
     first: dict[str, int] = {}
     for i, rid in enumerate(ids):
         first.setdefault(rid, i)
     keep = [i for i, rid in enumerate(ids) if first[rid] == i]
+    if store is not None:
+        store.check()  # a store the program cannot use is refused before any training
+        if store.db_path.exists():
+            for i in keep:
+                _refuse_live_owner(store.get_run(ids[i]))
     for sub in group_configs([cfgs[i] for i in keep]):
         group = [keep[g] for g in sub]
         by_start: dict[int, list[tuple[int, tuple[Path, int] | None, bool]]] = {}
         for i in group:
             rec = store.get_run(ids[i]) if store is not None and store.db_path.exists() else None
+            _refuse_live_owner(rec)
             if rec is not None and not force and rec.status in ("finished", "diverged"):
                 results[i] = _reused(rec, store)
                 continue
@@ -308,6 +386,35 @@ class _Group:
         self.cfgs, self.run_ids, self.indices, self.store = cfgs, run_ids, indices, store
         self.tc = cfgs[0].train
 
+    def _mark(self, active: list[_Member], status: str, err: BaseException, step: int) -> None:
+        """Record how the unfinished runs ended (stopped or failed) and the step they reached; they resume
+        from their last checkpoint."""
+        if isinstance(err, KeyboardInterrupt):
+            why = f"interrupted by {getattr(err, 'signal_name', 'Ctrl-C (SIGINT)')}"
+        else:
+            why = f"{type(err).__name__}: {(str(err).splitlines() or [type(err).__name__])[0]}"
+        for m in active:
+            try:
+                if self.store.get_run(m.run_id) is not None:
+                    self.store.update_run(m.run_id, status=status, step=step, summary={"error": why})
+            except Exception:  # the store itself may be what failed
+                pass
+
+    def _stopped_message(self, active: list[_Member], step: int) -> str:
+        """One line for an interrupted group: where it stopped and how to go on."""
+        ids = [m.run_id for m in active] or list(self.run_ids)
+        what = f"run {ids[0]}" if len(ids) == 1 else f"{len(ids)} runs ({ids[0]}, ...)"
+        if self.store is None:
+            return f"{what} stopped at step {step} (trained in memory: nothing to resume)"
+        try:
+            found = latest_checkpoint(self.store, ids[0]) if len(ids) == 1 else None
+        except Exception:  # the store itself may be what failed
+            found = None
+        if len(ids) > 1:
+            return f"{what} stopped at step {step}; they resume from their last checkpoints: the same command again"
+        since = "from step 0 (no checkpoint yet)" if found is None else f"from its checkpoint at step {found[1]}"
+        return f"{what} stopped at step {step}; it resumes {since}: theorylab resume {ids[0]}"
+
     def _check_early_stop_metric(self, vals: dict[str, float]) -> None:
         tc = self.tc
         if tc.early_stop_metric is not None and tc.early_stop_metric not in vals:
@@ -326,9 +433,9 @@ class _Group:
             m = _Member(cfg, rid, idx, task, model, opt)
             if f is not None:
                 info = load_checkpoint(f[0], model, opt)
-                owner = info["extra"].get("run_id")
-                if owner is not None and owner != rid:
-                    raise CheckpointError(f"checkpoint {str(f[0])!r} belongs to run {owner}, not {rid}")
+                belongs_to = info["extra"].get("run_id")
+                if belongs_to is not None and belongs_to != rid:
+                    raise CheckpointError(f"checkpoint {str(f[0])!r} belongs to run {belongs_to}, not {rid}")
                 m.prior_wall = float(info["extra"].get("wall_seconds", 0.0))
             members.append(m)
         first: dict[str, dict[str, float]] = {}
@@ -342,8 +449,11 @@ class _Group:
         chunk = default_seed_chunk(device) if seed_chunk == 0 else seed_chunk
         stepper = make_stepper(tc.stepper, self.cfgs[0], [m.cfg.seed for m in members], [m.task for m in members],
                                [m.model for m in members], [m.opt for m in members], chunk=chunk)
+        written = False  # whether this attempt has written to the store
         if store is not None:
+            me = owner()
             for m, rep in zip(members, replace):
+                written = True
                 if rep:
                     store.delete_run(m.run_id)
                 for tmp in store.run_dir(m.run_id).glob("*.safetensors.tmp*"):  # left by a kill mid-write
@@ -355,14 +465,28 @@ class _Group:
                         Path(a["path"]).unlink(missing_ok=True)
                         store.remove_artifact(m.run_id, "checkpoint", a["path"])
                 store.truncate_metrics(m.run_id, start if start > 0 else -1)
-                store.update_run(m.run_id, status="running", started=time.time())
+                store.update_run(m.run_id, status="running", started=time.time(), step=start, heartbeat=time.time(),
+                                 **me)
         label = members[0].run_id if len(members) == 1 else f"{len(members)} seeds"
         bar = Progress(tc.steps, label, enabled=progress, start=start)
         t0 = time.perf_counter()
         active = list(members)  # in the stepper's order
         step = start
+        last_beat = last_ckpt = _now()
+
+        def beat(at: int) -> None:
+            """The runs' sign of life and step: at most every HEARTBEAT_SECONDS (a clock read otherwise); every
+            checkpoint writes one too."""
+            nonlocal last_beat
+            if store is not None and active and _now() - last_beat >= HEARTBEAT_SECONDS:
+                store.heartbeat([m.run_id for m in active], at)
+                last_beat = _now()
+
+        def on_grid(at: int) -> bool:
+            return bool(tc.checkpoint_every) and at % tc.checkpoint_every == 0
 
         def checkpoint(m: _Member, at: int) -> None:
+            nonlocal last_beat
             if store is None:
                 return
             k = active.index(m)
@@ -373,12 +497,17 @@ class _Group:
             save_checkpoint(path, stepper.model(k), stepper.optimizer(k), at,
                             extra={"wall_seconds": m.prior_wall + time.perf_counter() - t0, "run_id": m.run_id,
                                    "rng": rng, "stepper": stepper.name})
+            # a heartbeat before the checkpoint is registered, so the stored step is never behind it
+            store.heartbeat([m.run_id], at)
+            last_beat = _now()
             store.add_artifact(m.run_id, "checkpoint", path, at)
-            if tc.keep_checkpoints == "last":
-                for a in store.artifacts(m.run_id, "checkpoint"):
-                    if a["path"] != str(path):
-                        Path(a["path"]).unlink(missing_ok=True)
-                        store.remove_artifact(m.run_id, "checkpoint", a["path"])
+            for a in store.artifacts(m.run_id, "checkpoint"):
+                # "last" keeps this one; "all" keeps the checkpoint_every grid and this one (a checkpoint
+                # written by wall time or where the run stopped only serves to resume from)
+                if a["path"] != str(path) and (tc.keep_checkpoints == "last" or
+                                               (a["step"] < at and not on_grid(int(a["step"])))):
+                    Path(a["path"]).unlink(missing_ok=True)
+                    store.remove_artifact(m.run_id, "checkpoint", a["path"])
 
         def log_eval(m: _Member, at: int, vals: dict[str, float]) -> bool:
             """Log one evaluation; True if the run must stop (diverged or early stop).
@@ -409,6 +538,7 @@ class _Group:
                         vals = evaluate_model(m.task, stepper.model(k), device, dtype, tc.eval_batch_size,
                                               m.cfg.probes)
                     vals["train/lr"] = lr_at(tc, max(at - 1, 0))
+                    beat(at)
                 if log_eval(m, at, vals):
                     stops.append(m)
                 infos.append(" ".join(f"{key}={v:.4g}" for key, v in vals.items()
@@ -480,23 +610,23 @@ class _Group:
                 elif bar.tty:
                     fin = [x for x in losses if math.isfinite(x)]
                     bar.update(step, f"loss={sum(fin) / max(len(fin), 1):.4g}")
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.steps:
+                by_time = tc.checkpoint_minutes is not None and _now() - last_ckpt >= 60 * tc.checkpoint_minutes
+                if (on_grid(step) or by_time) and step < tc.steps and active:
                     for m in active:
                         checkpoint(m, step)
+                    last_ckpt = _now()
+                beat(step)
             for m in list(active):
                 finish(m, step)
-        except TheoryLabError:
+        except TheoryLabError as err:
+            if written:  # e.g. the disk filled up mid-run: the record says so instead of "running"
+                self._mark(active, "failed", err, step)
             raise
         except BaseException as err:
             if store is not None:
-                status = "stopped" if isinstance(err, KeyboardInterrupt) else "failed"
-                msg = (str(err).splitlines() or [type(err).__name__])[0]
-                for m in active:
-                    try:
-                        if store.get_run(m.run_id) is not None:
-                            store.update_run(m.run_id, status=status, summary={"error": f"{type(err).__name__}: {msg}"})
-                    except Exception:  # the store itself may be what failed
-                        pass
+                self._mark(active, "stopped" if isinstance(err, KeyboardInterrupt) else "failed", err, step)
+            if isinstance(err, KeyboardInterrupt):
+                err.args = (self._stopped_message(active, step),)
             raise
         finally:
             bar.close()

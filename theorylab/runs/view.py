@@ -34,6 +34,8 @@ class RunView:
 
     @property
     def status(self) -> str:
+        """The run's status as shown: ``interrupted`` for a run stored as ``running`` whose process is gone
+        (:func:`theorylab.store.run_is_alive`); ``record.stored_status`` is the stored one."""
         return self.record.status
 
     def series(self, split: str, name: str) -> tuple[list[int], list[float]]:

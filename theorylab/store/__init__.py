@@ -8,6 +8,14 @@ Layout under ``$THEORYLAB_HOME`` (default ``./theorylab-runs``)::
 
 Every write is one short transaction, so two processes writing at once lose
 nothing (SQLite serialises writers; a busy timeout makes the second one wait).
+
+A store the program cannot use (the directory is a file or read-only, the database is not an
+SQLite file or is truncated, the disk is full) raises one :class:`~theorylab.errors.StoreError`
+line that names the path and the problem, before anything is written where that can be known.
+
+A run being trained records who trains it (host, pid, the process's start time) and a heartbeat
+the loop refreshes; a ``running`` run whose process is gone is reported as ``interrupted``
+(:func:`run_is_alive`).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import sqlite3
 import subprocess
 import time
@@ -42,7 +51,11 @@ CREATE TABLE IF NOT EXISTS runs (
     versions TEXT,
     git_commit TEXT,
     summary TEXT,                   -- JSON: final metrics, diverged step, ...
-    tags TEXT
+    tags TEXT,
+    host TEXT,                      -- who trains it: host name, process id, the process's start time
+    pid INTEGER,
+    pid_start TEXT,
+    heartbeat REAL                  -- time.time() of the loop's last sign of life
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL,
@@ -73,8 +86,81 @@ CREATE INDEX IF NOT EXISTS claim_results_by_claim ON claim_results (claim_id, ti
 """
 
 
+# Columns added after the first release: a store written by older code gains them when opened.
+_ADDED_RUN_COLUMNS = {"host": "TEXT", "pid": "INTEGER", "pid_start": "TEXT", "heartbeat": "REAL"}
+_RUN_COLUMNS = ("id", "task", "config", "seed", "status", "step", "created", "started", "finished", "wall_seconds",
+                "versions", "git_commit", "summary", "tags", *_ADDED_RUN_COLUMNS)
+
+# Liveness.  The loop writes a heartbeat at most every HEARTBEAT_SECONDS (and at least at every
+# evaluation and checkpoint); a run on this host is alive while its process is; a run on another
+# host is taken for dead once its heartbeat is older than STALE_AFTER_SECONDS, which must exceed the
+# longest stretch the loop spends without a heartbeat (one step, one evaluation or one checkpoint).
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER_SECONDS = 600.0
+
+# SQLite error names that mean the store (not the program) is the problem.
+_STORE_PROBLEMS = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                   "SQLITE_FULL", "SQLITE_PERM", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOLFS", "SQLITE_AUTH")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 def home() -> Path:
     return Path(os.environ.get("THEORYLAB_HOME", "theorylab-runs")).resolve()
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def process_start(pid: int) -> str | None:
+    """An identity of process ``pid``'s start (boot id and start time in clock ticks, from ``/proc``), so a
+    recycled pid is not taken for the process that trained a run; None where ``/proc`` is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{start}"
+    except (OSError, IndexError):
+        return None
+
+
+def _process_gone(pid: int, start: str | None) -> bool:
+    """Whether process ``pid`` of this host has ended (or the pid now names another process)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, under another user
+        pass
+    except OSError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is gone
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+    except (OSError, IndexError):
+        pass
+    now = process_start(pid)
+    return start is not None and now is not None and now != start
+
+
+def owner() -> dict[str, Any]:
+    """This process as the owner of the runs it trains: ``{"host", "pid", "pid_start"}``."""
+    return {"host": this_host(), "pid": os.getpid(), "pid_start": process_start(os.getpid())}
+
+
+def run_is_alive(host: str | None, pid: int | None, pid_start: str | None, heartbeat: float | None,
+                 now: float | None = None) -> bool:
+    """Whether the process recorded as training a run still does: on this (POSIX) host, whether that
+    process is there; on another (or an unknown) host, whether its heartbeat is younger than
+    :data:`STALE_AFTER_SECONDS`."""
+    if host is not None and pid is not None and host == this_host() and os.name == "posix":
+        return not _process_gone(int(pid), pid_start)  # (on Windows, os.kill(pid, 0) would end that process)
+    if heartbeat is None:
+        return False
+    now = time.time() if now is None else now
+    return now - heartbeat <= STALE_AFTER_SECONDS
 
 
 def package_versions() -> dict[str, str]:
@@ -96,6 +182,48 @@ def git_commit() -> str | None:
         return None
 
 
+def _sqlite_file_problem(db: Path) -> str | None:
+    """What is wrong with an SQLite database file, read from its 100-byte header without SQLite (which
+    would create its ``-wal`` and ``-shm`` files beside a broken database): None when nothing is."""
+    try:
+        size = db.stat().st_size
+        with open(db, "rb") as fh:
+            head = fh.read(100)
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    if size == 0:
+        return None  # SQLite makes an empty file a new database
+    if not head.startswith(_SQLITE_MAGIC[: len(head)]):
+        return "is not an SQLite database (corrupt or overwritten)"
+    if len(head) < 100:
+        return f"is truncated ({size} bytes, shorter than an SQLite header)"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if head[24:28] == head[92:96] and pages > 0 and size < page * pages:  # the header's page count is valid
+        return f"is truncated ({size} bytes; its header says {pages} pages of {page} bytes)"
+    if page < 512 or page & (page - 1) or size % page:
+        return f"is truncated or corrupt ({size} bytes is not a whole number of {page}-byte pages)"
+    return None
+
+
+def _add_missing_columns(con: sqlite3.Connection) -> None:
+    """Bring a store written by older code up to this schema (one transaction; concurrent openers wait)."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+    if set(_ADDED_RUN_COLUMNS) <= have:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+        for col, kind in _ADDED_RUN_COLUMNS.items():
+            if col not in have:
+                con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 @dataclass
 class RunRecord:
     id: str
@@ -112,6 +240,11 @@ class RunRecord:
     git_commit: str | None
     summary: dict[str, Any]
     tags: dict[str, Any]
+    host: str | None = None       # who trains (or trained) it
+    pid: int | None = None
+    pid_start: str | None = None
+    heartbeat: float | None = None  # time.time() of the loop's last sign of life
+    stored_status: str = ""       # the status as stored; ``status`` says ``interrupted`` for a dead ``running``
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -121,7 +254,9 @@ class Store:
     """A handle on the store directory.  Cheap to create; connections are per call."""
 
     def __init__(self, root: str | Path | None = None):
+        self.from_env = root is None and "THEORYLAB_HOME" in os.environ
         self.root = Path(root).resolve() if root is not None else home()
+        self._checked = False
 
     @property
     def db_path(self) -> Path:
@@ -130,17 +265,106 @@ class Store:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 
+    # ----------------------------------------------------------------- a store the program can use
+    def _where(self) -> str:
+        return f"store {str(self.root)!r}" + (" (THEORYLAB_HOME)" if self.from_env else "")
+
+    def _elsewhere(self) -> str:
+        return "point THEORYLAB_HOME at another directory" if self.from_env else "give another store directory"
+
+    def check(self) -> None:
+        """Raise one :class:`StoreError` line unless this store can be used: its directory is a writable
+        directory (or can be made one) and its database, if there is one, is an SQLite file that is not
+        truncated.  Writes nothing; :meth:`connect` runs it once per handle and :func:`train` before
+        training, so a store the program cannot use is refused before anything is written."""
+        root = self.root
+        existing = root
+        while not existing.exists() and existing != existing.parent:  # the nearest existing ancestor
+            existing = existing.parent
+        if not existing.is_dir():
+            what = "is a file" if existing == root else f"lies under {str(existing)!r}, which is a file"
+            raise StoreError(f"{self._where()} {what}, not a directory; {self._elsewhere()}")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            what = "is read-only" if existing == root else f"cannot be created: {str(existing)!r} is read-only"
+            raise StoreError(f"{self._where()} {what} (theorylab writes its runs there); make it writable "
+                             f"or {self._elsewhere()}")
+        db = self.db_path
+        if existing != root or not (db.exists() or db.is_symlink()):
+            return
+        if not db.is_file():
+            raise StoreError(f"store database {str(db)!r} is not a file; move it aside or {self._elsewhere()}")
+        if not os.access(db, os.R_OK | os.W_OK):
+            raise StoreError(f"store database {str(db)!r} is read-only (theorylab writes its runs there); make it "
+                             f"writable or {self._elsewhere()}")
+        problem = None
+        for attempt in range(3):  # a header read while another process extends the file can look short
+            problem = _sqlite_file_problem(db)
+            if problem is None or "not an SQLite" in problem:
+                break
+            time.sleep(0.1 * (attempt + 1))
+        if problem is not None:
+            raise StoreError(f"store database {str(db)!r} {problem}; move it aside (a new store starts there) "
+                             f"or {self._elsewhere()}")
+
+    def _sqlite_error(self, err: sqlite3.Error) -> StoreError:
+        """One line naming the store and the problem, for an SQLite error that is the store's fault."""
+        name = getattr(err, "sqlite_errorname", "") or ""
+        db = str(self.db_path)
+        msg = (str(err).splitlines() or [type(err).__name__])[0]
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            return StoreError(f"store database {db!r} is corrupt or not an SQLite database ({msg}); move it aside "
+                              f"(a new store starts there) or {self._elsewhere()}")
+        if name.startswith(("SQLITE_READONLY", "SQLITE_PERM")) or (
+                name.startswith("SQLITE_CANTOPEN") and not os.access(self.root, os.W_OK | os.X_OK)):
+            return StoreError(f"{self._where()} is read-only ({msg}); make it writable or {self._elsewhere()}")
+        if name.startswith("SQLITE_FULL"):
+            return StoreError(f"{self._where()}: the disk is full ({msg})")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return StoreError(f"store database {db!r} stayed locked by another process ({msg}); try again")
+        return StoreError(f"store database {db!r} cannot be used ({msg})")
+
+    def _is_store_problem(self, err: BaseException) -> bool:
+        name = getattr(err, "sqlite_errorname", "") or ""
+        return isinstance(err, sqlite3.DatabaseError) and name.startswith(_STORE_PROBLEMS)
+
+    def _make_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self.check()  # names the problem when it is one it knows
+            raise StoreError(f"{self._where()} cannot be created: {err.strerror or err}") from None
+
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None)
+        """A connection to the store's database (created with its directory when missing).  Raises
+        :class:`StoreError` for a store the program cannot use."""
+        if not self._checked:
+            self.check()
+            self._checked = True
+        self._make_root()
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA busy_timeout=60000")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.executescript(SCHEMA) if not getattr(self, "_schema_done", False) else None
-            self._schema_done = True
-            yield con
+            con = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None)
+        except sqlite3.Error as err:
+            raise self._sqlite_error(err) from None
+        try:
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA busy_timeout=60000")
+                con.execute("PRAGMA synchronous=NORMAL")
+                if not getattr(self, "_schema_done", False):
+                    con.executescript(SCHEMA)
+                    _add_missing_columns(con)
+                    self._schema_done = True
+            except sqlite3.Error as err:
+                if self._is_store_problem(err):
+                    raise self._sqlite_error(err) from None
+                raise
+            try:
+                yield con
+            except sqlite3.Error as err:
+                if self._is_store_problem(err):
+                    raise self._sqlite_error(err) from None
+                raise
         finally:
             con.close()
 
@@ -152,7 +376,10 @@ class Store:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:  # no transaction left to roll back (a failed COMMIT ends it)
+                    pass
                 raise
 
     # ----------------------------------------------------------------- runs
@@ -166,7 +393,8 @@ class Store:
                  json.dumps(package_versions()), git_commit(), json.dumps(tags or {})))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        allowed = {"status", "step", "started", "finished", "wall_seconds", "summary", "tags"}
+        allowed = {"status", "step", "started", "finished", "wall_seconds", "summary", "tags", "host", "pid",
+                   "pid_start", "heartbeat"}
         bad = set(fields) - allowed
         if bad:
             raise StoreError(f"cannot update run fields {sorted(bad)}")
@@ -177,6 +405,20 @@ class Store:
         with self.transaction() as con:
             con.execute(f"UPDATE runs SET {', '.join(cols)} WHERE id = ?", (*vals, run_id))
 
+    def heartbeat(self, run_ids: list[str], step: int | None = None, now: float | None = None) -> None:
+        """The loop's sign of life for the runs it trains (and how far they are): one short write."""
+        if not run_ids:
+            return
+        marks = ",".join("?" * len(run_ids))
+        now = time.time() if now is None else now
+        with self.transaction() as con:
+            if step is None:
+                con.execute(f"UPDATE runs SET heartbeat = ? WHERE status = 'running' AND id IN ({marks})",
+                            (now, *run_ids))
+            else:
+                con.execute(f"UPDATE runs SET heartbeat = ?, step = ? WHERE status = 'running' AND id IN ({marks})",
+                            (now, int(step), *run_ids))
+
     def delete_run(self, run_id: str) -> None:
         """Forget a run: its row, metrics, artifacts and its directory of checkpoints."""
         with self.transaction() as con:
@@ -185,21 +427,28 @@ class Store:
         if run_id and "/" not in run_id and run_id not in (".", ".."):
             shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 
-    def _record(self, row: sqlite3.Row | tuple) -> RunRecord:
+    def _record(self, row: sqlite3.Row | tuple, now: float | None = None) -> RunRecord:
         (rid, task, config, seed, status, step, created, started, finished, wall, versions, commit, summary,
-         tags) = row
-        return RunRecord(rid, task, json.loads(config), seed, status, step, created, started, finished, wall,
-                         json.loads(versions or "{}"), commit, json.loads(summary or "{}"), json.loads(tags or "{}"))
+         tags, host, pid, pid_start, heartbeat) = row
+        shown = status
+        if status == "running" and not run_is_alive(host, pid, pid_start, heartbeat if heartbeat is not None
+                                                    else started, now):
+            shown = "interrupted"  # its process is gone: stopped without a word (killed, crashed, powered off)
+        return RunRecord(rid, task, json.loads(config), seed, shown, step, created, started, finished, wall,
+                         json.loads(versions or "{}"), commit, json.loads(summary or "{}"), json.loads(tags or "{}"),
+                         host, pid, pid_start, heartbeat, status)
+
+    _SELECT = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self.connect() as con:
-            row = con.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = con.execute(f"{self._SELECT} WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else self._record(row)
 
     def find_run(self, prefix: str) -> RunRecord:
         """A run by id or unique id prefix."""
         with self.connect() as con:
-            rows = con.execute("SELECT * FROM runs WHERE id LIKE ? ORDER BY created",
+            rows = con.execute(f"{self._SELECT} WHERE id LIKE ? ORDER BY created",
                                (prefix.replace("%", "") + "%",)).fetchall()
         exact = [r for r in rows if r[0] == prefix]
         if exact:
@@ -210,23 +459,29 @@ class Store:
             raise StoreError(f"run {prefix!r}: ambiguous, matches {len(rows)} runs")
         return self._record(rows[0])
 
-    def list_runs(self, task: str | None = None, status: str | None = None, limit: int | None = None
-                  ) -> list[RunRecord]:
-        q, args = "SELECT * FROM runs", []
+    def list_runs(self, task: str | None = None, status: str | None = None, limit: int | None = None,
+                  now: float | None = None) -> list[RunRecord]:
+        """Runs, newest first.  ``status`` is the status as shown: ``interrupted`` selects the ``running``
+        runs whose process is gone and ``running`` the others (``now``: the time liveness is judged at)."""
+        q, args = self._SELECT, []
         conds = []
         if task:
             conds.append("task = ?")
             args.append(task)
         if status:
             conds.append("status = ?")
-            args.append(status)
+            args.append("running" if status == "interrupted" else status)
         if conds:
             q += " WHERE " + " AND ".join(conds)
         q += " ORDER BY created DESC"
-        if limit:
+        shown_only = status in ("running", "interrupted")
+        if limit and not shown_only:
             q += f" LIMIT {int(limit)}"
         with self.connect() as con:
-            return [self._record(r) for r in con.execute(q, args).fetchall()]
+            recs = [self._record(r, now) for r in con.execute(q, args).fetchall()]
+        if shown_only:
+            recs = [r for r in recs if r.status == status][: int(limit) if limit else None]
+        return recs
 
     # ----------------------------------------------------------------- metrics
     def log_metrics(self, run_id: str, step: int, split: str, values: dict[str, float]) -> None:

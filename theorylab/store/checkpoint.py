@@ -8,7 +8,8 @@ trainer draws every random number of step ``t`` from generators derived from
 (seed, ``t``), so its RNG state is exactly (seed, step) and is recorded as such.  Files are written to a temporary name and
 renamed into place, so a kill mid-write never leaves a half-written checkpoint.
 Loading checks the digest, the keys and the shapes and raises one
-:class:`~theorylab.errors.CheckpointError` line for any problem.
+:class:`~theorylab.errors.CheckpointError` line for any problem; a file that cannot be written
+(a read-only directory, a full disk) raises one :class:`~theorylab.errors.StoreError` line.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from theorylab.errors import CheckpointError
+from theorylab.errors import CheckpointError, StoreError
 
 FORMAT = "theorylab-checkpoint/1"
 
@@ -39,10 +40,10 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     step: int, extra: dict[str, Any] | None = None) -> Path:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().contiguous().cpu()
                                         for k, v in model.state_dict().items()}
     meta: dict[str, str] = {"format": FORMAT, "step": str(int(step))}
@@ -58,11 +59,38 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         meta["extra"] = json.dumps(extra, sort_keys=True)
     meta["digest"] = _digest(tensors)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=meta)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise StoreError(f"checkpoint {str(path)!r} cannot be written: {_write_problem(path, err)}") from None
     return path
+
+
+def _write_problem(path: Path, err: Exception) -> str:
+    """Why a file cannot be written there, in words: a file where a directory must be, a read-only
+    directory, a full disk, or the error's own first line."""
+    import errno
+
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    code = getattr(err, "errno", None)
+    text = (str(err).splitlines() or [type(err).__name__])[0]
+    if not existing.is_dir():
+        return f"{str(existing)!r} is a file, not a directory"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "Permission denied" in text or "Read-only" in text:
+        return f"{str(existing)!r} is read-only ({getattr(err, 'strerror', None) or text})"
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
+        return f"the disk is full ({getattr(err, 'strerror', None) or text})"
+    return getattr(err, "strerror", None) or text
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

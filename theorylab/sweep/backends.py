@@ -14,6 +14,7 @@ submissions of each run and ``worker_deaths`` the deaths seen.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,30 @@ def train_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: 
     res = train_many(cfgs, Store(store_root), progress=False, run_ids=run_ids)
     return [{"run_id": r.run_id, "status": r.status, "metrics": r.metrics, "reused": r.reused, "stepper": r.stepper}
             for r in res]
+
+
+KILL_ENV = "THEORYLAB_SWEEP_TEST_KILL"  # tests only: a directory of kill orders (see work_unit)
+
+
+def work_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: str, threads: int = 1,
+              kill_dir: str | None = None) -> list[dict[str, Any]]:
+    """:func:`train_unit` as a worker runs it (local pool, Ray).
+
+    ``kill_dir`` (tests only; the sweep passes ``$THEORYLAB_SWEEP_TEST_KILL``): a worker about to train
+    a run whose file ``<kill_dir>/<run id>`` holds a count n > 0 writes n - 1 there and SIGKILLs itself,
+    so that a test kills a worker at a known attempt of a known run on every backend.
+    """
+    if kill_dir:
+        for rid in run_ids:
+            order = os.path.join(kill_dir, rid)
+            if os.path.exists(order):
+                with open(order) as f:
+                    n = int(f.read().strip() or 0)
+                if n > 0:
+                    with open(order, "w") as f:
+                        f.write(str(n - 1))
+                    os.kill(os.getpid(), signal.SIGKILL)
+    return train_unit(cfg_dicts, run_ids, store_root, threads)
 
 
 def default_workers() -> int:
@@ -116,7 +141,8 @@ def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, o
             for key, (cfgs, ids) in remaining.items():
                 ex.submitted(ids)
                 # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
-                futs[pool.submit(train_unit, [c.to_dict() for c in cfgs], ids, str(ex.store.root), 1)] = key
+                futs[pool.submit(work_unit, [c.to_dict() for c in cfgs], ids, str(ex.store.root), 1,
+                                 os.environ.get(KILL_ENV))] = key
             pending = set(futs)
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -174,12 +200,13 @@ def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | N
         from ray.exceptions import NodeDiedError
     except ImportError:  # pragma: no cover - older Ray
         NodeDiedError = WorkerCrashedError  # noqa: N806
-    remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(train_unit)
+    remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(work_unit)
     refs: dict[Any, tuple[Unit, list[str]]] = {}
 
     def submit(cfgs: Unit, ids: list[str]) -> None:
         ex.submitted(ids)
-        refs[remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), 1)] = (cfgs, ids)
+        ref = remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), 1, os.environ.get(KILL_ENV))
+        refs[ref] = (cfgs, ids)
 
     for cfgs, ids in units:
         submit(cfgs, ids)

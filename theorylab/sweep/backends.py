@@ -121,55 +121,120 @@ def run_inprocess(units: list[tuple[Unit, list[str]]], ex: Execution) -> None:
         except TheoryLabError:
             raise
         except Exception as err:  # the run itself failed: report it, keep going (as the pool does)
-            ex.fail(ids, (str(err).splitlines() or [type(err).__name__])[0])
+            ex.fail(ids, _first_line(err))
             continue
         ex.report(out)
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
+def _pool_worker(conn) -> None:
+    """A local-pool worker: trains each unit it receives on ``conn`` and sends back ``("ok", outcomes)``, or
+    ``("error", message)`` when the run raised, until it receives None or its parent goes away."""
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if job is None:
+            return
+        try:
+            reply = ("ok", work_unit(*job))
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stops the sweep
+            return
+        except Exception as err:  # the run itself failed: a failure, not a death
+            reply = ("error", _first_line(err))
+        conn.send(reply)
+
+
+class _Worker:
+    """One spawned process of the local pool and the unit it holds (None when idle)."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_pool_worker, args=(child,), name="theorylab-sweep-worker")
+        self.proc.start()
+        child.close()
+        self.unit: tuple[Unit, list[str]] | None = None
+
+    def give(self, unit: tuple[Unit, list[str]], store_root: str) -> None:
+        cfgs, ids = unit
+        self.unit = unit
+        try:  # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
+            self.conn.send(([c.to_dict() for c in cfgs], ids, store_root, 1, os.environ.get(KILL_ENV)))
+        except OSError:  # the worker is gone already (died on start-up): make sure, reply() sees a death
+            self.proc.kill()
+            self.proc.join()
+
+    def reply(self) -> tuple[str, Any] | None:
+        """The unit's outcome if the worker sent it; None if the worker died holding the unit."""
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        return None if not self.proc.is_alive() else ("busy", None)
+
+    def close(self, timeout: float) -> None:
+        if self.proc.is_alive() and self.unit is None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
 def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, on_tick: Callable[[], None]) -> None:
+    """A pool of ``workers`` spawned processes, each holding one unit at a time.  A worker that dies takes
+    only its own unit with it: that unit alone is submitted again (on a fresh worker), as Ray does."""
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")  # fork after torch/threads is unsafe
-    remaining = {tuple(ids): (cfgs, ids) for cfgs, ids in units}
-    while remaining:
-        n = min(workers, len(remaining))
-        died: list[list[str]] = []
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-            futs = {}
-            for key, (cfgs, ids) in remaining.items():
-                ex.submitted(ids)
-                # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
-                futs[pool.submit(work_unit, [c.to_dict() for c in cfgs], ids, str(ex.store.root), 1,
-                                 os.environ.get(KILL_ENV))] = key
-            pending = set(futs)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in done:
-                    key = futs[f]
-                    try:
-                        out = f.result()
-                    except BrokenProcessPool:
-                        died.append(list(key))
-                        continue
-                    except Exception as err:  # the run itself failed: report it, keep going
-                        ex.fail(list(key), (str(err).splitlines() or [type(err).__name__])[0])
-                        remaining.pop(key, None)
-                        continue
-                    ex.report(out)
-                    remaining.pop(key, None)
-                on_tick()
-            if died:
-                pool.shutdown(wait=True, cancel_futures=True)
-        if died:
-            ex.worker_deaths += 1
-            for key in list(remaining):
-                again = ex.after_death(list(key))
-                cfgs, ids = remaining.pop(key)
-                if again:
-                    keep = [c for c, rid in zip(cfgs, ids) if rid in again]
-                    remaining[tuple(again)] = (keep, again)
+    queue = list(units)
+    pool: list[_Worker] = []
+    store_root = str(ex.store.root)
+    clean = False
+    try:
+        while queue or any(w.unit is not None for w in pool):
+            pool = [w for w in pool if w.proc.is_alive() or w.unit is not None]
+            idle = [w for w in pool if w.unit is None]
+            while queue and (idle or len(pool) < workers):
+                w = idle.pop() if idle else _Worker(ctx)
+                if w not in pool:
+                    pool.append(w)
+                unit = queue.pop(0)
+                ex.submitted(unit[1])
+                w.give(unit, store_root)
+            busy = [w for w in pool if w.unit is not None]
+            wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
+            for w in busy:
+                got = w.reply()
+                if got is not None and got[0] == "busy":
+                    continue
+                cfgs, ids = w.unit
+                w.unit = None
+                if got is None:  # the worker died holding this unit
+                    ex.worker_deaths += 1
+                    w.close(0)
+                    again = ex.after_death(ids)
+                    if again:
+                        queue.insert(0, ([c for c, rid in zip(cfgs, ids) if rid in again], again))
+                elif got[0] == "ok":
+                    ex.report(got[1])
+                else:  # the run itself failed: report it, keep going
+                    ex.fail(ids, got[1])
+            on_tick()
+        clean = True
+    finally:
+        for w in pool:  # idle workers exit when told; after Ctrl-C or an error give them a moment, then kill
+            w.close(30 if clean else 5)
 
 
 def ray_init(workers: int | None = None):

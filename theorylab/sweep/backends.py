@@ -49,14 +49,18 @@ def work_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: s
 
     ``kill_dir`` (tests only; the sweep passes ``$THEORYLAB_SWEEP_TEST_KILL``): a worker about to train
     a run whose file ``<kill_dir>/<run id>`` holds a count n > 0 writes n - 1 there and SIGKILLs itself,
-    so that a test kills a worker at a known attempt of a known run on every backend.
+    so that a test kills a worker at a known attempt of a known run on every backend; a file holding
+    ``raise`` makes the run raise instead (a failed run, not a worker death).
     """
     if kill_dir:
         for rid in run_ids:
             order = os.path.join(kill_dir, rid)
             if os.path.exists(order):
                 with open(order) as f:
-                    n = int(f.read().strip() or 0)
+                    text = f.read().strip()
+                if text == "raise":
+                    raise RuntimeError(f"run {rid} failed as ordered by the test")
+                n = int(text or 0)
                 if n > 0:
                     with open(order, "w") as f:
                         f.write(str(n - 1))
@@ -256,15 +260,14 @@ def ray_init(workers: int | None = None):
 
 def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | None,
             on_tick: Callable[[], None]) -> None:
-    """Ray tasks, resubmitted by us (not by Ray's own retries) when their worker dies, so that attempts and
-    worker deaths are counted as on the local pool."""
+    """Ray tasks, resubmitted by us (``max_retries=0``: Ray's own retries would be invisible here) when
+    their worker dies, so that attempts and worker deaths are counted as on the local pool."""
     ray = ray_init(workers)
-    from ray.exceptions import WorkerCrashedError
+    import ray.exceptions as rex
 
-    try:
-        from ray.exceptions import NodeDiedError
-    except ImportError:  # pragma: no cover - older Ray
-        NodeDiedError = WorkerCrashedError  # noqa: N806
+    # the worker process died holding the task: killed, out of memory (Ray's memory monitor), node gone
+    deaths = tuple(getattr(rex, n) for n in ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError")
+                   if hasattr(rex, n))
     remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(work_unit)
     refs: dict[Any, tuple[Unit, list[str]]] = {}
 
@@ -281,14 +284,14 @@ def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | N
             cfgs, ids = refs.pop(ref)
             try:
                 ex.report(ray.get(ref))
-            except (WorkerCrashedError, NodeDiedError):
+            except deaths:
                 ex.worker_deaths += 1
                 again = ex.after_death(ids)
                 if again:
                     submit([c for c, rid in zip(cfgs, ids) if rid in again], again)
-            except Exception as err:  # the run itself failed
-                ex.fail(ids, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            except Exception as err:  # the run itself failed: its own message, not Ray's task header
+                cause = getattr(err, "cause", None)
+                ex.fail(ids, _first_line(cause if isinstance(cause, BaseException) else err))
         on_tick()
-
 
 __all__ = ["train_unit", "default_workers", "ray_init", "run_inprocess", "run_pool", "run_ray", "Execution"]

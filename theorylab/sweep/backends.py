@@ -1,14 +1,16 @@
 """Backends that execute units of work (lists of run configs) and report what ran.
 
 * ``inprocess``: one unit after the other in this process;
-* ``local``: a process pool on this machine (spawned workers, one torch thread each);
+* ``local``: a pool of spawned worker processes on this machine, one torch thread each, one unit at a time;
 * ``ray``: Ray tasks (``RAY_ADDRESS`` when set, else a local Ray).
 
 A unit is one run, or a group of seeds stacked into one training (see :func:`theorylab.sweep.run_sweep`);
 each is trained by :func:`theorylab.runs.train_many`, which serves finished runs from the store and
 resumes unfinished ones from their last checkpoint.  When a worker dies (killed, out of memory) the
-unit is submitted again, on every backend, up to ``max_attempts`` times; ``attempts`` counts the
-submissions of each run and ``worker_deaths`` the deaths seen.
+unit it held, and only that unit, is submitted again, on every backend, up to ``max_attempts`` times;
+``attempts`` counts the times each run was handed to a worker and ``worker_deaths`` the workers that
+died holding a unit; an exception in a run is a failure, not a death, and is not retried
+(:class:`theorylab.sweep.SweepResult` defines both counters).
 """
 
 from __future__ import annotations

@@ -152,6 +152,54 @@ def test_worker_killed_mid_sweep_every_run_exactly_once(tmp_path, monkeypatch):
         assert got[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-7), k
 
 
+def _killing_backend(backend: str, monkeypatch):
+    """The environment for a sweep on ``backend`` whose workers obey kill orders; returns the cleanup."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # start a local Ray, never join someone's cluster
+    if backend != "ray":
+        return lambda: None
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'theorylab[ray]'); CI installs it")
+    import ray
+
+    return ray.shutdown
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_worker_deaths_and_attempts_count_the_same_on_every_backend(tmp_path, monkeypatch, backend):
+    """One attempt = one time a run's unit is handed to a worker; a worker death = the worker process
+    exiting abnormally (here SIGKILL, ordered through THEORYLAB_SWEEP_TEST_KILL) while holding a unit.
+    A death costs one attempt of that unit only; an exception in a run is a failure, never retried."""
+    shutdown = _killing_backend(backend, monkeypatch)
+    orders = tmp_path / "kill"
+    orders.mkdir()
+    monkeypatch.setenv("THEORYLAB_SWEEP_TEST_KILL", str(orders))
+    store = Store(tmp_path / "store")
+    victim, bystander = tiny(0), tiny(1)
+    doomed, broken = tiny(2), tiny(3)
+    (orders / victim.run_id()).write_text("1")  # its first attempt dies
+    (orders / doomed.run_id()).write_text("99")  # every attempt dies
+    (orders / broken.run_id()).write_text("raise")  # the run raises: a failure, not a death
+    try:
+        once = run_sweep([victim, bystander], store, backend=backend, workers=2, progress=False)
+        always = run_sweep([doomed, broken], store, backend=backend, workers=2, progress=False, max_attempts=3)
+    finally:
+        shutdown()
+    assert once.backend == backend and always.backend == backend
+    assert once.ok, once.errors
+    assert once.attempts == {victim.run_id(): 2, bystander.run_id(): 1}
+    assert once.worker_deaths == 1
+    assert sorted(once.trained) == sorted([victim.run_id(), bystander.run_id()]) and once.errors == {}
+    _assert_exactly_once(store, [victim, bystander])
+    assert (orders / victim.run_id()).read_text() == "0"
+
+    assert always.status == {doomed.run_id(): "failed", broken.run_id(): "failed"}
+    assert always.attempts == {doomed.run_id(): 3, broken.run_id(): 1}
+    assert always.worker_deaths == 3
+    assert always.errors == {doomed.run_id(): "worker died 3 times",
+                             broken.run_id(): f"run {broken.run_id()} failed as ordered by the test"}
+    assert (orders / doomed.run_id()).read_text() == "96"
+
+
 def test_sweep_cli(tmp_path, monkeypatch, capsys):
     import json
 

@@ -13,10 +13,10 @@ otherwise every run is its own unit and units run in parallel.
 
 Exactly once.  A run's id is the hash of its config, seed and code fingerprint, the store keys runs
 and metrics by that id, and a finished run is never retrained.  When a worker dies mid-run (killed,
-out of memory), its unit is submitted again (on every backend, counted in ``attempts`` and
-``worker_deaths``); the loop resumes each run from its last checkpoint (or starts it over when it
-had none), truncating metrics logged after that checkpoint.  A run whose worker dies
-``max_attempts`` times is reported as failed.
+out of memory), its unit alone is submitted again (on every backend, counted the same way in
+``attempts`` and ``worker_deaths``: see :class:`SweepResult`); the loop resumes each run from its last
+checkpoint (or starts it over when it had none), truncating metrics logged after that checkpoint.  A
+run whose worker dies ``max_attempts`` times is reported as failed; a run that raises fails at once.
 
 Progress: one display for the whole sweep (runs done, steps done over all runs, ETA) on a
 terminal; quiet otherwise.
@@ -43,13 +43,26 @@ BACKENDS = ("inprocess", "local", "ray")
 
 @dataclass
 class SweepResult:
+    """What a sweep did.  ``attempts`` and ``worker_deaths`` mean the same on every backend:
+
+    * ``attempts[run id]``: how many times the run's unit was handed to a worker (a pool process, a Ray
+      task, this process for ``inprocess``): 1 for a run that trained once, one more for each time a
+      worker died holding it, at most ``max_attempts``.  A run served from the store has no entry.
+    * ``worker_deaths``: how many times a worker process died holding a unit (killed, e.g. SIGKILL or
+      ``os._exit``, out of memory, its node gone).  A death costs an attempt of that unit only; the unit is
+      submitted again, and a run whose worker died ``max_attempts`` times is ``failed`` with the error
+      ``"worker died N times"``.  An exception raised by a run is not a death: the run is ``failed`` at
+      once with the exception's first line in ``errors`` and is not retried.  Ray's own retries are off
+      (``max_retries=0``), so no attempt goes uncounted.
+    """
+
     run_ids: list[str]  # in the order of the configs given (duplicates removed)
     status: dict[str, str]  # run id -> finished | diverged | failed | ...
     metrics: dict[str, dict[str, float]]  # run id -> final metrics
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
-    attempts: dict[str, int] = field(default_factory=dict)  # run id -> times submitted
-    worker_deaths: int = 0
+    attempts: dict[str, int] = field(default_factory=dict)  # run id -> times handed to a worker (see above)
+    worker_deaths: int = 0  # workers that died holding a unit (see above)
     wall_seconds: float = 0.0
     backend: str = "local"  # what ran: a local sweep with one unit runs in-process
     workers: int = 1  # processes that trained at once

@@ -1,19 +1,22 @@
 """Backends that execute units of work (lists of run configs) and report what ran.
 
 * ``inprocess``: one unit after the other in this process;
-* ``local``: a process pool on this machine (spawned workers, one torch thread each);
+* ``local``: a pool of spawned worker processes on this machine, one torch thread each, one unit at a time;
 * ``ray``: Ray tasks (``RAY_ADDRESS`` when set, else a local Ray).
 
 A unit is one run, or a group of seeds stacked into one training (see :func:`theorylab.sweep.run_sweep`);
 each is trained by :func:`theorylab.runs.train_many`, which serves finished runs from the store and
 resumes unfinished ones from their last checkpoint.  When a worker dies (killed, out of memory) the
-unit is submitted again, on every backend, up to ``max_attempts`` times; ``attempts`` counts the
-submissions of each run and ``worker_deaths`` the deaths seen.
+unit it held, and only that unit, is submitted again, on every backend, up to ``max_attempts`` times;
+``attempts`` counts the times each run was handed to a worker and ``worker_deaths`` the workers that
+died holding a unit; an exception in a run is a failure, not a death, and is not retried
+(:class:`theorylab.sweep.SweepResult` defines both counters).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +40,34 @@ def train_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: 
     res = train_many(cfgs, Store(store_root), progress=False, run_ids=run_ids)
     return [{"run_id": r.run_id, "status": r.status, "metrics": r.metrics, "reused": r.reused, "stepper": r.stepper}
             for r in res]
+
+
+KILL_ENV = "THEORYLAB_SWEEP_TEST_KILL"  # tests only: a directory of kill orders (see work_unit)
+
+
+def work_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: str, threads: int = 1,
+              kill_dir: str | None = None) -> list[dict[str, Any]]:
+    """:func:`train_unit` as a worker runs it (local pool, Ray).
+
+    ``kill_dir`` (tests only; the sweep passes ``$THEORYLAB_SWEEP_TEST_KILL``): a worker about to train
+    a run whose file ``<kill_dir>/<run id>`` holds a count n > 0 writes n - 1 there and SIGKILLs itself,
+    so that a test kills a worker at a known attempt of a known run on every backend; a file holding
+    ``raise`` makes the run raise instead (a failed run, not a worker death).
+    """
+    if kill_dir:
+        for rid in run_ids:
+            order = os.path.join(kill_dir, rid)
+            if os.path.exists(order):
+                with open(order) as f:
+                    text = f.read().strip()
+                if text == "raise":
+                    raise RuntimeError(f"run {rid} failed as ordered by the test")
+                n = int(text or 0)
+                if n > 0:
+                    with open(order, "w") as f:
+                        f.write(str(n - 1))
+                    os.kill(os.getpid(), signal.SIGKILL)
+    return train_unit(cfg_dicts, run_ids, store_root, threads)
 
 
 def default_workers() -> int:
@@ -96,54 +127,120 @@ def run_inprocess(units: list[tuple[Unit, list[str]]], ex: Execution) -> None:
         except TheoryLabError:
             raise
         except Exception as err:  # the run itself failed: report it, keep going (as the pool does)
-            ex.fail(ids, (str(err).splitlines() or [type(err).__name__])[0])
+            ex.fail(ids, _first_line(err))
             continue
         ex.report(out)
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
+def _pool_worker(conn) -> None:
+    """A local-pool worker: trains each unit it receives on ``conn`` and sends back ``("ok", outcomes)``, or
+    ``("error", message)`` when the run raised, until it receives None or its parent goes away."""
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if job is None:
+            return
+        try:
+            reply = ("ok", work_unit(*job))
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stops the sweep
+            return
+        except Exception as err:  # the run itself failed: a failure, not a death
+            reply = ("error", _first_line(err))
+        conn.send(reply)
+
+
+class _Worker:
+    """One spawned process of the local pool and the unit it holds (None when idle)."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_pool_worker, args=(child,), name="theorylab-sweep-worker")
+        self.proc.start()
+        child.close()
+        self.unit: tuple[Unit, list[str]] | None = None
+
+    def give(self, unit: tuple[Unit, list[str]], store_root: str) -> None:
+        cfgs, ids = unit
+        self.unit = unit
+        try:  # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
+            self.conn.send(([c.to_dict() for c in cfgs], ids, store_root, 1, os.environ.get(KILL_ENV)))
+        except OSError:  # the worker is gone already (died on start-up): make sure, reply() sees a death
+            self.proc.kill()
+            self.proc.join()
+
+    def reply(self) -> tuple[str, Any] | None:
+        """The unit's outcome if the worker sent it; None if the worker died holding the unit."""
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        return None if not self.proc.is_alive() else ("busy", None)
+
+    def close(self, timeout: float) -> None:
+        if self.proc.is_alive() and self.unit is None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
 def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, on_tick: Callable[[], None]) -> None:
+    """A pool of ``workers`` spawned processes, each holding one unit at a time.  A worker that dies takes
+    only its own unit with it: that unit alone is submitted again (on a fresh worker), as Ray does."""
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")  # fork after torch/threads is unsafe
-    remaining = {tuple(ids): (cfgs, ids) for cfgs, ids in units}
-    while remaining:
-        n = min(workers, len(remaining))
-        died: list[list[str]] = []
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-            futs = {}
-            for key, (cfgs, ids) in remaining.items():
-                ex.submitted(ids)
-                # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
-                futs[pool.submit(train_unit, [c.to_dict() for c in cfgs], ids, str(ex.store.root), 1)] = key
-            pending = set(futs)
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in done:
-                    key = futs[f]
-                    try:
-                        out = f.result()
-                    except BrokenProcessPool:
-                        died.append(list(key))
-                        continue
-                    except Exception as err:  # the run itself failed: report it, keep going
-                        ex.fail(list(key), (str(err).splitlines() or [type(err).__name__])[0])
-                        remaining.pop(key, None)
-                        continue
-                    ex.report(out)
-                    remaining.pop(key, None)
-                on_tick()
-            if died:
-                pool.shutdown(wait=True, cancel_futures=True)
-        if died:
-            ex.worker_deaths += 1
-            for key in list(remaining):
-                again = ex.after_death(list(key))
-                cfgs, ids = remaining.pop(key)
-                if again:
-                    keep = [c for c, rid in zip(cfgs, ids) if rid in again]
-                    remaining[tuple(again)] = (keep, again)
+    queue = list(units)
+    pool: list[_Worker] = []
+    store_root = str(ex.store.root)
+    clean = False
+    try:
+        while queue or any(w.unit is not None for w in pool):
+            pool = [w for w in pool if w.proc.is_alive() or w.unit is not None]
+            idle = [w for w in pool if w.unit is None]
+            while queue and (idle or len(pool) < workers):
+                w = idle.pop() if idle else _Worker(ctx)
+                if w not in pool:
+                    pool.append(w)
+                unit = queue.pop(0)
+                ex.submitted(unit[1])
+                w.give(unit, store_root)
+            busy = [w for w in pool if w.unit is not None]
+            wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
+            for w in busy:
+                got = w.reply()
+                if got is not None and got[0] == "busy":
+                    continue
+                cfgs, ids = w.unit
+                w.unit = None
+                if got is None:  # the worker died holding this unit
+                    ex.worker_deaths += 1
+                    w.close(0)
+                    again = ex.after_death(ids)
+                    if again:
+                        queue.insert(0, ([c for c, rid in zip(cfgs, ids) if rid in again], again))
+                elif got[0] == "ok":
+                    ex.report(got[1])
+                else:  # the run itself failed: report it, keep going
+                    ex.fail(ids, got[1])
+            on_tick()
+        clean = True
+    finally:
+        for w in pool:  # idle workers exit when told; after Ctrl-C or an error give them a moment, then kill
+            w.close(30 if clean else 5)
 
 
 def ray_init(workers: int | None = None):
@@ -165,21 +262,21 @@ def ray_init(workers: int | None = None):
 
 def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | None,
             on_tick: Callable[[], None]) -> None:
-    """Ray tasks, resubmitted by us (not by Ray's own retries) when their worker dies, so that attempts and
-    worker deaths are counted as on the local pool."""
+    """Ray tasks, resubmitted by us (``max_retries=0``: Ray's own retries would be invisible here) when
+    their worker dies, so that attempts and worker deaths are counted as on the local pool."""
     ray = ray_init(workers)
-    from ray.exceptions import WorkerCrashedError
+    import ray.exceptions as rex
 
-    try:
-        from ray.exceptions import NodeDiedError
-    except ImportError:  # pragma: no cover - older Ray
-        NodeDiedError = WorkerCrashedError  # noqa: N806
-    remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(train_unit)
+    # the worker process died holding the task: killed, out of memory (Ray's memory monitor), node gone
+    deaths = tuple(getattr(rex, n) for n in ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError")
+                   if hasattr(rex, n))
+    remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(work_unit)
     refs: dict[Any, tuple[Unit, list[str]]] = {}
 
     def submit(cfgs: Unit, ids: list[str]) -> None:
         ex.submitted(ids)
-        refs[remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), 1)] = (cfgs, ids)
+        ref = remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), 1, os.environ.get(KILL_ENV))
+        refs[ref] = (cfgs, ids)
 
     for cfgs, ids in units:
         submit(cfgs, ids)
@@ -189,14 +286,14 @@ def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | N
             cfgs, ids = refs.pop(ref)
             try:
                 ex.report(ray.get(ref))
-            except (WorkerCrashedError, NodeDiedError):
+            except deaths:
                 ex.worker_deaths += 1
                 again = ex.after_death(ids)
                 if again:
                     submit([c for c, rid in zip(cfgs, ids) if rid in again], again)
-            except Exception as err:  # the run itself failed
-                ex.fail(ids, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            except Exception as err:  # the run itself failed: its own message, not Ray's task header
+                cause = getattr(err, "cause", None)
+                ex.fail(ids, _first_line(cause if isinstance(cause, BaseException) else err))
         on_tick()
-
 
 __all__ = ["train_unit", "default_workers", "ray_init", "run_inprocess", "run_pool", "run_ray", "Execution"]

@@ -192,11 +192,14 @@ def test_suite_claim_at_smoke_tier_has_a_score_table(tmp_path):
     from theorylab.store import Store
 
     res = check("deletang2023.no_length_generalization", tier="smoke", backend="inprocess", store=Store(tmp_path))
-    assert res.verdict in ("supported", "refuted", "inconclusive")
+    # 40 steps fit nothing: the premise says so, and nothing is supported or refuted
+    assert res.verdict == "inconclusive" and res.reasons[0].startswith("premise not met: the model fits")
+    assert not res.tier_faithful
     for t in ["reverse_string", "stack_manipulation", "duplicate_string", "missing_duplicate"]:
         assert 0 <= res.stat(f"score_{t}").mean <= 1
+    assert 0 <= res.stat("score_control").mean <= 1  # the positive control ran with the same sizes
     tab = res.tables["scores"]
-    assert len(tab["rows"]) == 5 and tab["columns"][0] == "task"
+    assert len(tab["rows"]) == 4 and tab["columns"][0] == "task" and "positive control first" in tab["note"]
     published = {row[0]: row[6] for row in tab["rows"]}
     assert published["reverse_string"] == "62.3" and published["missing_duplicate"] == ""
     assert {row[0]: row[7] for row in tab["rows"]}["stack_manipulation"].startswith("unverified")

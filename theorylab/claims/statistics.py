@@ -167,9 +167,11 @@ def converged(quantity: str, bound: float, why: str, name: str = "training conve
     return Premise(name, quantity, "<=", bound, why)
 
 
-def happened(quantity: str, op: Op, bound: float, why: str, name: str) -> Premise:
-    """Premise: the phenomenon under study happened (e.g. a two-layer model formed its induction head)."""
-    return Premise(name, quantity, op, bound, why)
+def happened(quantity: str, op: Op, bound: float, why: str, name: str,
+             over: Literal["every", "best"] = "every") -> Premise:
+    """Premise: the phenomenon under study happened (e.g. a two-layer model formed its induction head);
+    ``over="best"`` for a positive control judged by its best seed."""
+    return Premise(name, quantity, op, bound, why, over)
 
 
 # --------------------------------------------------------------------------- criteria

@@ -41,3 +41,22 @@ def cli(store, capsys):
         return rc, out, err
 
     return run
+
+
+def assert_earned(res) -> None:
+    """A stored verdict is the claim's rule applied to its stored per-seed values at its tier: recomputed, it
+    is the same; a failed premise left it inconclusive; a proxy tier did not refute; every premise and
+    criterion reports a value per seed and its statistic."""
+    from theorylab.claims import get_claim
+
+    rule = get_claim(res.claim_id).rule
+    again = rule.decide(res.per_seed, faithful=res.tier_faithful)
+    assert again.verdict == res.verdict, (again.reasons, res.reasons)
+    assert len(res.premises) == len(rule.premises) and len(res.criteria) == len(rule.criteria)
+    for p in res.premises:
+        assert set(p["values"]) == set(res.per_seed), p
+    if not all(p["met"] for p in res.premises):
+        assert res.verdict == "inconclusive" and res.reasons[0].startswith("premise not met")
+    if not res.tier_faithful:
+        assert res.verdict != "refuted"
+    assert all(c["statistic"] and c["n"] == len(res.seeds) for c in res.criteria)

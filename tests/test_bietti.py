@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_earned
 
 from theorylab.measures.induction import memory_recall_probes
 from theorylab.tasks import IGNORE, build_task_config, make_task
@@ -149,6 +150,6 @@ def test_claim_runs_at_smoke_tier(tmp_path):
     from theorylab.store import Store
 
     res = check("bietti2023.induction_from_triggers", tier="smoke", backend="inprocess", store=Store(tmp_path))
-    assert res.verdict in ("supported", "refuted", "inconclusive")
+    assert_earned(res)
     assert {"icl_accuracy", "icl_minus_first_accuracy", "probe_induction_output", "icl_accuracy_one_layer"} <= set(res.stats)
     assert "training_dynamics" in res.figures

@@ -1,8 +1,12 @@
 """Backends that execute units of work (lists of run configs) and report what ran.
 
 * ``inprocess``: one unit after the other in this process;
-* ``local``: a process pool on this machine (spawned workers, one torch thread each);
-* ``ray``: Ray tasks (``RAY_ADDRESS`` when set, else a local Ray).
+* ``local``: a process pool on this machine (spawned workers, one torch thread each: the workers fill
+  the cores, so more threads would only contend for them);
+* ``ray``: Ray tasks (``RAY_ADDRESS`` when set, else a local Ray), one torch thread each.
+
+``threads`` (``--threads``) sets the torch threads of every worker (default 1), or of this process on
+``inprocess`` (default: chosen by the training loop, :mod:`theorylab.runs.threads`).
 
 A unit is one run, or a group of seeds stacked into one training (see :func:`theorylab.sweep.run_sweep`);
 each is trained by :func:`theorylab.runs.train_many`, which serves finished runs from the store and
@@ -24,19 +28,16 @@ Unit = list[Any]  # RunConfigs trained together by one train_many call
 Report = Callable[[list[dict[str, Any]]], None]  # called with each unit's outcomes as they finish
 
 
-def train_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: str, threads: int = 1
+def train_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: str, threads: int | None = 1
                ) -> list[dict[str, Any]]:
-    """Train one unit into the store (in a worker process, or here); resumes started runs."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(max(1, threads))
+    """Train one unit into the store (in a worker process, or here); resumes started runs.  ``threads``:
+    torch's threads for the process (None: the training loop chooses)."""
     from theorylab.runs import RunConfig, train_many
 
     cfgs = [RunConfig.model_validate(d) for d in cfg_dicts]
-    res = train_many(cfgs, Store(store_root), progress=False, run_ids=run_ids)
-    return [{"run_id": r.run_id, "status": r.status, "metrics": r.metrics, "reused": r.reused, "stepper": r.stepper}
-            for r in res]
+    res = train_many(cfgs, Store(store_root), progress=False, run_ids=run_ids, threads=threads)
+    return [{"run_id": r.run_id, "status": r.status, "metrics": r.metrics, "reused": r.reused, "stepper": r.stepper,
+             "threads": r.threads} for r in res]
 
 
 def default_workers() -> int:
@@ -88,11 +89,11 @@ class Execution:
         return again
 
 
-def run_inprocess(units: list[tuple[Unit, list[str]]], ex: Execution) -> None:
+def run_inprocess(units: list[tuple[Unit, list[str]]], ex: Execution, threads: int | None = None) -> None:
     for cfgs, ids in units:
         ex.submitted(ids)
         try:
-            out = train_unit([c.to_dict() for c in cfgs], ids, str(ex.store.root), threads=0)
+            out = train_unit([c.to_dict() for c in cfgs], ids, str(ex.store.root), threads=threads)
         except TheoryLabError:
             raise
         except Exception as err:  # the run itself failed: report it, keep going (as the pool does)
@@ -101,7 +102,8 @@ def run_inprocess(units: list[tuple[Unit, list[str]]], ex: Execution) -> None:
         ex.report(out)
 
 
-def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, on_tick: Callable[[], None]) -> None:
+def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, on_tick: Callable[[], None],
+             threads: int = 1) -> None:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -116,7 +118,7 @@ def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, o
             for key, (cfgs, ids) in remaining.items():
                 ex.submitted(ids)
                 # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
-                futs[pool.submit(train_unit, [c.to_dict() for c in cfgs], ids, str(ex.store.root), 1)] = key
+                futs[pool.submit(train_unit, [c.to_dict() for c in cfgs], ids, str(ex.store.root), threads)] = key
             pending = set(futs)
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -164,7 +166,7 @@ def ray_init(workers: int | None = None):
 
 
 def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | None,
-            on_tick: Callable[[], None]) -> None:
+            on_tick: Callable[[], None], threads: int = 1) -> None:
     """Ray tasks, resubmitted by us (not by Ray's own retries) when their worker dies, so that attempts and
     worker deaths are counted as on the local pool."""
     ray = ray_init(workers)
@@ -174,12 +176,12 @@ def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | N
         from ray.exceptions import NodeDiedError
     except ImportError:  # pragma: no cover - older Ray
         NodeDiedError = WorkerCrashedError  # noqa: N806
-    remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(train_unit)
+    remote = ray.remote(num_cpus=threads, max_retries=0, retry_exceptions=False)(train_unit)
     refs: dict[Any, tuple[Unit, list[str]]] = {}
 
     def submit(cfgs: Unit, ids: list[str]) -> None:
         ex.submitted(ids)
-        refs[remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), 1)] = (cfgs, ids)
+        refs[remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), threads)] = (cfgs, ids)
 
     for cfgs, ids in units:
         submit(cfgs, ids)

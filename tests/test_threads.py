@@ -72,6 +72,22 @@ def test_free_cores_is_a_share_of_the_usable_cores():
     assert 0.0 <= free <= th.usable_cores()
 
 
+def test_container_cpu_quota_is_read_from_cgroup_v2_and_v1(tmp_path):
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert th._cgroup_quota(str(v2)) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert th._cgroup_quota(str(v2)) is None
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert th._cgroup_quota(str(v1)) == 2.0
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert th._cgroup_quota(str(v1)) is None
+    assert th._cgroup_quota(str(tmp_path / "none")) is None
+
+
 def test_step_flops_is_six_n_per_token_plus_attention():
     cfg = build_run_config("modular", TINY)
     from theorylab.runs import build

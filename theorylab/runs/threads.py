@@ -60,18 +60,38 @@ def env_threads() -> int | None:
 
 
 def usable_cores() -> int:
-    """Cores this process may run on: its CPU affinity, capped by a cgroup v2 CPU quota (``cpu.max``)."""
+    """Cores this process may run on: its CPU affinity, capped by a container's CPU quota (cgroup v2
+    ``cpu.max`` or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, rounded up)."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
+
+
+def _cgroup_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota in cores, None when there is none (or no cgroup file to read)."""
+    def read(path: str) -> str | None:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    try:
+        v2 = read(f"{root}/cpu.max")
+        if v2 is not None:
+            quota, period = v2.split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        q, p = read(f"{root}/cpu/cpu.cfs_quota_us"), read(f"{root}/cpu/cpu.cfs_period_us")
+        if q is not None and p is not None and int(q) > 0:
+            return int(q) / int(p)
+    except ValueError:
+        pass
+    return None
 
 
 def _cpu_ticks(cpus: set[int]) -> tuple[int, int]:

@@ -148,6 +148,8 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
             line += f", wall {rec.wall_seconds:.2f}s"
         if sm.get("steps_per_second"):
             line += f", {sm['steps_per_second']:.1f} steps/s"
+        if sm.get("threads"):
+            line += f" on {sm['threads']} thread{'s' if sm['threads'] > 1 else ''}"
         c.print(line, soft_wrap=True)
         if sm.get("diverged_step") is not None:
             c.print(f"  diverged at step {sm['diverged_step']}: {sm.get('diverged_on')} not finite", soft_wrap=True)

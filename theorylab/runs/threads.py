@@ -19,9 +19,9 @@ whole process and leaves it so (torch has no per-call thread count); the trainin
 per training, never during one.
 
 Numbers.  A thread count is not part of a run's identity, and for most models it does not change the
-numbers (``modular`` and ``grokking`` runs are bit-identical with 1 and 2 threads), but it can: a
-reduction split across threads adds in another order (an ``lm`` run's parameters differ by ~1e-4
-after 60 steps with 1 vs 2 threads).  Runs are bit-identical for the same config, seed and thread
+numbers (``modular`` and ``grokking`` runs are bit-identical with 1 and 2 threads, torch 2.13), but it
+can: a reduction split across threads adds in another order (``lm``, ``induction`` and ``alpine`` runs'
+parameters differ by up to 1e-4, 1e-6 and 1e-6 after 60, 30 and 30 steps with 1 vs 2 threads).  Runs are bit-identical for the same config, seed and thread
 count; the count used is stored in the run's summary (``threads``) and returned in ``RunResult``.
 """
 

@@ -97,7 +97,10 @@ def test_step_flops_is_six_n_per_token_plus_attention():
     n = sum(p.numel() for p in model.parameters())
     b, t = batch.tokens.shape
     assert th.step_flops(model, batch) == b * t * (6 * n + 6 * cfg.model.n_layers * t * cfg.model.d_model)
-    assert th.config_step_flops(cfg) == th.step_flops(model, batch)
+    assert th.config_step_flops(cfg) == th.step_flops(model, batch)  # full batch: the task's training set
+    lm = build_run_config("lm", seed=0)  # a batch size: that many sequences of the full context
+    t, n = lm.model.n_ctx, sum(p.numel() for p in build(lm)[1].parameters())
+    assert th.config_step_flops(lm) == lm.train.batch_size * t * (6 * n + 6 * lm.model.n_layers * t * lm.model.d_model)
 
 
 def test_the_loop_sets_the_threads_once_per_training(chooser, monkeypatch):

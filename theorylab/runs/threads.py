@@ -153,16 +153,20 @@ def step_flops(model: Any, batch: Any) -> float:
 
 
 def config_step_flops(cfg: Any) -> float:
-    """:func:`step_flops` of a RunConfig's model (built on the meta device: no memory, no init) on its
-    first training batch."""
+    """:func:`step_flops` of a RunConfig's model (built on the meta device: no memory, no init) on
+    ``train.batch_size`` sequences of the model's full context, or, for full-batch training, on the
+    task's training set (the only case that builds the task)."""
     import torch
 
     from theorylab.models import Transformer
-    from theorylab.tasks import make_task
+    from theorylab.tasks import Batch, make_task
 
     with torch.device("meta"):
         model = Transformer(cfg.model)
-    batch = make_task(cfg.task, cfg.seed).train_batch(0, cfg.train.batch_size)
+        if cfg.train.batch_size is not None:
+            batch = Batch(tokens=torch.empty(cfg.train.batch_size, cfg.model.n_ctx, dtype=torch.long))
+    if cfg.train.batch_size is None:
+        batch = make_task(cfg.task, cfg.seed).train_batch(0, None)
     return step_flops(model, batch)
 
 

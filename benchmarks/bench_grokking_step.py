@@ -160,7 +160,8 @@ def main() -> None:
     print(f"   ratio single stepper / baseline:  {med['train'] / med['baseline']:.2f}x")
     t0 = time.perf_counter()
     train_many([cfg.model_copy(update={"train": cfg.train.model_copy(
-        update={"steps": n, "eval_every": n, "checkpoint_every": None})})], None, progress=False)
+        update={"steps": n, "eval_every": n, "checkpoint_every": None})})], None, progress=False,
+        threads=args.threads)
     print(f"   end to end train_many, {n} steps with 2 evaluations of all {cfg.task.p ** 2} pairs: "
           f"{n / (time.perf_counter() - t0):.2f} steps/s (includes building the task and model)")
 

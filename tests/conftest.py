@@ -8,6 +8,10 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# The training loop sets torch's threads for each training unless OMP_NUM_THREADS (or threads=) says how
+# many: one thread everywhere keeps float sums identical between tests that compare runs (and subprocesses
+# inherit it).  Tests of the chooser itself remove it (monkeypatch.delenv).
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture()

@@ -35,6 +35,7 @@ from typing import Any
 from theorylab.claims import get_claim
 from theorylab.claims.base import Claim, Evidence, Stat, summarize
 from theorylab.errors import ConfigError, TheoryLabError
+from theorylab.runs.threads import check_threads, set_threads
 from theorylab.runs.view import RunView
 from theorylab.store import Store, package_versions
 
@@ -233,7 +234,7 @@ def evaluate(claim: Claim, tier: str, seeds: list[int], runs: dict[int, dict[str
 def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None = None,
           backend: str = "inprocess", store: Store | None = None, force: bool = False, *,
           progress: bool = False, workers: int | None = None, save: bool = True,
-          stack: bool | str = "auto", device: str | None = None) -> ClaimResult:
+          stack: bool | str = "auto", device: str | None = None, threads: int | None = None) -> ClaimResult:
     """Run claim ``claim_id`` at ``tier`` over ``seeds`` and return (and store) its result.
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``) trains every run there (default: each
@@ -241,7 +242,9 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
 
     ``backend`` executes the runs (``inprocess``, the default from Python, needs no ``__main__`` guard
     in a script; ``local`` is a process pool; ``ray``); ``stack`` stacks the seeds of each run
-    (``"auto"``: on a CUDA device).  Raises :class:`~theorylab.errors.ConfigError` on bad arguments
+    (``"auto"``: on a CUDA device).  ``threads``: torch's CPU threads for the runs (each pool or Ray worker:
+    default 1; ``inprocess``: default chosen by the loop) and for measuring here (default chosen from the
+    largest run's work, :mod:`theorylab.runs.threads`).  Raises :class:`~theorylab.errors.ConfigError` on bad arguments
     (before anything is written) and :class:`~theorylab.errors.RunFailedError` when a run fails.
     """
     from theorylab.errors import RunFailedError
@@ -254,6 +257,7 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
         raise ConfigError(f"backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
     if workers is not None and workers < 1:
         raise ConfigError(f"workers: {workers} is not allowed; give a count >= 1")
+    check_threads(threads)
     seed_list = resolve_seeds(claim, tier, seeds)
     store = store if store is not None else Store()
 
@@ -263,7 +267,8 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
 
     # 2. execute: the sweep trains what is not finished and says which run holds each config
     sweep = run_sweep([cfg for _, _, cfg in named], store=store, backend=backend, workers=workers,
-                      progress=progress, force=force, label=f"{claim_id} [{tier}]", stack=stack, device=device)
+                      progress=progress, force=force, label=f"{claim_id} [{tier}]", stack=stack, device=device,
+                      threads=threads)
     if not sweep.ok:
         bad = {rid: st for rid, st in sweep.status.items() if st not in ("finished", "diverged")}
         raise RunFailedError(f"claim {claim_id}: runs did not finish: "
@@ -271,7 +276,8 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
                                          for k, v in bad.items()))
     run_of = {(s, name): rid for (s, name, _), rid in zip(named, sweep.config_run_ids)}
 
-    # 3. measure per seed
+    # 3. measure per seed, with threads for the largest run's work (measuring evaluates those models here)
+    set_threads(list(experiment[seed_list[0]].values()), threads)
     views = {s: {name: RunView(run_of[(s, name)], store) for name in experiment[s]} for s in seed_list}
     measured = {s: claim.measure(tier, s, views[s]) for s in seed_list}
 

@@ -151,6 +151,8 @@ JSON_OPT = typer.Option(False, "--json", help="print exactly one JSON object on 
 MAX_SEEDS = 10_000  # more seeds than this in one command is a typo, not an experiment
 DEVICE_HELP = "train on cpu, cuda, cuda:N, mps or auto (cuda when available); sets train.device, not part of a run's identity"
 SEEDS_HELP = "seeds: a count (5 = seeds 0..4), a range (0-4) or a list (0,2,5)"
+THREADS_HELP = ("torch CPU threads, a positive integer (default: OMP_NUM_THREADS when set, else chosen from the work "
+                "per step and the cores free now: 1 for small models)")
 
 # help panels: the verb groups of `theorylab --help`
 RUNS, CLAIMS, SWEEPS, MEASURES, CONSTRUCT = "Runs", "Claims", "Sweeps", "Measures", "Constructions"
@@ -198,6 +200,18 @@ def parse_seeds(text: str | None, option: str = "--seeds") -> list[int] | None:
     if max(out) >= SEED_LIMIT:
         raise ConfigError(f"{option}: seeds must be below 2**63 (got {max(out)})")
     return list(dict.fromkeys(out))
+
+
+def parse_threads(text: str | None, option: str = "--threads") -> int | None:
+    """``"2"`` -> 2; None -> None (the loop chooses); anything but a positive integer is a ConfigError (exit 2)."""
+    from theorylab.errors import ConfigError
+
+    if text is None:
+        return None
+    t = text.strip()
+    if not t.isdigit() or int(t) < 1:
+        raise ConfigError(f"{option}: expected a positive number of threads (1, 2, ...); got {text!r}")
+    return int(t)
 
 
 def emit(obj: Any, as_json: bool, human: Any = None) -> None:

@@ -7,7 +7,18 @@ import time
 
 import typer
 
-from theorylab.cli.app import CLAIMS, DEVICE_HELP, JSON_OPT, SEEDS_HELP, app, console, emit, parse_seeds, store
+from theorylab.cli.app import (
+    CLAIMS,
+    DEVICE_HELP,
+    JSON_OPT,
+    SEEDS_HELP,
+    app,
+    console,
+    emit,
+    parse_seeds,
+    parse_threads,
+    store,
+)
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
 
@@ -52,6 +63,9 @@ def check_cmd(
     seeds: str | None = typer.Option(None, "--seeds", help=SEEDS_HELP + " (default: the claim's count for the tier)"),
     backend: str = typer.Option("local", "--backend", help="inprocess | local | ray"),
     workers: int | None = typer.Option(None, "--workers", help="local pool size (default: cores)"),
+    threads: str | None = typer.Option(None, "--threads", help="torch CPU threads of each pool or Ray worker (default "
+                                       "1), of this process with inprocess and for measuring (default: chosen); a "
+                                       "positive integer"),
     stack: str = typer.Option("auto", "--stack", help="stack each run's seeds in one pass: auto (on CUDA) | yes | no"),
     force: bool = typer.Option(False, "--force", help="retrain the runs even if finished ones are stored"),
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
@@ -71,6 +85,7 @@ def check_cmd(
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
     seed_list = parse_seeds(seeds)
+    n_threads = parse_threads(threads)
     stacking = {"auto": "auto", "yes": True, "no": False}.get(stack)
     if stacking is None:
         raise ConfigError(f"--stack: {stack!r} is not allowed; allowed: auto, yes, no")
@@ -92,7 +107,7 @@ def check_cmd(
             print(f"checking {cid} [{tier}] ...", file=sys.stderr, flush=True)
         try:
             r = check(cid, tier=tier, seeds=seed_list, backend=backend, workers=workers, force=force,
-                      progress=show and not quiet, stack=stacking, device=device)
+                      progress=show and not quiet, stack=stacking, device=device, threads=n_threads)
         except (TheoryLabError, RunFailedError) as err:
             if len(todo) == 1:
                 raise

@@ -8,7 +8,20 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 import typer
 
-from theorylab.cli.app import DEVICE_HELP, JSON_OPT, RUNS, SEEDS_HELP, Command, app, console, emit, parse_seeds, store
+from theorylab.cli.app import (
+    DEVICE_HELP,
+    JSON_OPT,
+    RUNS,
+    SEEDS_HELP,
+    THREADS_HELP,
+    Command,
+    app,
+    console,
+    emit,
+    parse_seeds,
+    parse_threads,
+    store,
+)
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
 
 # interrupted: stored as running, but the process training it is gone (killed, crashed, powered off)
@@ -142,6 +155,7 @@ def train(
     force: bool = typer.Option(False, "--force", help="retrain even if an identical finished run is stored"),
     stop_after: int | None = typer.Option(None, "--stop-after", help="stop after this many steps (resume later)"),
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
+    threads: str | None = typer.Option(None, "--threads", help=THREADS_HELP + "; not part of the run's identity"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -156,6 +170,7 @@ def train(
     if stop_after is not None and stop_after < 1:
         raise ConfigError(f"--stop-after: must be a positive number of steps (got {stop_after})")
     seed_list = parse_seeds(seeds)
+    n_threads = parse_threads(threads)
     extra = ["train.stepper=stacked"] if stack else []
     cfgs = [build_run_config(task, (overrides or []) + extra, config, s)
             for s in (seed_list if seed_list is not None else [seed])]  # validates everything first
@@ -165,7 +180,8 @@ def train(
         cfgs = on_device(cfgs, device)
     check_memory(cfgs)  # the seeds train together: their models, optimizers and batches must fit at once
     try:
-        results = train_many(cfgs, store(), force=force, progress=not quiet and not as_json, stop_after=stop_after)
+        results = train_many(cfgs, store(), force=force, progress=not quiet and not as_json, stop_after=stop_after,
+                             threads=n_threads)
     except (TheoryLabError, KeyboardInterrupt):
         raise
     except Exception as err:  # the run failed (it is stored as failed and resumes from its last checkpoint)
@@ -189,17 +205,20 @@ def _print_result(result, prefix: str = "") -> None:
     for k, v in sorted(result.metrics.items()):
         c.print(f"  {k:24s} {v:.6g}")
     if not result.reused:
-        c.print(f"  wall {result.wall_seconds:.2f}s, {result.steps_per_second:.1f} steps/s")
+        threads = "" if result.threads is None else f" on {result.threads} thread{'s' if result.threads > 1 else ''}"
+        c.print(f"  wall {result.wall_seconds:.2f}s, {result.steps_per_second:.1f} steps/s{threads}")
 
 
 @app.command(rich_help_panel=RUNS)
 def resume(run: str = typer.Argument(..., help="run id or unique prefix"),
+           threads: str | None = typer.Option(None, "--threads", help=THREADS_HELP),
            quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
            as_json: bool = JSON_OPT) -> None:
     """Continue a killed run from its last checkpoint."""
     from theorylab.runs import resume as run_resume
 
-    result = run_resume(store(), run, progress=not quiet and not as_json)
+    n_threads = parse_threads(threads)
+    result = run_resume(store(), run, progress=not quiet and not as_json, threads=n_threads)
     emit(result.to_dict(), as_json, lambda: _print_result(result))
 
 
@@ -269,6 +288,8 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
             line += f", wall {rec.wall_seconds:.2f}s"
         if sm.get("steps_per_second"):
             line += f", {sm['steps_per_second']:.1f} steps/s"
+        if sm.get("threads"):
+            line += f" on {sm['threads']} thread{'s' if sm['threads'] > 1 else ''}"
         c.print(line, soft_wrap=True)
         if sm.get("diverged_step") is not None:
             c.print(f"  diverged at step {sm['diverged_step']}: {sm.get('diverged_on')} not finite", soft_wrap=True)

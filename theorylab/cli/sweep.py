@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from theorylab.cli.app import DEVICE_HELP, JSON_OPT, SEEDS_HELP, SWEEPS, app, console, emit, parse_seeds, store
+from theorylab.cli.app import (
+    DEVICE_HELP,
+    JSON_OPT,
+    SEEDS_HELP,
+    SWEEPS,
+    app,
+    console,
+    emit,
+    parse_seeds,
+    parse_threads,
+    store,
+)
 from theorylab.cli.runs import TaskHelpCommand
 from theorylab.errors import ConfigError, RunFailedError
 
@@ -19,6 +30,8 @@ def sweep_cmd(
                                                       "(train.stepper=stacked; part of the run's identity)"),
     backend: str = typer.Option("local", "--backend", help="inprocess | local | ray"),
     workers: int | None = typer.Option(None, "--workers", help="pool size (default: cores)"),
+    threads: str | None = typer.Option(None, "--threads", help="torch CPU threads of each pool or Ray worker (default "
+                                       "1), or of this process with inprocess (default: chosen); a positive integer"),
     force: bool = typer.Option(False, "--force", help="retrain runs even if finished ones are stored"),
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
@@ -32,6 +45,7 @@ def sweep_cmd(
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
     seed_list = parse_seeds(seeds)
+    n_threads = parse_threads(threads)
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: {workers} is not allowed; give a count >= 1")
     fixed, axes = [], {}
@@ -51,7 +65,7 @@ def sweep_cmd(
         cfgs = on_device(cfgs, device)
     check_memory(cfgs)  # and refuses a grid point too large to train, before any other runs
     res = run_sweep(cfgs, store(), backend=backend, workers=workers, force=force, progress=not quiet and not as_json,
-                    label=f"sweep {task}", stack=stack)
+                    label=f"sweep {task}", stack=stack, threads=n_threads)
 
     def human():
         from rich.table import Table

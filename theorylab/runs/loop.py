@@ -25,6 +25,9 @@ every stepper:
   (checked after every step, evaluation and checkpoint), so the store can tell a run whose process
   died (``interrupted``) from a live one.  A run that a live process on this host is training is not
   trained by a second one.
+* **Threads.** Each training sets torch's CPU threads once, before its first step
+  (:func:`theorylab.runs.threads.set_threads`: ``threads=`` when given, else ``OMP_NUM_THREADS``, else
+  chosen from the work of one step and the cores free now); the count is in the result and the summary.
 * **Checkpoints** every ``checkpoint_every`` steps, whenever ``checkpoint_minutes`` of wall time have
   passed since the last one (so a kill loses at most that much work, whatever the hardware), and at
   the end, with the optimizer state and the RNG state (which is (seed, step): see above).  With
@@ -58,6 +61,7 @@ from theorylab.runs.config import RunConfig, TrainConfig
 from theorylab.runs.devices import DTYPES, precision, resolve_device
 from theorylab.runs.progress import Progress
 from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
+from theorylab.runs.threads import check_threads, set_threads, step_flops
 from theorylab.store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Store, owner, this_host
 from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
 from theorylab.tasks import Task, make_task
@@ -110,6 +114,7 @@ class RunResult:
     early_stopped: bool = False
     diverged_on: str | None = None  # what was not finite: an eval metric, train/batch_loss or train/grad_norm
     stepper: str = "single"
+    threads: int | None = None  # torch's CPU threads during the training (None: served from the store)
     _model: Transformer | None = field(default=None, repr=False)
     _store_root: str | None = field(default=None, repr=False)
 
@@ -233,28 +238,30 @@ def _reused(rec, store: Store) -> RunResult:
     return RunResult(rec.id, rec.status, rec.step, s.get("metrics", {}), rec.wall_seconds or 0.0,
                      s.get("steps_per_second", 0.0), reused=True, diverged_step=s.get("diverged_step"),
                      early_stopped=s.get("early_stopped", False), diverged_on=s.get("diverged_on"),
-                     stepper=s.get("stepper", "single"), _store_root=str(store.root))
+                     stepper=s.get("stepper", "single"), threads=s.get("threads"), _store_root=str(store.root))
 
 
 # --------------------------------------------------------------------------- the entry points
 
 
 def train(cfg: RunConfig, store: Store | None = None, *, force: bool = False, progress: bool = True,
-          stop_after: int | None = None, on_eval: Callable[[int, dict[str, float]], None] | None = None
-          ) -> RunResult:
+          stop_after: int | None = None, on_eval: Callable[[int, dict[str, float]], None] | None = None,
+          threads: int | None = None) -> RunResult:
     """Train (or reuse, or resume) the run ``cfg`` and return its result.
 
     ``store=None`` trains in memory (no checkpoints, nothing written).  With a store, an identical
     finished (or diverged) run is served from it unless ``force``; an unfinished one (killed,
     stopped, failed) resumes from its last checkpoint.  Everything that can be checked (device,
     task, model, the early-stop metric) is checked before the store is written.  ``stop_after``
-    stops after that many steps (status ``stopped``; train again to go on).
+    stops after that many steps (status ``stopped``; train again to go on).  ``threads``: torch's CPU
+    threads for this process (default: chosen, see :mod:`theorylab.runs.threads`).
     """
     cb = None if on_eval is None else (lambda _i, step, vals: on_eval(step, vals))
-    return train_many([cfg], store, force=force, progress=progress, stop_after=stop_after, on_eval=cb)[0]
+    return train_many([cfg], store, force=force, progress=progress, stop_after=stop_after, on_eval=cb,
+                      threads=threads)[0]
 
 
-def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
+def resume(store: Store, run_ref: str, *, progress: bool = True, threads: int | None = None) -> RunResult:
     """Continue a killed or stopped run from its last checkpoint (a finished one is returned as is)."""
     from theorylab.errors import StoreError
     from theorylab.runs.config import is_stale
@@ -266,7 +273,7 @@ def resume(store: Store, run_ref: str, *, progress: bool = True) -> RunResult:
         raise StoreError(f"run {rec.id} was started by other model, task or loop code than this; resuming it would "
                          "mix two versions of the code: train its config again (theorylab train ... --force)")
     cfg = validate(RunConfig, rec.config)
-    return train_many([cfg], store, progress=progress, run_ids=[rec.id])[0]
+    return train_many([cfg], store, progress=progress, run_ids=[rec.id], threads=threads)[0]
 
 
 def group_configs(cfgs: list[RunConfig]) -> list[list[int]]:
@@ -282,7 +289,8 @@ def group_configs(cfgs: list[RunConfig]) -> list[list[int]]:
 
 def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool = False, progress: bool = True,
                on_eval: Callable[[int, int, dict[str, float]], None] | None = None, stop_after: int | None = None,
-               seed_chunk: int | None = 0, run_ids: list[str] | None = None) -> list[RunResult]:
+               seed_chunk: int | None = 0, run_ids: list[str] | None = None, threads: int | None = None
+               ) -> list[RunResult]:
     """Train every config; results in input order.  THE loop: :func:`train` and :func:`resume` call it.
 
     Configs that differ only in the seed are trained together as one group by the stepper their
@@ -293,10 +301,14 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     all at once; 0: :func:`~theorylab.runs.steppers.default_seed_chunk` for the device).
     ``run_ids`` overrides the run ids (resuming a stored run under the id it was stored with).
 
+    ``threads``: torch's CPU threads, set for this process before each group trains (None: ``OMP_NUM_THREADS``
+    or chosen from the work per step and the free cores, :func:`theorylab.runs.threads.set_threads`).
+
     Raises :class:`~theorylab.errors.StoreError` before anything is written when ``store`` cannot be
     used or a live process on this host is training one of the runs.  SIGTERM stops the runs as Ctrl-C
     does (:class:`Terminated`).
     """
+    check_threads(threads)
     if seed_chunk is not None and seed_chunk < 0:
         raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
     ids = list(run_ids) if run_ids is not None else [c.run_id() for c in cfgs]
@@ -304,7 +316,7 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
         raise ConfigError("run_ids: give one id per config")
     with _sigterm_stops():
         return _train_many(cfgs, ids, store, force=force, progress=progress, on_eval=on_eval, stop_after=stop_after,
-                           seed_chunk=seed_chunk)
+                           seed_chunk=seed_chunk, threads=threads)
 
 
 def _refuse_live_owner(rec) -> None:
@@ -321,7 +333,8 @@ def _refuse_live_owner(rec) -> None:
 
 
 def _train_many(cfgs: list[RunConfig], ids: list[str], store: Store | None, *, force: bool, progress: bool,
-                on_eval, stop_after: int | None, seed_chunk: int | None) -> list[RunResult]:
+                on_eval, stop_after: int | None, seed_chunk: int | None, threads: int | None = None
+                ) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(cfgs)
     first: dict[str, int] = {}
     for i, rid in enumerate(ids):
@@ -348,7 +361,7 @@ def _train_many(cfgs: list[RunConfig], ids: list[str], store: Store | None, *, f
             out = _Group([cfgs[i] for i, _, _ in members], [ids[i] for i, _, _ in members],
                          [i for i, _, _ in members], store).run(
                 start, [f for _, f, _ in members], [r for _, _, r in members], progress=progress,
-                on_eval=on_eval, stop_after=stop_after, seed_chunk=seed_chunk)
+                on_eval=on_eval, stop_after=stop_after, seed_chunk=seed_chunk, threads=threads)
             for (i, _, _), r in zip(members, out):
                 results[i] = r
     for i, rid in enumerate(ids):
@@ -422,7 +435,7 @@ class _Group:
                               f"known: {', '.join(sorted(vals))}")
 
     def run(self, start: int, found: list, replace: list[bool], *, progress: bool, on_eval, stop_after: int | None,
-            seed_chunk: int | None) -> list[RunResult]:
+            seed_chunk: int | None, threads: int | None = None) -> list[RunResult]:
         tc, store = self.tc, self.store
         device = resolve_device(tc.device)
         dtype = DTYPES[tc.dtype]
@@ -438,6 +451,9 @@ class _Group:
                     raise CheckpointError(f"checkpoint {str(f[0])!r} belongs to run {belongs_to}, not {rid}")
                 m.prior_wall = float(info["extra"].get("wall_seconds", 0.0))
             members.append(m)
+        # once per training, never during one (a changed count may change float sums mid-run)
+        n_threads = set_threads(step_flops(members[0].model, members[0].task.train_batch(start, tc.batch_size)),
+                                threads)
         first: dict[str, dict[str, float]] = {}
         if start == 0:  # evaluated before anything is written, so a bad early-stop metric writes nothing
             for m in members:
@@ -567,7 +583,8 @@ class _Group:
                 store.update_run(m.run_id, status=m.status, step=m.step, finished=time.time(), wall_seconds=m.wall,
                                  summary={"metrics": m.last, "steps_per_second": m.sps,
                                           "diverged_step": m.diverged_step, "diverged_on": m.diverged_on,
-                                          "early_stopped": m.early, "stepper": stepper.name})
+                                          "early_stopped": m.early, "stepper": stepper.name,
+                                          "threads": n_threads})
 
         def drop(gone: list[_Member], at: int) -> None:
             for m in gone:
@@ -631,7 +648,8 @@ class _Group:
         finally:
             bar.close()
         return [RunResult(m.run_id, m.status, m.step, m.last, m.wall, m.sps, diverged_step=m.diverged_step,
-                          early_stopped=m.early, diverged_on=m.diverged_on, stepper=stepper.name, _model=m.model)
+                          early_stopped=m.early, diverged_on=m.diverged_on, stepper=stepper.name, threads=n_threads,
+                          _model=m.model)
                 for m in members]
 
 

@@ -34,6 +34,7 @@ from theorylab.errors import ConfigError, TheoryLabError
 from theorylab.runs import RunConfig
 from theorylab.runs.loop import group_configs
 from theorylab.runs.progress import Progress
+from theorylab.runs.threads import check_threads
 from theorylab.store import Store
 from theorylab.sweep.backends import Execution, default_workers, ray_init, run_inprocess, run_pool, run_ray
 from theorylab.sweep.grid import grid
@@ -156,7 +157,7 @@ def on_device(configs: Sequence[Any], device: str) -> list[Any]:
 def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str = "local",
               workers: int | None = None, progress: bool = True, force: bool = False,
               max_attempts: int = 3, label: str = "sweep", stack: bool | str = False,
-              device: str | None = None) -> SweepResult:
+              device: str | None = None, threads: int | None = None) -> SweepResult:
     """Execute ``configs`` (RunConfigs) on ``backend``; every run lands in ``store`` once.
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``) replaces every config's ``train.device``
@@ -165,6 +166,8 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
     ``stack``: False (every run alone), True (seeds of one config stacked into one training) or
     ``"auto"`` (stacked on a CUDA device).  The result maps each config to the run id that holds it
     (``config_run_ids``) and says what ran: the backend, the number of workers, each run's stepper.
+    ``threads``: torch's CPU threads of each pool or Ray worker (default 1: the workers fill the cores), or
+    of this process on ``inprocess`` (default: chosen by the loop, :mod:`theorylab.runs.threads`).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: {backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
@@ -172,6 +175,7 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
         raise ConfigError(f"workers: {workers!r} is not allowed; give a count >= 1")
     if max_attempts < 1:
         raise ConfigError("max_attempts: give a count >= 1")
+    check_threads(threads)
     if stack not in (True, False, "auto"):
         raise ConfigError(f"stack: {stack!r} is not allowed; allowed: true, false, auto")
     for c in configs:
@@ -237,13 +241,13 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
             n = min(workers or default_workers(), len(units))
             if backend == "inprocess" or (backend == "local" and n == 1 and not _force_pool()):
                 result.backend, result.workers = "inprocess", 1
-                run_inprocess(units, ex)
+                run_inprocess(units, ex, threads)
             elif backend == "local":
                 result.workers = n
-                run_pool(units, ex, n, lambda: bar.update(len(result.status), len(cfgs)))
+                run_pool(units, ex, n, lambda: bar.update(len(result.status), len(cfgs)), threads or 1)
             else:
                 result.workers = n
-                run_ray(units, ex, workers, lambda: bar.update(len(result.status), len(cfgs)))
+                run_ray(units, ex, workers, lambda: bar.update(len(result.status), len(cfgs)), threads or 1)
     finally:
         bar.close()
     for rid in ex.failed:

@@ -1,8 +1,12 @@
 """Backends that execute units of work (lists of run configs) and report what ran.
 
 * ``inprocess``: one unit after the other in this process;
-* ``local``: a pool of spawned worker processes on this machine, one torch thread each, one unit at a time;
-* ``ray``: Ray tasks (``RAY_ADDRESS`` when set, else a local Ray).
+* ``local``: a pool of spawned worker processes on this machine, one torch thread each (the workers fill
+  the cores, so more threads would only contend for them), one unit at a time;
+* ``ray``: Ray tasks (``RAY_ADDRESS`` when set, else a local Ray), one torch thread each.
+
+``threads`` (``--threads``) sets the torch threads of every worker (default 1), or of this process on
+``inprocess`` (default: chosen by the training loop, :mod:`theorylab.runs.threads`).
 
 A unit is one run, or a group of seeds stacked into one training (see :func:`theorylab.sweep.run_sweep`);
 each is trained by :func:`theorylab.runs.train_many`, which serves finished runs from the store and
@@ -27,19 +31,16 @@ Unit = list[Any]  # RunConfigs trained together by one train_many call
 Report = Callable[[list[dict[str, Any]]], None]  # called with each unit's outcomes as they finish
 
 
-def train_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: str, threads: int = 1
+def train_unit(cfg_dicts: list[dict[str, Any]], run_ids: list[str], store_root: str, threads: int | None = 1
                ) -> list[dict[str, Any]]:
-    """Train one unit into the store (in a worker process, or here); resumes started runs."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(max(1, threads))
+    """Train one unit into the store (in a worker process, or here); resumes started runs.  ``threads``:
+    torch's threads for the process (None: the training loop chooses)."""
     from theorylab.runs import RunConfig, train_many
 
     cfgs = [RunConfig.model_validate(d) for d in cfg_dicts]
-    res = train_many(cfgs, Store(store_root), progress=False, run_ids=run_ids)
-    return [{"run_id": r.run_id, "status": r.status, "metrics": r.metrics, "reused": r.reused, "stepper": r.stepper}
-            for r in res]
+    res = train_many(cfgs, Store(store_root), progress=False, run_ids=run_ids, threads=threads)
+    return [{"run_id": r.run_id, "status": r.status, "metrics": r.metrics, "reused": r.reused, "stepper": r.stepper,
+             "threads": r.threads} for r in res]
 
 
 KILL_ENV = "THEORYLAB_SWEEP_TEST_KILL"  # tests only: a directory of kill orders (see work_unit)
@@ -119,11 +120,11 @@ class Execution:
         return again
 
 
-def run_inprocess(units: list[tuple[Unit, list[str]]], ex: Execution) -> None:
+def run_inprocess(units: list[tuple[Unit, list[str]]], ex: Execution, threads: int | None = None) -> None:
     for cfgs, ids in units:
         ex.submitted(ids)
         try:
-            out = train_unit([c.to_dict() for c in cfgs], ids, str(ex.store.root), threads=0)
+            out = train_unit([c.to_dict() for c in cfgs], ids, str(ex.store.root), threads=threads)
         except TheoryLabError:
             raise
         except Exception as err:  # the run itself failed: report it, keep going (as the pool does)
@@ -165,11 +166,11 @@ class _Worker:
         child.close()
         self.unit: tuple[Unit, list[str]] | None = None
 
-    def give(self, unit: tuple[Unit, list[str]], store_root: str) -> None:
+    def give(self, unit: tuple[Unit, list[str]], store_root: str, threads: int = 1) -> None:
         cfgs, ids = unit
         self.unit = unit
-        try:  # one thread per worker, workers = cores; also keeps results identical to a 1-thread run
-            self.conn.send(([c.to_dict() for c in cfgs], ids, store_root, 1, os.environ.get(KILL_ENV)))
+        try:  # one thread per worker by default, workers = cores
+            self.conn.send(([c.to_dict() for c in cfgs], ids, store_root, threads, os.environ.get(KILL_ENV)))
         except OSError:  # the worker is gone already (died on start-up): make sure, reply() sees a death
             self.proc.kill()
             self.proc.join()
@@ -196,7 +197,8 @@ class _Worker:
         self.conn.close()
 
 
-def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, on_tick: Callable[[], None]) -> None:
+def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, on_tick: Callable[[], None],
+             threads: int = 1) -> None:
     """A pool of ``workers`` spawned processes, each holding one unit at a time.  A worker that dies takes
     only its own unit with it: that unit alone is submitted again (on a fresh worker), as Ray does."""
     import multiprocessing as mp
@@ -217,7 +219,7 @@ def run_pool(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int, o
                     pool.append(w)
                 unit = queue.pop(0)
                 ex.submitted(unit[1])
-                w.give(unit, store_root)
+                w.give(unit, store_root, threads)
             busy = [w for w in pool if w.unit is not None]
             wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.5)
             for w in busy:
@@ -261,7 +263,7 @@ def ray_init(workers: int | None = None):
 
 
 def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | None,
-            on_tick: Callable[[], None]) -> None:
+            on_tick: Callable[[], None], threads: int = 1) -> None:
     """Ray tasks, resubmitted by us (``max_retries=0``: Ray's own retries would be invisible here) when
     their worker dies, so that attempts and worker deaths are counted as on the local pool."""
     ray = ray_init(workers)
@@ -270,12 +272,12 @@ def run_ray(units: list[tuple[Unit, list[str]]], ex: Execution, workers: int | N
     # the worker process died holding the task: killed, out of memory (Ray's memory monitor), node gone
     deaths = tuple(getattr(rex, n) for n in ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError")
                    if hasattr(rex, n))
-    remote = ray.remote(num_cpus=1, max_retries=0, retry_exceptions=False)(work_unit)
+    remote = ray.remote(num_cpus=threads, max_retries=0, retry_exceptions=False)(work_unit)
     refs: dict[Any, tuple[Unit, list[str]]] = {}
 
     def submit(cfgs: Unit, ids: list[str]) -> None:
         ex.submitted(ids)
-        ref = remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), 1, os.environ.get(KILL_ENV))
+        ref = remote.remote([c.to_dict() for c in cfgs], ids, str(ex.store.root), threads, os.environ.get(KILL_ENV))
         refs[ref] = (cfgs, ids)
 
     for cfgs, ids in units:

@@ -46,6 +46,15 @@ def test_a_script_without_the_main_guard_is_told_so(tmp_path):
     assert not (tmp_path / "store" / "runs").exists() or not any((tmp_path / "store" / "runs").iterdir())
 
 
+def test_python_dash_m_theorylab_runs_the_pool(tmp_path):
+    env = {**os.environ, "THEORYLAB_HOME": str(tmp_path / "store"), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "theorylab", "sweep", "modular", "task.p=5,7", "train.steps=2",
+                        "--workers", "2", "-q"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "2 runs (2 trained" in r.stdout
+
+
 def test_a_guarded_script_and_the_default_backend_need_nothing(tmp_path):
     from theorylab.sweep.guard import unguarded_main_call
 

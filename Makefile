@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo results test test-slow bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ demo: setup
 	$(BIN)/theorylab check --all --tier quick
 	$(BIN)/theorylab report --out report.html
 
+results: setup                 # after make demo: docs/RESULTS.md and the README's verdict table
+	$(BIN)/theorylab results
+
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -30,7 +33,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 bench: setup
-	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	$(BIN)/python benchmarks/run.py --out docs/BENCHMARKS.md
 
 lint: setup
 	$(BIN)/ruff check theorylab tests benchmarks

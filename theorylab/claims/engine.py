@@ -350,11 +350,14 @@ def versions() -> dict[str, str]:
             v[mod] = __import__(mod).__version__
         except Exception:  # pragma: no cover
             pass
-    from theorylab.store import git_commit
+    from theorylab.store import git_commit, git_dirty
 
     c = git_commit()
     if c:
         v["git_commit"] = c
+        dirty = git_dirty()
+        if dirty is not None:
+            v["git_dirty"] = dirty
     return v
 
 

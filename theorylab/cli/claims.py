@@ -156,3 +156,21 @@ def report_cmd(
     paths = write_report(out, store(), tier=tier)
     emit(paths, as_json, f"wrote {paths['html']} and {paths.get('markdown')} ({paths['results']} results, "
                          f"{len(paths['not_checked'])} claims not run)")
+
+
+@app.command("results", rich_help_panel=CLAIMS)
+def results_cmd(
+    page: str = typer.Option("docs/RESULTS.md", "--page", help="the results page to write (Markdown)"),
+    readme: str = typer.Option("README.md", "--readme",
+                               help="README whose verdict table (between <!-- results:begin --> and "
+                                    "<!-- results:end -->) is rewritten; 'none' leaves it alone"),
+    tier: str | None = typer.Option(None, "--tier", help="only results of this tier"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write the results page and the README's verdict table from the stored claim results, stamped with
+    the commit that computed each."""
+    from theorylab.report.results import write_results
+
+    out = write_results(page, None if readme == "none" else readme, store(), tier=tier)
+    emit(out, as_json, f"wrote {out['page']}" + (f" and the verdict table of {out['readme']}" if "readme" in out else "")
+         + f" ({out['results']} results)")

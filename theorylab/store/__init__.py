@@ -182,6 +182,18 @@ def git_commit() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether the checkout holding theorylab has changes to tracked files (None when it is no git checkout):
+    a commit then does not name the code that ran."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                             capture_output=True, text=True, timeout=5)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _sqlite_file_problem(db: Path) -> str | None:
     """What is wrong with an SQLite database file, read from its 100-byte header without SQLite (which
     would create its ``-wal`` and ``-shm`` files beside a broken database): None when nothing is."""

@@ -401,3 +401,17 @@ def test_claim_tiers_are_typed():
     with pytest.raises(ValueError, match="must be a Tier"):
         register_claim(Untyped)
     assert "untyped2024.dict_tiers" not in CLAIMS
+
+
+def test_check_many_trains_every_claims_runs_in_one_sweep(store):
+    """Runs shared by claims train once, in one sweep before any claim is measured; each result still says
+    which of its runs were trained now and which came from the store."""
+    from theorylab.claims.engine import check, check_many
+
+    ids = ["olsson2022.induction_head_forms", "olsson2022.one_layer_no_induction"]
+    a, b = check_many(ids, "smoke", seeds=1, store=store)
+    assert a.run_ids == {0: {"two_layer": b.run_ids[0]["two_layer"]}}  # the shared two-layer run
+    assert (a.runs_trained, a.runs_reused) == (1, 0) and (b.runs_trained, b.runs_reused) == (2, 0)
+    assert len(store.list_runs()) == 2
+    again = check(ids[1], "smoke", seeds=1, store=store)
+    assert (again.runs_trained, again.runs_reused) == (0, 2) and again.verdict == b.verdict

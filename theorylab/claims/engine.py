@@ -234,7 +234,8 @@ def evaluate(claim: Claim, tier: str, seeds: list[int], runs: dict[int, dict[str
 def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None = None,
           backend: str = "inprocess", store: Store | None = None, force: bool = False, *,
           progress: bool = False, workers: int | None = None, save: bool = True,
-          stack: bool | str = "auto", device: str | None = None, threads: int | None = None) -> ClaimResult:
+          stack: bool | str = "auto", device: str | None = None, threads: int | None = None,
+          trained_by: Any = None) -> ClaimResult:
     """Run claim ``claim_id`` at ``tier`` over ``seeds`` and return (and store) its result.
 
     ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``) trains every run there (default: each
@@ -269,6 +270,12 @@ def check(claim_id: str, tier: str = "quick", seeds: int | Sequence[int] | None 
     sweep = run_sweep([cfg for _, _, cfg in named], store=store, backend=backend, workers=workers,
                       progress=progress, force=force, label=f"{claim_id} [{tier}]", stack=stack, device=device,
                       threads=threads)
+    if trained_by is not None:  # a shared sweep (check_many) trained them: it says what ran and where
+        mine = set(sweep.run_ids)
+        sweep.trained = [rid for rid in trained_by.trained if rid in mine] + [r for r in sweep.trained if r not in
+                                                                              trained_by.trained]
+        sweep.reused = [rid for rid in sweep.reused if rid not in sweep.trained]
+        sweep.backend, sweep.workers = trained_by.backend, trained_by.workers
     if not sweep.ok:
         bad = {rid: st for rid, st in sweep.status.items() if st not in ("finished", "diverged")}
         raise RunFailedError(f"claim {claim_id}: runs did not finish: "
@@ -361,13 +368,40 @@ def versions() -> dict[str, str]:
     return v
 
 
+def train_claims(claim_ids: Sequence[str], tier: str = "quick", seeds: int | Sequence[int] | None = None,
+                 backend: str = "inprocess", store: Store | None = None, force: bool = False, *,
+                 progress: bool = False, workers: int | None = None, stack: bool | str = "auto",
+                 device: str | None = None, threads: int | None = None) -> Any:
+    """Train the runs of several claims in one sweep (each run once, however many claims share it), the
+    most expensive first (estimated FLOPs of a step times steps), so the workers stay busy across claims
+    instead of waiting at the end of each claim; returns the :class:`~theorylab.sweep.SweepResult`.  A run
+    that fails here is left to the claim's own check (which reports it)."""
+    from theorylab.runs.threads import config_step_flops
+    from theorylab.sweep import run_sweep
+
+    cfgs = []
+    for cid in claim_ids:
+        claim = get_claim(cid)
+        for s in resolve_seeds(claim, tier, seeds):
+            cfgs.extend((claim.experiment(tier, s) or {}).values())
+    cost = {id(c): config_step_flops(c) * c.train.steps for c in cfgs}
+    cfgs.sort(key=lambda c: -cost[id(c)])
+    return run_sweep(cfgs, store=store if store is not None else Store(), backend=backend, workers=workers,
+                     progress=progress, force=force, label=f"{len(claim_ids)} claims [{tier}]", stack=stack,
+                     device=device, threads=threads)
+
+
 def check_many(claim_ids: Sequence[str], tier: str = "quick", seeds: int | Sequence[int] | None = None,
                backend: str = "inprocess", store: Store | None = None, force: bool = False, **kw: Any
                ) -> list[ClaimResult]:
-    """Validate every id first, then check each claim in turn."""
+    """Validate every id first, train every claim's runs in one sweep (:func:`train_claims`), then check
+    each claim in turn (measuring and deciding; its runs are in the store)."""
     for cid in claim_ids:
         get_claim(cid).params(tier)
-    return [check(cid, tier, seeds, backend, store, force, **kw) for cid in claim_ids]
+    store = store if store is not None else Store()
+    shared = {k: kw[k] for k in ("progress", "workers", "stack", "device", "threads") if k in kw}
+    sweep = train_claims(claim_ids, tier, seeds, backend, store, force, **shared)
+    return [check(cid, tier, seeds, backend, store, False, trained_by=sweep, **kw) for cid in claim_ids]
 
 
 # --------------------------------------------------------------------------- reading results
@@ -393,5 +427,5 @@ def last_result(claim_id: str, store: Store | None = None) -> ClaimResult | None
     return max(rs, key=lambda r: r.created) if rs else None
 
 
-__all__ = ["BACKENDS", "ClaimResult", "check", "check_many", "evaluate", "results", "last_result",
+__all__ = ["BACKENDS", "ClaimResult", "check", "check_many", "train_claims", "evaluate", "results", "last_result",
            "resolve_seeds", "save_figures"]

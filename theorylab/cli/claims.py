@@ -102,12 +102,22 @@ def check_cmd(
     failed: dict[str, str] = {}
     t0 = time.perf_counter()
     show = not as_json  # results are printed unless --json; --quiet only drops progress
+    shared = None
+    if len(todo) > 1:  # every claim's runs in one sweep first: the workers stay busy across claims
+        from theorylab.claims.engine import train_claims
+
+        if show and not quiet:
+            print(f"training the runs of {len(todo)} claims [{tier}] ...", file=sys.stderr, flush=True)
+        shared = train_claims(todo, tier, seed_list, backend, store(), force, progress=show and not quiet,
+                              workers=workers, stack=stacking, device=device, threads=n_threads)
+        force = False  # trained (again) just now
     for cid in todo:
         if show and not quiet:
             print(f"checking {cid} [{tier}] ...", file=sys.stderr, flush=True)
         try:
             r = check(cid, tier=tier, seeds=seed_list, backend=backend, workers=workers, force=force,
-                      progress=show and not quiet, stack=stacking, device=device, threads=n_threads)
+                      progress=show and not quiet, stack=stacking, device=device, threads=n_threads,
+                      trained_by=shared)
         except (TheoryLabError, RunFailedError) as err:
             if len(todo) == 1:
                 raise

@@ -45,24 +45,29 @@ def _premises(r: Any) -> str:
 
 
 def _decided_by(r: Any) -> str:
-    """The first reason that decided the verdict (a failed premise, a violated criterion, or the last
-    supporting one)."""
+    """What decided the verdict: the failed premises, the criteria that were not supported (violated at a
+    proxy tier: absent at proxy scale), or that every criterion holds."""
     reasons = list(r.reasons or [])
-    if not reasons:
-        return ""
+    if reasons and reasons[0].startswith("premise not met"):
+        return "; ".join(x for x in reasons if x.startswith("premise not met"))
     if r.verdict == "supported":
-        return f"{len(r.criteria)} criteria hold"
-    return reasons[0]
+        n = len(r.criteria)
+        return "the criterion holds" if n == 1 else f"all {n} criteria hold"
+    open_ = [c for c in r.criteria if c.get("verdict") != "supported"]
+    lead = "absent at proxy scale (a proxy tier cannot refute): " if reasons and reasons[0].startswith("absent") else ""
+    return lead + "; ".join(str(c.get("reason", "")) for c in open_)
 
 
 def verdict_table(rs: list[Any]) -> list[str]:
-    """Markdown lines: one row per stored result (claim, tier, seeds, premises, verdict, wall time, commit)."""
-    out = ["| claim | tier | seeds | premises | verdict | what decided it | wall | commit |",
+    """Markdown lines: one row per stored result (claim, tier, seeds, premises, verdict, what decided it, runs
+    trained and reused, commit)."""
+    out = ["| claim | tier | seeds | premises | verdict | what decided it | runs | commit |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rs:
         flag = " \\*" if getattr(r, "seeds_after_inconclusive", False) else ""
         out.append(f"| `{md(r.claim_id)}` | {md(tier_label(r))} | {len(r.seeds)}{flag} | {md(_premises(r))} | "
-                   f"**{md(r.verdict)}** | {md(_decided_by(r))} | {num(r.wall_seconds, 3)} s | `{md(_commit_of(r))}` |")
+                   f"**{md(r.verdict)}** | {md(_decided_by(r))} | {r.runs_trained} trained, {r.runs_reused} reused | "
+                   f"`{md(_commit_of(r))}` |")
     return out
 
 

@@ -67,6 +67,7 @@ _BUILTIN = [
     "modular",
     "graphs",
     "lm",
+    "markov",
     "induction",
     "icl_regression",
     "concepts",

@@ -10,7 +10,18 @@ import pytest
 import torch
 
 from theorylab.errors import ConfigError
-from theorylab.tasks.lm import DEFAULT_GRAMMAR, LMConfig, LMTask, grammar_stats, sample_sentence
+from theorylab.tasks.lm import (
+    DEFAULT_GRAMMAR,
+    EOS,
+    LMConfig,
+    LMTask,
+    PrefixParser,
+    grammar_stats,
+    left_recursion,
+    sample_sentence,
+    window_optimum,
+    window_optimum_exact,
+)
 
 TINY = {
     "S": [(0.6, ("A", "B")), (0.4, ("B",))],
@@ -103,6 +114,8 @@ def test_train_lm_reports_perplexity_beside_optimum():
     assert m["test/optimal_perplexity"] == pytest.approx(math.exp(opt))
     assert m["test/loss"] < math.log(cfg.model.d_vocab)  # learned something beyond uniform
     assert m["test/excess_loss"] > -0.05  # cannot beat the entropy rate (up to edge effects)
+    assert m["test/window_optimal_loss"] == pytest.approx(window_optimum_exact(DEFAULT_GRAMMAR, 16), abs=0.003)
+    assert m["test/window_optimal_loss_se"] < 0.003
 
 
 def test_train_and_generate_from_the_cli(store, capsys):
@@ -154,3 +167,170 @@ def test_masked_objective_trains_an_encoder(store, capsys):
     assert r.metrics["test/loss"] < math.log(len(task.vocab)) - 0.3
     assert main(["generate", cfg.run_id(), "--prompt", "the dog"]) == 2
     assert "decoder-only" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ exact window floor (PrefixParser)
+
+# ambiguous ("a b" has two derivations), with empty rules, a nullable first symbol and an empty sentence
+AMBIGUOUS = {
+    "S": [(0.5, ("A", "B")), (0.3, ("a", "B")), (0.2, ())],
+    "A": [(0.6, ("a",)), (0.4, ())],
+    "B": [(0.5, ("b",)), (0.5, ("a", "b"))],
+}
+
+
+@pytest.mark.parametrize("g", [TINY, AMBIGUOUS], ids=["tiny", "ambiguous"])
+def test_prefix_conditionals_match_brute_force(g):
+    """(a) every prefix of every sentence of a finite grammar: the parser's next-word law equals
+    P_prefix(w a) / P_prefix(w) and P(sentence = w) / P_prefix(w), by summing sentence probabilities."""
+    probs: dict[tuple, float] = {}
+    for s, p in enumerate_strings(g):
+        probs[s] = probs.get(s, 0.0) + p  # several derivations of one string add up
+
+    def p_prefix(w):
+        return sum(p for s, p in probs.items() if s[: len(w)] == w)
+
+    parser = PrefixParser(g)
+    words = sorted({t for s in probs for t in s})
+    prefixes = {s[:k] for s in probs for k in range(len(s) + 1)}
+    assert len(prefixes) > 5
+    for w in prefixes:
+        states, lp = parser.initial(), 0.0
+        for t in w:
+            states, q = parser.advance(states, t)
+            lp += math.log(q)
+        assert lp == pytest.approx(math.log(p_prefix(w)), abs=1e-12)
+        assert parser.prefix_log_prob(w) == pytest.approx(lp, abs=1e-12)
+        dist = parser.next_distribution(states)
+        assert sum(dist.values()) == pytest.approx(1.0, abs=1e-12)
+        for a in words:
+            assert dist.get(a, 0.0) == pytest.approx(p_prefix((*w, a)) / p_prefix(w), abs=1e-12)
+        assert dist.get(EOS, 0.0) == pytest.approx(probs.get(w, 0.0) / p_prefix(w), abs=1e-12)
+    # impossible continuations
+    assert parser.advance(parser.initial(), "nonsense") == ({}, 0.0)
+    assert parser.sentence_log_prob(("nonsense",)) == -math.inf
+
+
+def derive(g, rng, sym="S"):
+    """A sentence and the log-probability of its derivation, by recursive sampling."""
+    if sym not in g:
+        return [sym], 0.0
+    probs = [p for p, _ in g[sym]]
+    i = rng.choice(len(probs), p=probs)
+    words, lp = [], math.log(probs[i])
+    for s in g[sym][i][1]:
+        w, q = derive(g, rng, s)
+        words += w
+        lp += q
+    return words, lp
+
+
+def test_conditionals_telescope_to_the_derivation_probability():
+    """(b) the default grammar is unambiguous: over a complete sentence (its <eos> included) the sum of
+    -log P(word | prefix) is -log P(derivation); a stream of sentences adds up sentence by sentence."""
+    rng = np.random.default_rng(7)
+    parser = PrefixParser(DEFAULT_GRAMMAR)
+    stream, total = [EOS], 0.0
+    lengths = []
+    for _ in range(300):
+        words, lp = derive(DEFAULT_GRAMMAR, rng)
+        lengths.append(len(words))
+        cond = parser.window_log_probs([EOS, *words, EOS])  # the interned, cached path
+        assert cond.sum() == pytest.approx(lp, abs=1e-9)
+        assert parser.sentence_log_prob(words) == pytest.approx(lp, abs=1e-9)  # the plain path
+        assert (cond <= 1e-12).all()  # log-probabilities (<eos> after an adverb is certain: 0)
+        stream += [*words, EOS]
+        total += lp
+    assert max(lengths) >= 10  # some nested prepositional phrases among them
+    assert parser.window_log_probs(stream).sum() == pytest.approx(total, rel=1e-10)
+    with pytest.raises(ConfigError, match="start with <eos>"):
+        parser.window_log_probs(["the", "dog"])
+    with pytest.raises(ConfigError, match="impossible"):
+        parser.window_log_probs([EOS, "the", "the"])
+
+
+def test_window_floor_tends_to_the_entropy_rate():
+    """(c) the exact floor is H + C / T (C = 0.224 nats for the default grammar, so above the rate);
+    the Monte Carlo estimate agrees with it and, for long windows, with the rate within a few SE."""
+    H = grammar_stats(DEFAULT_GRAMMAR)["entropy_rate"]
+    parser = PrefixParser(DEFAULT_GRAMMAR)
+    exact = {T: window_optimum_exact(DEFAULT_GRAMMAR, T, parser=parser) for T in (16, 64, 512, 4096)}
+    assert exact[4096] == pytest.approx(H, abs=1e-4)  # the parser reproduces the closed-form rate
+    for T in (64, 512, 4096):
+        assert T * (exact[T] - H) == pytest.approx(0.2238, abs=1e-3)
+    assert exact[16] > exact[64] > exact[512] > H
+    for T, n in ((64, 2000), (512, 300)):
+        m, se = window_optimum(DEFAULT_GRAMMAR, T, n, np.random.default_rng([1, T]), parser=parser)
+        assert 0 < se < 0.003
+        assert abs(m - exact[T]) < 4 * se
+        if T == 512:
+            assert abs(m - H) < 4 * se
+    assert exact[64] - H == pytest.approx(0.0035, abs=1e-4)  # the 64-token floor lies above H
+
+
+def test_left_recursion_is_refused():
+    """(d) direct, through a nullable symbol and through a unit cycle; the task still samples such a
+    grammar and reports the rate, but not the window floor."""
+    direct = {"S": [(0.5, ("S", "a")), (0.5, ("b",))]}
+    hidden = {"S": [(1.0, ("A", "x"))], "A": [(0.5, ("E", "A", "y")), (0.5, ("z",))],
+              "E": [(0.5, ()), (0.5, ("e",))]}
+    unit = {"S": [(1.0, ("A",))], "A": [(0.5, ("B",)), (0.5, ("a",))], "B": [(0.5, ("A",)), (0.5, ("b",))]}
+    assert left_recursion(DEFAULT_GRAMMAR) is None and left_recursion(AMBIGUOUS) is None
+    assert left_recursion(direct) == ["S", "S"]
+    assert left_recursion(hidden) == ["A", "A"]
+    assert left_recursion(unit) in (["A", "B", "A"], ["B", "A", "B"])
+    for g, name in ((direct, "'S'"), (hidden, "'A'"), (unit, "'A'")):
+        with pytest.raises(ConfigError, match=f"{name} is left-recursive"):
+            PrefixParser(g)
+        with pytest.raises(ConfigError, match="left-recursive"):
+            window_optimum(g, 8, 4, np.random.default_rng(0))
+    task = LMTask(LMConfig(seq_len=8, n_test=4, grammar={a: [[p, list(r)] for p, r in rules]
+                                                         for a, rules in direct.items()}))
+    with pytest.raises(ConfigError, match="left-recursive"):
+        _ = task.window_optimal_loss
+    m = task.metrics(lambda tokens: torch.zeros(*tokens.shape, len(task.vocab)), task.test_set)
+    assert "optimal_loss" in m and "window_optimal_loss" not in m
+
+
+def test_optimal_logits_attain_the_window_floor():
+    """(e) the Bayes predictor's cross-entropy on the task's test windows matches the window floor within
+    a few SE, and beats other predictors: a bigram table fit on training windows, a blend with uniform."""
+    task = LMTask(LMConfig(seq_len=64, n_test=256), seed=0)
+    b = task.test_set
+    logits = task.optimal_logits(b)
+    assert logits.shape == (256, 64, len(task.vocab)) and logits.dtype == torch.float64
+    assert torch.allclose(logits.exp().sum(-1), torch.ones(256, 64, dtype=torch.float64))
+    assert torch.equal(task.optimal_logits(b.tokens), logits)
+    nll = -logits.gather(-1, b.targets.unsqueeze(-1)).squeeze(-1)  # [B, T]
+    per_window = nll.mean(1)
+    ce, se_test = float(per_window.mean()), float(per_window.std() / math.sqrt(len(per_window)))
+    floor, se = task.window_optimal_loss, task.window_optimal_loss_se
+    assert se < 0.003
+    assert abs(ce - floor) < 4 * math.hypot(se, se_test)
+    assert floor == pytest.approx(window_optimum_exact(task.grammar, 64), abs=4 * se)
+    assert floor > task.stats["entropy_rate"]
+    # the metrics of a "model" that is the Bayes predictor
+    m = task.metrics(lambda tokens: task.optimal_logits(tokens), b)
+    assert m["loss"] == pytest.approx(ce, abs=1e-9)
+    assert m["window_optimal_loss"] == floor and m["window_optimal_loss_se"] == se
+    assert m["optimal_loss"] == task.stats["entropy_rate"]
+    # other predictors do worse
+    train = task.train_batch(0, 2000)
+    counts = torch.ones(len(task.vocab), len(task.vocab), dtype=torch.float64)
+    counts.index_put_((train.tokens.flatten(), train.targets.flatten()),
+                      torch.ones(train.tokens.numel(), dtype=torch.float64), accumulate=True)
+    bigram = (counts / counts.sum(1, keepdim=True)).log()[b.tokens]
+    bigram_ce = float(torch.nn.functional.cross_entropy(bigram.flatten(0, 1), b.targets.flatten()))
+    blend = torch.logsumexp(torch.stack([logits + math.log(0.9), torch.full_like(logits, math.log(0.1 / 20))]), 0)
+    blend_ce = float(torch.nn.functional.cross_entropy(blend.flatten(0, 1), b.targets.flatten()))
+    assert ce < blend_ce < math.log(len(task.vocab)) and ce + 0.1 < bigram_ce
+    # bad inputs
+    with pytest.raises(ConfigError, match="must lie in"):
+        task.optimal_logits(b.tokens + 100)
+    with pytest.raises(ConfigError, match="start with <eos>"):
+        task.optimal_logits(b.tokens[:, 1:])
+    masked = LMTask(LMConfig(seq_len=16, n_test=4, objective="masked"))
+    with pytest.raises(ConfigError, match="causal objective only"):
+        masked.optimal_logits(masked.test_set)
+    with pytest.raises(ConfigError, match="causal objective only"):
+        masked.window_optimum()

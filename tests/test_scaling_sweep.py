@@ -1,0 +1,116 @@
+"""Scaling sweeps (theorylab.sweep.scaling) and the ``theorylab scaling`` verbs, end to end on tiny grids."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from theorylab.errors import ConfigError
+from theorylab.models.size import param_count
+from theorylab.sweep.scaling import Training, collect, grid_plan, isoflop_plan, ladder, task_config
+
+
+def test_ladder_is_log_spaced_inside_the_range():
+    task = task_config("lm")
+    lad = ladder(task, 2e3, 1e5, 5)
+    ns = [n for _, n in lad]
+    assert ns == sorted(ns) and len(set(ns)) == len(ns) == 5
+    assert ns[0] < 3e3 and ns[-1] > 7e4
+    # the counts are the built models' counts for this task's vocabulary and context
+    for shape, n in lad:
+        d, L, H = shape
+        cfg = grid_plan(task, (n, n, 1), (1e4, 1e4, 1)).runs[0].config
+        assert param_count(cfg.model) == n and cfg.model.d_model == d and cfg.model.n_layers == L
+    with pytest.raises(ConfigError, match="sizes"):
+        ladder(task, 1e12, 1e13, 3)
+    with pytest.raises(ConfigError, match="sizes"):
+        ladder(task, 1e5, 1e3, 3)
+
+
+def test_grid_plan_trains_each_run_for_exactly_its_tokens():
+    tr = Training(batch_size=16, min_steps=50)
+    plan = grid_plan(task_config("lm", seq_len=32), (2e3, 3e4, 3), (1e4, 1e5, 3), seed=7, training=tr)
+    assert len(plan.runs) == 9 and len({r.name for r in plan.runs}) == 9
+    for r in plan.runs:
+        c = r.config
+        assert r.D == c.train.steps * c.train.batch_size * 32  # D counts tokens trained, exactly
+        # at most 16 windows a step, fewer where that keeps at least 50 steps
+        assert c.train.batch_size <= 16 and (c.train.steps >= 50 or c.train.batch_size == 1)
+        assert c.train.batch_size == 16 or c.train.steps * (c.train.batch_size + 1) * 32 < 50 * 32 * 2 + r.D
+        assert r.C == 6 * r.N * r.D and r.C_exact > 0 and r.N_non_embedding < r.N
+        assert c.train.schedule == "cosine" and c.train.min_lr_ratio == 0.1  # the schedule ends at D
+        assert c.seed == 7 and c.task.seq_len == 32
+        assert c.train.steps % c.train.eval_every == 0 or c.train.eval_every >= 1
+    Ds = sorted({r.D for r in plan.runs})
+    assert len(Ds) == 3 and Ds[0] < Ds[1] < Ds[2]
+    with pytest.raises(ConfigError, match="tokens"):
+        grid_plan(task_config("lm"), (2e3, 3e4, 3), (0, 1e5, 3))
+
+
+def test_isoflop_plan_keeps_each_budget_within_a_step():
+    budgets = [1e10, 1e11]
+    plan = isoflop_plan(task_config("lm"), budgets, per_budget=4, width=4)
+    assert plan.design == "isoflop" and plan.budgets == budgets
+    for r in plan.runs:
+        per_step = r.config.train.batch_size * 64
+        assert abs(r.C - r.budget) <= 6 * r.N * per_step / 2 + 1  # rounded to whole steps
+        n0 = math.sqrt(r.budget / 120)
+        assert n0 / 6 <= r.N <= n0 * 6
+    for c in budgets:
+        assert sum(r.budget == c for r in plan.runs) >= 3
+    with pytest.raises(ConfigError, match="per_budget"):
+        isoflop_plan(task_config("lm"), budgets, per_budget=2)
+    with pytest.raises(ConfigError, match="not a scaling source"):
+        task_config("modular")
+
+
+def test_collect_leaves_out_runs_without_a_loss():
+    plan = grid_plan(task_config("lm"), (2e3, 3e4, 2), (1e4, 1e5, 2))
+    losses = {r.name: 2.0 + i for i, r in enumerate(plan.runs)}
+    losses[plan.runs[1].name] = math.nan
+    p, rows = collect(plan, losses)
+    assert len(p) == 3 and [r["kept"] for r in rows] == [True, False, True, True]
+    assert np.allclose(p.loss, [2.0, 4.0, 5.0]) and np.allclose(p.C, 6 * p.N * p.D)
+    with pytest.raises(ConfigError):
+        collect(plan, {})
+
+
+def test_scaling_sweep_cli_trains_fits_and_writes(cli, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["scaling", "sweep", "--sizes", "1.5e3:6e3:2", "--tokens", "4e3:2e4:3", "--batch-size", "8",
+            "--n-test", "16", "--bootstrap", "5", "--backend", "inprocess", "--out", str(out), "--json"]
+    rc, stdout, err = cli(*args)
+    assert rc == 0, err
+    res = json.loads(stdout)
+    assert res["design"] == "grid" and res["trained"] == 6 and len(res["runs"]) == 6
+    assert set(res["approach3"]) >= {"E", "A", "B", "alpha", "beta"}
+    assert res["entropy_rate"] == pytest.approx(1.6337, abs=1e-4)  # the PCFG's closed form
+    assert res["floor"] > res["entropy_rate"]  # windows of 64 tokens that start at a sentence boundary
+    assert math.isfinite(res["E_minus_floor"])
+    for f in ("points.csv", "fit.json", "loss_vs_compute.png", "loss_vs_params.png", "residuals.png"):
+        assert (out / f).stat().st_size > 0, f
+    rows = list(csv.DictReader(open(out / "points.csv")))
+    assert len(rows) == 6 and all(float(r["loss"]) > 1.6 for r in rows)
+    # a rerun is served from the store; the points file reads back with `scaling fit`
+    again = json.loads(cli(*args)[1])
+    assert again["trained"] == 0 and again["reused"] == 6
+    rc, stdout, err = cli("scaling", "fit", out / "points.csv", "--bootstrap", "0", "--json")
+    assert rc == 0, err
+    assert json.loads(stdout)["n_points"] == 6
+
+
+def test_scaling_sweep_plan_and_bad_input(cli, store):
+    rc, stdout, err = cli("scaling", "sweep", "--budgets", "1e10,1e11", "--plan", "--json")
+    assert rc == 0, err
+    plan = json.loads(stdout)
+    assert plan["design"] == "isoflop" and len(plan["runs"]) >= 6
+    for bad, word in ((["--sizes", "3:1"], "--sizes"), (["--tokens", "a:b:c"], "--tokens"),
+                      (["--budgets", "1e10,-1"], "--budgets"), (["--task", "modular"], "task"),
+                      (["--backend", "spark"], "--backend"), (["--lr", "0"], "--lr")):
+        rc, _, err = cli("scaling", "sweep", "--plan", *bad)
+        assert rc == 2 and word in err and len(err.strip().splitlines()) == 1, (bad, err)
+    assert not store.list_runs()  # nothing trained, nothing written

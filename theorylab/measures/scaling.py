@@ -852,6 +852,9 @@ def _kaplan_nd_starts(lN, lD, lL) -> list[np.ndarray]:
     return starts
 
 
+_LOG_MAX = math.log(np.finfo(np.float64).max)
+
+
 def fit_kaplan_nd(p: Points, bootstrap: int = 0, seed: int = 0) -> KaplanFit:
     """Fit Kaplan's joint law ``L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D`` (Kaplan et al. 2020, eq. 1.5).
 
@@ -879,9 +882,12 @@ def fit_kaplan_nd(p: Points, bootstrap: int = 0, seed: int = 0) -> KaplanFit:
         for _ in range(int(bootstrap)):
             i = rng.integers(0, len(p), size=len(p))
             xb = _kaplan_nd_fit(lN[i], lD[i], lL[i], [x])
-            if xb is not None:
+            if xb is not None and max(xb[0], xb[1]) < _LOG_MAX:  # N_c, D_c beyond float range: a diverged refit
                 rows.append([math.exp(xb[0]), xb[2], math.exp(xb[1]), xb[3]])
         ci, se = _summarise(np.array(rows).reshape(-1, 4), ("N_c", "alpha_N", "D_c", "alpha_D"))
+    if max(x[0], x[1]) >= _LOG_MAX:
+        raise ConfigError("the joint Kaplan fit diverged (N_c or D_c beyond float range): the data do not follow "
+                          "the law's form")
     return KaplanFit("ND", math.exp(x[0]), float(x[2]), math.exp(x[1]), float(x[3]), n_points=len(p),
                      rmse_log=float(np.sqrt(np.mean(resid**2))), ci=ci, se=se, n_bootstrap=int(bootstrap))
 

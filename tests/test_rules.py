@@ -24,6 +24,11 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
          "bigram_excess_loss": 0.02},
         {"icl_accuracy": 0.10, "icl_minus_first_accuracy": 0.0, "probe_induction_output": 0.05,
          "bigram_excess_loss": 0.02}, "refuted"),
+    # Besiroglu et al. 2024, Table 1: the refit lands on their estimates (well within one SE) and Hoffmann's
+    # rounded parameters sit at chi-squared 238.4 from it
+    "besiroglu2024.chinchilla_refit": (
+        {"max_dev_in_se": 0.1, "chi2_hoffmann": 238.4, "points_match": 1.0, "bootstrap_finite": 1.0},
+        {"max_dev_in_se": 5.0, "chi2_hoffmann": 2.0, "points_match": 1.0, "bootstrap_finite": 1.0}, "refuted"),
     # Bu et al. 2024, Theorem 1 and Fig. 2: the 0-1 error falls exponentially to the Bayes error
     "bu2024.exponential_convergence": (
         {"rate_per_1k": 5.0, "fit_r2": 0.95, "excess_error": 0.01, "below_context_free": 0.14},
@@ -49,6 +54,12 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
     "chiang2022.log_length_first": (
         {"ce_plain_at_max_n": 0.999, "ce_log_change_over_n": 0.0, "accuracy_min": 1.0},
         {"ce_plain_at_max_n": 0.3, "ce_log_change_over_n": 0.3, "accuracy_min": 1.0}, "refuted"),
+    # Czech et al. 2026: exponent exact, intercept -0.578092 against -0.555357 at +-16x, none when alpha = beta
+    "czech2026.approach2_intercept_bias": (
+        {"b_error": 0.0, "max_published_gap": 0.0, "bias_widest": 0.022735, "bias_grows": 1.0,
+         "symmetric_bias": 0.0, "budgets_fitted": 1.0, "points_on_surface": 1.0},
+        {"b_error": 0.01, "max_published_gap": 0.02, "bias_widest": 0.0, "bias_grows": 0.0,
+         "symmetric_bias": 0.01, "budgets_fitted": 1.0, "points_on_surface": 1.0}, "refuted"),
     # Delétang et al. 2023, Table 2: the best Transformer seed scores 62.3 / 57.5 / 52.8 / 56.4% on the four
     # non-regular tasks while fitting the training lengths; bucket_sort, the positive control, 91.9%
     "deletang2023.no_length_generalization": (
@@ -79,6 +90,17 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
          "control_accuracy_at_max_n": 1.0, "control_sensitivity_slope": 1.0},
         {"construction_accuracy_at_max_n": 1.0, "search_best_accuracy_at_max_n": 1.0,
          "control_accuracy_at_max_n": 1.0, "control_sensitivity_slope": 1.0}, "refuted"),
+    # Hoffmann et al. 2022, eq. 2: the additive law fits to within noise and predicts the held-out runs
+    "hoffmann2022.additive_power_law": (
+        {"rms_residual": 0.004, "oos_max_rel_error": 0.008, "runs_finished": 1.0, "loss_span": 0.9},
+        {"rms_residual": 0.05, "oos_max_rel_error": 0.1, "runs_finished": 1.0, "loss_span": 0.9}, "refuted"),
+    # Hoffmann et al. 2022, section 3.3: E is the entropy of the data (here known: the PCFG's rate)
+    "hoffmann2022.irreducible_loss_is_entropy": (
+        {"E_minus_floor": 0.01, "gap_change": -0.02, "runs_finished": 1.0, "loss_span": 0.9, "E_ci_width": 0.05,
+         "closest_to_floor": 0.002},
+        {"E_minus_floor": 0.3, "gap_change": 0.1, "runs_finished": 1.0, "loss_span": 0.9, "E_ci_width": 0.05,
+         "closest_to_floor": 0.002},
+        "refuted"),
     # Nanda et al. 2023, section 5: memorization ends near 1.4k epochs, test accuracy reaches 99% near 10k
     "nanda2023.grokking_delay": (
         {"test_reached_99": 1.0, "delay_ratio": 7.0, "memorized": 1.0},

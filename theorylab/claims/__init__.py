@@ -55,6 +55,9 @@ _BUILTIN: list[str] = [
     "theorylab.claims.papers.garg2022",
     "theorylab.claims.papers.bu2024",
     "theorylab.claims.papers.bietti2023",
+    "theorylab.claims.papers.hoffmann2022",
+    "theorylab.claims.papers.besiroglu2024",
+    "theorylab.claims.papers.czech2026",
 ]
 _loaded = False
 

@@ -100,3 +100,34 @@ BIETTI2023 = Citation(
     venue="NeurIPS",
     arxiv="2306.00802",
 )
+
+HOFFMANN2022 = Citation(
+    authors="Jordan Hoffmann, Sebastian Borgeaud, Arthur Mensch, Elena Buchatskaya, Trevor Cai, Eliza Rutherford, "
+            "Diego de Las Casas, Lisa Anne Hendricks, Johannes Welbl, Aidan Clark, et al.",
+    year=2022,
+    title="Training Compute-Optimal Large Language Models",
+    venue="NeurIPS",
+    arxiv="2203.15556",
+)
+
+BESIROGLU2024 = Citation(
+    authors="Tamay Besiroglu, Ege Erdil, Matthew Barnett and Josh You",
+    year=2024,
+    title="Chinchilla Scaling: A replication attempt",
+    arxiv="2404.10102",
+)
+
+CZECH2026 = Citation(
+    authors="Eric Czech, Zhiwei Xu, Yael Elmatad, Yixin Wang and William Held",
+    year=2026,
+    title="Problems with Chinchilla Approach 2",
+    arxiv="2603.22339",
+)
+
+KAPLAN2020 = Citation(
+    authors="Jared Kaplan, Sam McCandlish, Tom Henighan, Tom B. Brown, Benjamin Chess, Rewon Child, Scott Gray, "
+            "Alec Radford, Jeffrey Wu and Dario Amodei",
+    year=2020,
+    title="Scaling Laws for Neural Language Models",
+    arxiv="2001.08361",
+)

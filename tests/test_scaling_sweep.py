@@ -114,3 +114,28 @@ def test_scaling_sweep_plan_and_bad_input(cli, store):
         rc, _, err = cli("scaling", "sweep", "--plan", *bad)
         assert rc == 2 and word in err and len(err.strip().splitlines()) == 1, (bad, err)
     assert not store.list_runs()  # nothing trained, nothing written
+
+
+def test_scaling_fit_cli_on_the_public_points(cli, store):
+    from theorylab.measures.scaling import CHINCHILLA_CSV
+
+    rc, out, err = cli("scaling", "fit", CHINCHILLA_CSV, "--drop-highest", "5", "--bootstrap", "20", "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["n_points"] == d["n_rows"] == 240
+    for k, want in (("E", 1.8172), ("alpha", 0.3473), ("beta", 0.3672)):
+        assert d[k]["value"] == pytest.approx(want, abs=1e-3) and d[k]["ci"][0] < want < d[k]["ci"][1]
+    rc, out, err = cli("scaling", "fit", CHINCHILLA_CSV, "--approach", "2", "--bootstrap", "0", "--json",
+                       "--budgets", "6e18,1e19,3e19,6e19,1e20,3e20,6e20,1e21,3e21")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["n_points"] == 123 and d["n_rows"] == 245 and 0.48 <= d["a"]["value"] <= 0.51
+
+
+def test_scaling_fit_cli_bad_input(cli, store, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("N,loss\n1e6,2.0\n")
+    for args, word in (([bad], "nor a 'C'"), ([tmp_path / "none.csv"], "none.csv"), ([bad, "--approach", "5"], "--approach"),
+                       ([bad, "--budgets", "x"], "--budgets"), ([bad, "--tol", "2"], "--tol")):
+        rc, _, err = cli("scaling", "fit", *args)
+        assert rc == 2 and word in err and len(err.strip().splitlines()) == 1, (args, err)

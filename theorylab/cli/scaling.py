@@ -87,6 +87,7 @@ def fits(p, approach: str, budgets: list[float] | None, bootstrap: int, seed: in
         out.update({k: out["approach3"][k] for k in ("E", "A", "B", "alpha", "beta")})
     elif approach == "2":
         out.update({k: out["approach2"][k] for k in ("a", "b")})
+        out["n_points"] = out["approach2"]["n_points"]  # the points the fit kept (snapped to a budget)
     return out
 
 
@@ -156,7 +157,7 @@ def fit_cmd(
     b = _floats(budgets, "--budgets")
     p = read_points(path, drop_highest=drop_highest)
     out = fits(p, approach, b, bootstrap, seed, tol)
-    out["file"] = str(path)
+    out.update({"file": str(path), "n_rows": len(p)})
     emit(out, as_json, lambda: _show(out))
 
 

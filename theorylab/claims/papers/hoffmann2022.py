@@ -62,7 +62,7 @@ SWEEP_TIERS: dict[str, Tier] = tiers_of(SweepTier, {
               "min_steps": 40, "n_test": 64, "holdout": 2, "bootstrap": 20},
     "quick": {"n_min": 1.5e3, "n_max": 1.1e5, "n_sizes": 5, "d_min": 3.2e4, "d_max": 2e6, "n_tokens": 5},
     "full": {"n_min": 1.5e3, "n_max": 1.5e6, "n_sizes": 7, "d_min": 3.2e4, "d_max": 3.2e7, "n_tokens": 7,
-             "batch_size": 16, "n_test": 2048, "holdout": 5, "bootstrap": 400, "faithful": True},
+             "batch_size": 32, "n_test": 2048, "holdout": 5, "bootstrap": 400, "faithful": True},
 })
 
 SEEDS = {"smoke": 2, "quick": 3, "full": 3}

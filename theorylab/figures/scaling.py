@@ -3,7 +3,8 @@ loss against parameters for each token budget, and the fitted surface's residual
 
 Plain data in (arrays of N parameters, D tokens, C FLOP and loss in nats per token), a matplotlib Figure
 out (Agg); the caller saves it.  ``predict(N, D) -> loss`` is a fitted law (for example
-:meth:`theorylab.measures.scaling.Approach3Fit.predict`), ``floor`` a known entropy rate (nats).
+:meth:`theorylab.measures.scaling.Approach3Fit.predict`), ``floor`` the
+known floor of the source (nats/token: its entropy rate, or the optimal loss of the model's windows).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def loss_vs_compute(N: Sequence[float], D: Sequence[float], loss: Sequence[float
                     floor: float | None = None, title: str = "loss against compute"):
     """Loss (nats/token) against C = 6ND (FLOP, log axis), each run coloured by log10 N; runs of one
     IsoFLOP budget joined; with ``predict`` and ``allocation`` (C -> (N_opt, D_opt)) the fitted
-    compute-optimal frontier L(N_opt(C), D_opt(C)); with ``floor`` the source's entropy rate."""
+    compute-optimal frontier L(N_opt(C), D_opt(C)); with ``floor`` the source's floor."""
     plt = _plt()
     N, D, loss = _arr(N), _arr(D), _arr(loss)
     C = 6 * N * D
@@ -55,7 +56,7 @@ def loss_vs_compute(N: Sequence[float], D: Sequence[float], loss: Sequence[float
         n_opt, d_opt = allocation(cs)
         ax.plot(cs, predict(n_opt, d_opt), color="C3", lw=1.5, label="fitted compute-optimal frontier")
     if floor is not None:
-        ax.axhline(floor, color="k", ls="--", lw=1, label=f"source entropy rate {floor:.4f}")
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"floor of the source {floor:.4f}")
     ax.set_xscale("log")
     ax.set_xlabel("compute C = 6ND (FLOP)")
     ax.set_ylabel("test loss (nats/token)")
@@ -83,7 +84,7 @@ def loss_vs_params(N: Sequence[float], D: Sequence[float], loss: Sequence[float]
             n = np.geomspace(N[idx].min(), N[idx].max(), 50)
             ax.plot(n, predict(n, np.full_like(n, d)), "--", color=col, lw=1)
     if floor is not None:
-        ax.axhline(floor, color="k", ls="--", lw=1, label=f"entropy rate {floor:.4f}")
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"floor of the source {floor:.4f}")
     ax.set_xscale("log")
     ax.set_xlabel("N (parameters)")
     ax.set_ylabel("test loss (nats/token)")

@@ -82,7 +82,8 @@ def test_collect_leaves_out_runs_without_a_loss():
 def test_scaling_sweep_cli_trains_fits_and_writes(cli, tmp_path):
     out = tmp_path / "sweep"
     args = ["scaling", "sweep", "--sizes", "1.5e3:6e3:2", "--tokens", "4e3:2e4:3", "--batch-size", "8",
-            "--n-test", "16", "--bootstrap", "5", "--backend", "inprocess", "--out", str(out), "--json"]
+            "--min-steps", "20", "--n-test", "16", "--bootstrap", "20", "--backend", "inprocess", "--out", str(out),
+            "--json"]
     rc, stdout, err = cli(*args)
     assert rc == 0, err
     res = json.loads(stdout)
@@ -122,7 +123,7 @@ def test_scaling_fit_cli_on_the_public_points(cli, store):
     rc, out, err = cli("scaling", "fit", CHINCHILLA_CSV, "--drop-highest", "5", "--bootstrap", "20", "--json")
     assert rc == 0, err
     d = json.loads(out)
-    assert d["n_points"] == d["n_rows"] == 240
+    assert d["n_points"] == 240 and d["n_rows"] == 245 and d["dropped"] == 5
     for k, want in (("E", 1.8172), ("alpha", 0.3473), ("beta", 0.3672)):
         assert d[k]["value"] == pytest.approx(want, abs=1e-3) and d[k]["ci"][0] < want < d[k]["ci"][1]
     rc, out, err = cli("scaling", "fit", CHINCHILLA_CSV, "--approach", "2", "--bootstrap", "0", "--json",
@@ -139,3 +140,89 @@ def test_scaling_fit_cli_bad_input(cli, store, tmp_path):
                        ([bad, "--budgets", "x"], "--budgets"), ([bad, "--tol", "2"], "--tol")):
         rc, _, err = cli("scaling", "fit", *args)
         assert rc == 2 and word in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_scaling_fit_cli_reads_the_shipped_points_by_name_from_anywhere(cli, store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli("scaling", "fit", "chinchilla", "--drop-highest", "5", "--bootstrap", "0", "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["n_rows"] == 245 and d["dropped"] == 5 and d["n_points"] == 240
+    rc, _, err = cli("scaling", "fit", "chinchilla", "--budgets", "1e19,1e20")  # budgets are Approach 2's
+    assert rc == 2 and "--budgets" in err
+
+
+def test_scaling_fit_cli_reports_a_fit_without_an_allocation(cli, store, monkeypatch):
+    """A fit whose allocation is undefined (an exponent at 0: loss that does not fall with N or D) still
+    stands: the command prints it, says why there is no allocation, and succeeds."""
+    from theorylab.measures import scaling as S
+
+    def undefined(self, C):
+        return S.optimal_allocation(self.E, self.A, self.B, self.alpha, 0.0, C)
+
+    monkeypatch.setattr(S.Approach3Fit, "optimal_allocation", undefined)
+    rc, out, err = cli("scaling", "fit", "chinchilla", "--bootstrap", "0", "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["E"]["value"] > 1 and "undefined" in d["approach3"]["allocation_error"]
+    assert "allocation" not in d["approach3"]
+
+
+def test_scaling_sweep_refuses_before_training(cli, store, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for bad, word in ((["--budgets", "1e9", "--tokens-per-param", "0"], "tokens_per_param"),
+                      (["--budgets", "1e9,1e9"], "distinct"),
+                      (["--budgets", "1e9", "--sizes", "1e3:1e4:2"], "--budgets"),
+                      (["--set", "task.name=markov"], "task.name"),
+                      (["--set", "vocab=8"], "--set"),
+                      (["--tokens", "1e4:3e4:1000"], "tokens"),
+                      (["--out", str(afile)], "not a directory"),
+                      (["--bootstrap", "5"], "--bootstrap")):
+        rc, _, err = cli("scaling", "sweep", "--backend", "inprocess", *bad)
+        assert rc == 2 and word in err and len(err.strip().splitlines()) == 1, (bad, err)
+    assert not store.list_runs()
+
+
+def test_plans_say_what_they_could_not_do():
+    plan = grid_plan(task_config("lm"), (2e3, 2e3, 1), (1, 10, 2))  # two budgets that round to one step
+    assert len(plan.runs) == 1 and "planned once" in plan.notes[0]
+    iso = isoflop_plan(task_config("lm"), [1e8, 1e11], per_budget=3, width=2)
+    assert any("only" in n or "no model" in n for n in iso.notes)
+
+
+def test_api_misuse_gets_one_clear_error():
+    from theorylab.measures.scaling import fit_approach2, fit_approach3, points, read_points
+    from theorylab.models.size import training_flops
+
+    good = points(N=[1e4, 1e5, 1e6, 1e4, 1e5, 1e6], D=[1e6] * 3 + [1e7] * 3, loss=[3, 2.5, 2.2, 2.8, 2.3, 2.0])
+    for call, word in ((lambda: fit_approach3([1, 2, 3]), "expected Points"),
+                       (lambda: fit_approach3(None), "expected Points"),
+                       (lambda: fit_approach2("x"), "expected Points"),
+                       (lambda: fit_approach3(good, bootstrap=2), "at least 20"),
+                       (lambda: read_points(None), "expected a path"),
+                       (lambda: training_flops("abc", 1e4), "TransformerConfig"),
+                       (lambda: grid_plan(task_config("lm"), "1.5e3:6e3:2", (1e4, 1e5, 2)), "sizes"),
+                       (lambda: collect(grid_plan(task_config("lm"), (2e3, 2e3, 1), (1e4, 1e4, 1)), [1, 2]),
+                        "collect")):
+        with pytest.raises(ConfigError, match=word):
+            call()
+
+
+def test_read_points_names_the_file_line_after_blank_lines(tmp_path):
+    from theorylab.measures.scaling import read_points
+
+    f = tmp_path / "p.csv"
+    f.write_text("N,D,loss\n1e4,1e6,3\n\n\n1e5,1e6,2.5\n1e6,1e6,abc\n")
+    with pytest.raises(ConfigError, match="line 6"):
+        read_points(f)
+    f.write_text("N,D,loss\n1e4,1e6,3\n\n1e5,1e6,nan\n")
+    with pytest.raises(ConfigError, match="line 4"):
+        read_points(f)
+
+
+def test_approach2_refuses_a_continuum_of_compute():
+    from theorylab.measures.scaling import chinchilla_points, fit_approach2
+
+    with pytest.raises(ConfigError, match="--budgets"):
+        fit_approach2(chinchilla_points(drop_highest=0))

@@ -14,6 +14,8 @@ import typer
 from theorylab.cli.app import DEVICE_HELP, JSON_OPT, MEASURES, Group, app, console, emit, parse_threads, store
 from theorylab.errors import ConfigError, RunFailedError
 
+MIN_BOOTSTRAP = 20  # as theorylab.measures.scaling.MIN_BOOTSTRAP (not imported at start-up: scipy is slow to load)
+
 scaling_app = typer.Typer(cls=Group, help="Scaling laws: fit | sweep.", no_args_is_help=True,
                           context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(scaling_app, name="scaling", rich_help_panel=MEASURES)
@@ -76,9 +78,12 @@ def fits(p, approach: str, budgets: list[float] | None, bootstrap: int, seed: in
     if approach in ("3", "all"):
         f3 = fit_approach3(p, bootstrap=bootstrap, seed=seed)
         out["approach3"] = f3.to_dict()
-        out["approach3"]["allocation"] = [
-            {"C": c, "N_opt": float(n), "D_opt": float(d), "tokens_per_parameter": float(d / n)}
-            for c in _allocation_budgets(p) for n, d in [tuple(x.item() for x in f3.optimal_allocation(c))]]
+        try:
+            out["approach3"]["allocation"] = [
+                {"C": c, "N_opt": float(n), "D_opt": float(d), "tokens_per_parameter": float(d / n)}
+                for c in _allocation_budgets(p) for n, d in [tuple(x.item() for x in f3.optimal_allocation(c))]]
+        except ConfigError as err:  # an exponent at 0: the loss does not fall with N or D; the fit still stands
+            out["approach3"]["allocation_error"] = str(err)
     if approach in ("2", "all"):
         out["approach2"] = fit_approach2(p, budgets=budgets, tol=tol, bootstrap=bootstrap, seed=seed).to_dict()
     if approach in ("kaplan", "all"):
@@ -124,6 +129,8 @@ def _show(out: dict) -> None:
             for v in f.get("vertices", []):
                 c.print(f"  budget {v['C']:.3g}: N* {v['N_star']:.4g}, D* {v['D_star']:.4g} ({v['n_points']} points)")
         if key == "approach3":
+            if f.get("allocation_error"):
+                c.print(f"  no compute-optimal allocation: {f['allocation_error']}")
             for a in f.get("allocation", []):
                 c.print(f"  C = {a['C']:.3g} FLOP: N_opt {a['N_opt']:.4g}, D_opt {a['D_opt']:.4g}, "
                         f"{a['tokens_per_parameter']:.4g} tokens per parameter")
@@ -132,7 +139,9 @@ def _show(out: dict) -> None:
 @scaling_app.command("fit")
 def fit_cmd(
     path: Path = typer.Argument(..., help="CSV with columns N, loss and D or C (C = 6ND); the public Chinchilla "
-                                          "file's `Model Size` / `Training FLOP` columns are read as N / C"),
+                                          "file's `Model Size` / `Training FLOP` columns are read as N / C; "
+                                          "`chinchilla` (when no such file is here) = the public points theorylab "
+                                          "ships"),
     approach: str = typer.Option("3", "--approach", help="3 (parametric fit), 2 (IsoFLOP), kaplan, or all"),
     budgets: str | None = typer.Option(None, "--budgets", help="Approach 2: compute budgets (FLOP), comma-separated; "
                                        "points within --tol of one are snapped to it; none = group by compute"),
@@ -144,29 +153,36 @@ def fit_cmd(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Fit scaling laws (Hoffmann et al. 2022 Approaches 2 and 3; Kaplan et al. 2020) to a CSV of runs."""
-    from theorylab.measures.scaling import read_points
+    from theorylab.measures.scaling import CHINCHILLA_CSV, drop_highest_loss, read_points
 
     if approach not in APPROACHES:
         raise ConfigError(f"--approach: {approach!r} is not allowed; allowed: {', '.join(APPROACHES)}")
-    if bootstrap < 0:
-        raise ConfigError(f"--bootstrap: must be >= 0 (got {bootstrap})")
+    if budgets is not None and approach not in ("2", "all"):
+        raise ConfigError("--budgets: the budgets are Approach 2's (--approach 2 or all); Approach 3 and Kaplan's "
+                          "law fit every point")
+    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP:
+        raise ConfigError(f"--bootstrap: give 0 (no intervals) or at least {MIN_BOOTSTRAP} resamples (got {bootstrap})")
     if drop_highest < 0:
         raise ConfigError(f"--drop-highest: must be >= 0 (got {drop_highest})")
     if not 0 < tol < 1:
         raise ConfigError(f"--tol: must lie in (0, 1) (got {tol})")
     b = _floats(budgets, "--budgets")
-    p = read_points(path, drop_highest=drop_highest)
+    if str(path) == "chinchilla" and not path.exists():
+        path = CHINCHILLA_CSV
+    rows = read_points(path)
+    p = drop_highest_loss(rows, drop_highest)
     out = fits(p, approach, b, bootstrap, seed, tol)
-    out.update({"file": str(path), "n_rows": len(p)})
+    out.update({"file": str(path), "n_rows": len(rows), "dropped": len(rows) - len(p)})
     emit(out, as_json, lambda: _show(out))
 
 
 @scaling_app.command("sweep")
 def sweep_cmd(
     task: str = typer.Option("lm", "--task", help="the source: lm (the PCFG corpus) or markov (an order-2 chain)"),
-    sizes: str = typer.Option("1.5e3:1.1e5:5", "--sizes", help="grid: parameter counts lo:hi:count (log-spaced; "
-                              "the nearest models of the ladder)"),
-    tokens: str = typer.Option("6e4:1e6:4", "--tokens", help="grid: token budgets lo:hi:count (log-spaced)"),
+    sizes: str | None = typer.Option(None, "--sizes", help="grid: parameter counts lo:hi:count (log-spaced; the "
+                                     "nearest models of the ladder; default 1.5e3:1.1e5:5)"),
+    tokens: str | None = typer.Option(None, "--tokens", help="grid: token budgets lo:hi:count (log-spaced; default "
+                                      "3.2e4:2e6:5)"),
     budgets: str | None = typer.Option(None, "--budgets", help="IsoFLOP design instead of the grid: compute budgets "
                                        "(FLOP, 6ND), comma-separated, e.g. 1e11,3e11,1e12"),
     per_budget: int = typer.Option(5, "--per-budget", help="IsoFLOP: sizes per budget"),
@@ -178,9 +194,10 @@ def sweep_cmd(
                                               "(repeatable; e.g. --set task.vocab=8 for markov); see `theorylab "
                                               "tasks lm|markov`"),
     seed: int = typer.Option(0, "--seed", help="the runs' seed"),
-    batch_size: int = typer.Option(32, "--batch-size", help="windows per step (fewer for small token budgets, "
+    batch_size: int = typer.Option(8, "--batch-size", help="windows per step (fewer for small token budgets, "
                                    "so that every run takes at least --min-steps steps)"),
-    min_steps: int = typer.Option(200, "--min-steps", help="the fewest optimizer steps a run may take"),
+    min_steps: int = typer.Option(500, "--min-steps", help="the fewest optimizer steps a run may take (fewer "
+                                  "only where one window a step already exceeds the tokens)"),
     lr: float = typer.Option(3e-3, "--lr", help="peak learning rate (AdamW; warmup 5%, cosine to 10% at D)"),
     n_test: int = typer.Option(512, "--n-test", help="held-out windows each run is evaluated on"),
     out_dir: Path | None = typer.Option(None, "--out", help="write points.csv, fit.json and the figures here"),
@@ -208,9 +225,16 @@ def sweep_cmd(
             raise ConfigError(f"{name}: must be >= 1 (got {v})")
     if not lr > 0:
         raise ConfigError(f"--lr: must be positive (got {lr})")
-    if bootstrap < 0:
-        raise ConfigError(f"--bootstrap: must be >= 0 (got {bootstrap})")
+    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP:
+        raise ConfigError(f"--bootstrap: give 0 (no intervals) or at least {MIN_BOOTSTRAP} resamples (got {bootstrap})")
     n_threads = parse_threads(threads)
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out: {out_dir} exists and is not a directory")
+    if out_dir is not None and not plan_only:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)  # before training: a bad folder is bad input, not a lost sweep
+        except OSError as err:
+            raise ConfigError(f"--out: cannot create {out_dir} ({err.strerror or err})") from None
     tr = Training(batch_size=batch_size, lr=lr, device=device or "cpu", min_steps=min_steps)
     fields = {"n_test": n_test}
     for item in task_set or []:
@@ -220,18 +244,22 @@ def sweep_cmd(
         fields[key[5:]] = _value(raw)
     tcfg = task_config(task, **fields)
     b = _floats(budgets, "--budgets")
+    if b is not None and (sizes is not None or tokens is not None):
+        raise ConfigError("--budgets: an IsoFLOP design picks the sizes and tokens itself (--per-budget, --width, "
+                          "--tokens-per-param); leave out --sizes and --tokens, or --budgets for a grid")
     if b is not None:
         plan = isoflop_plan(tcfg, b, per_budget=per_budget, width=width, tokens_per_param=tokens_per_param,
                             seed=seed, training=tr)
     else:
-        plan = grid_plan(tcfg, _range(sizes, "--sizes"), _range(tokens, "--tokens"), seed=seed, training=tr)
+        plan = grid_plan(tcfg, _range(sizes or "1.5e3:1.1e5:5", "--sizes"), _range(tokens or "3.2e4:2e6:5", "--tokens"),
+                         seed=seed, training=tr)
     if device is not None:
         from theorylab.sweep import on_device
 
         on_device(plan.configs()[:1], device)  # a device this machine lacks: one line, before anything runs
     if plan_only:
         rows = [r.row() for r in plan.runs]
-        out = {"design": plan.design, "budgets": plan.budgets, "runs": rows,
+        out = {"design": plan.design, "budgets": plan.budgets, "runs": rows, "notes": plan.notes,
                "total_flop_6ND": sum(r["C"] for r in rows)}
 
         def human_plan():
@@ -243,6 +271,8 @@ def sweep_cmd(
                           f"{r['C_exact']:.3g}")
             console().print(t)
             console().print(f"{len(rows)} runs, {out['total_flop_6ND']:.3g} FLOP (6ND) in all")
+            for n in plan.notes:
+                console().print(f"note: {n}")
 
         emit(out, as_json, human_plan)
         return
@@ -265,6 +295,7 @@ def sweep_cmd(
     out = fits(p, "all" if plan.design == "isoflop" else "3", plan.budgets or None, bootstrap, seed, 0.10,
                keep_going=True) if len(p) >= 6 else {"n_points": len(p), "note": "fewer than 6 finished runs: no fit"}
     out.update({"design": plan.design, "task": task, "floor": floor, "entropy_rate": rate, "runs": rows,
+                "notes": plan.notes,
                 "trained": len(res.trained), "reused": len(res.reused), "wall_seconds": res.wall_seconds})
     if "error" in out.get("approach2", {}):
         out["approach2"]["hint"] = ("a budget whose parabola opens downward or has its vertex outside the sizes "
@@ -322,6 +353,8 @@ def _write_outputs(out_dir: Path, rows, out, p, plan, floor) -> None:
         def allocation(c):
             return optimal_allocation(f["E"], f["A"], f["B"], f["alpha"], f["beta"], c)
 
+        if out["approach3"].get("allocation_error"):
+            allocation = None
     budgets = [r["budget"] for r in rows if r["kept"]] if plan.budgets else None
     figs = {"loss_vs_compute": loss_vs_compute(p.N, p.D, p.loss, budgets=budgets, predict=predict,
                                                allocation=allocation, floor=floor)}

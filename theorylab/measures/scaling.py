@@ -174,6 +174,8 @@ def read_points(path, drop_highest: int = 0) -> Points:
     Raises ConfigError: missing or unreadable file, no header, missing column, a cell that is not a number,
     NaN or a value <= 0 (naming the line), or a bad ``drop_highest``.
     """
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"points file: expected a path, got {type(path).__name__}")
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8") as fh:
@@ -199,11 +201,11 @@ def read_points(path, drop_highest: int = 0) -> Points:
     if "D" not in cols and "C" not in cols:
         raise ConfigError(f"points file {path} has neither a 'D' (tokens) nor a 'C' (FLOP) column "
                           f"(columns: {', '.join(header)})")
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if not rows:
+    numbered = [(i, r) for i, r in enumerate(rows, start=2) if any(cell.strip() for cell in r)]  # file lines
+    if not numbered:
         raise ConfigError(f"points file {path} has a header but no data rows")
     values: dict[str, list[float]] = {k: [] for k in cols}
-    for line, row in enumerate(rows, start=2):
+    for line, row in numbered:
         for key, j in cols.items():
             cell = row[j].strip() if j < len(row) else ""
             try:
@@ -212,7 +214,7 @@ def read_points(path, drop_highest: int = 0) -> Points:
                 raise ConfigError(f"points file {path}, line {line}: column {header[j].strip()!r} is "
                                   f"{cell!r}, not a number") from None
     p = points(values["N"], values["loss"], values.get("D"), values.get("C"),
-               _where=lambda i: f"line {i + 2} of {path}")
+               _where=lambda i: f"line {numbered[i][0]} of {path}")
     return drop_highest_loss(p, drop_highest)
 
 
@@ -249,8 +251,8 @@ def optimal_allocation(E, A, B, alpha, beta, C) -> tuple[np.ndarray, np.ndarray]
     if not np.all(np.isfinite(C)) or np.any(C <= 0):
         raise ConfigError("optimal_allocation: compute C must be finite and > 0")
     if min(A, B, alpha, beta) <= 0:
-        raise ConfigError(f"optimal_allocation needs A, B, alpha, beta > 0; got A={A:g} B={B:g} "
-                          f"alpha={alpha:g} beta={beta:g}")
+        raise ConfigError(f"the compute-optimal allocation is undefined: it needs A, B, alpha, beta > 0 (loss that "
+                          f"falls with both N and D); the fit has A={A:g} B={B:g} alpha={alpha:g} beta={beta:g}")
     G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
     N_opt = G * (C / 6.0) ** (beta / (alpha + beta))
     return N_opt, (C / 6.0) / N_opt
@@ -269,9 +271,21 @@ def _summarise(samples: np.ndarray, names) -> tuple[dict[str, tuple[float, float
             {k: float(sd[i]) for i, k in enumerate(names)})
 
 
+MIN_BOOTSTRAP = 20  # fewer resamples cannot give a 95% percentile interval (its 2.5% tail is less than half a draw)
+
+
+def _check_points(p) -> None:
+    if not isinstance(p, Points):
+        raise ConfigError(f"expected Points (theorylab.measures.scaling.points(N, loss, D=..., C=...) or "
+                          f"read_points(path)), got {type(p).__name__}")
+
+
 def _check_bootstrap(bootstrap, seed) -> None:
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
         raise ConfigError(f"bootstrap must be an integer >= 0 (resamples); got {bootstrap!r}")
+    if 0 < bootstrap < MIN_BOOTSTRAP:
+        raise ConfigError(f"bootstrap: {bootstrap} resamples cannot give a 95% interval; give 0 (none) or at least "
+                          f"{MIN_BOOTSTRAP}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be an integer; got {seed!r}")
 
@@ -464,6 +478,7 @@ def fit_approach3(p: Points, *, delta: float = 1e-3, bootstrap: int = 0, seed: i
     Raises ConfigError: fewer than 5 points (the law has 5 parameters), ``delta <= 0``, bad ``refine``,
     ``bootstrap`` or ``seed``.
     """
+    _check_points(p)
     if len(p) < 5:
         raise ConfigError(f"Approach 3 fits 5 parameters and needs at least 5 points; got {len(p)}")
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta > 0):
@@ -472,6 +487,7 @@ def fit_approach3(p: Points, *, delta: float = 1e-3, bootstrap: int = 0, seed: i
         raise ConfigError(f"refine must be a positive integer (starts to refine) or None (all); got {refine!r}")
     if isinstance(bootstrap_starts, bool) or not isinstance(bootstrap_starts, (int, np.integer)) or bootstrap_starts < 0:
         raise ConfigError(f"bootstrap_starts must be an integer >= 0; got {bootstrap_starts!r}")
+    _check_points(p)
     _check_bootstrap(bootstrap, seed)
     logN, logD, logL = np.log(p.N), np.log(p.D), np.log(p.loss)
     grid = approach3_grid()
@@ -576,6 +592,13 @@ def group_by_compute(p: Points, gap: float = 0.1) -> tuple[Points, np.ndarray]:
     label = np.empty(len(p), dtype=int)
     label[order] = np.concatenate([[0], np.cumsum(np.diff(lc[order]) > gap)])
     centre = np.array([lc[label == g].mean() for g in range(label.max() + 1)])
+    for g in range(label.max() + 1):
+        span = lc[label == g].max() - lc[label == g].min()
+        if span > 3 * gap:
+            lo, hi = 10 ** lc[label == g].min(), 10 ** lc[label == g].max()
+            raise ConfigError(f"Approach 2: the points do not fall into separate compute budgets ({int((label == g).sum())} "
+                              f"of them span {lo:.3g}..{hi:.3g} FLOP without a gap of {gap:g} decades); give the "
+                              "budgets (--budgets) so that each point snaps to one")
     return p, 10.0 ** centre[label]
 
 
@@ -664,6 +687,7 @@ def fit_approach2(p: Points, budgets=None, *, tol: float = 0.10, bootstrap: int 
     Returns :class:`Approach2Fit`.  Raises ConfigError: bad budgets/tol/gap, or fewer than 2 budgets with a
     vertex.
     """
+    _check_points(p)
     _check_bootstrap(bootstrap, seed)
     if budgets is None:
         q, cb = group_by_compute(p, gap)
@@ -892,6 +916,7 @@ def fit_kaplan_nd(p: Points, bootstrap: int = 0, seed: int = 0) -> KaplanFit:
     Kaplan's values: alpha_N 0.076, alpha_D 0.095, N_c 8.8e13, D_c 5.4e13.
     Raises ConfigError: fewer than 4 points, or no start converged.
     """
+    _check_points(p)
     _check_bootstrap(bootstrap, seed)
     if len(p) < 4:
         raise ConfigError(f"the joint Kaplan law has 4 parameters and needs at least 4 points; got {len(p)}")

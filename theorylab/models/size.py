@@ -180,8 +180,11 @@ def flops_per_token(cfg: TransformerConfig, n_ctx: int | None = None, *, keys: s
     ``2 * forward`` and ``"train"`` = ``3 * forward`` (Hoffmann et al.'s and Kaplan et al.'s convention:
     the backward pass costs twice the forward), ``"matmul"`` (the matrix-multiply FLOPs of the forward
     pass: what ``torch.utils.flop_counter.FlopCounterMode`` counts) and ``"embedding_chinchilla"``.
-    Raises :class:`ConfigError` for ``n_ctx < 1`` or an unknown ``keys``.
+    Raises :class:`ConfigError` for a ``cfg`` that is not a TransformerConfig, ``n_ctx < 1`` or an unknown
+    ``keys``.
     """
+    if not isinstance(cfg, TransformerConfig):
+        raise ConfigError(f"expected a TransformerConfig (a run config's .model), got {type(cfg).__name__}")
     n = cfg.n_ctx if n_ctx is None else n_ctx
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ConfigError(f"n_ctx must be a positive integer (got {n_ctx!r})")

@@ -39,6 +39,7 @@ SHAPES: tuple[tuple[int, int, int], ...] = (
 )
 
 SCALING_TASKS = ("lm", "markov")
+MAX_BUDGETS = 100  # token or compute budgets in one plan: more is a typo, not a sweep
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Plan:
     design: str  # "grid" or "isoflop"
     runs: list[PlannedRun] = field(default_factory=list)
     budgets: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the plan could not do as asked (shown with --plan)
 
     def configs(self) -> list[RunConfig]:
         return [r.config for r in self.runs]
@@ -113,6 +115,8 @@ def task_config(task: str, seq_len: int | None = None, **fields: Any) -> dict[st
     if task not in SCALING_TASKS:
         raise ConfigError(f"task: {task!r} is not a scaling source; allowed: {', '.join(SCALING_TASKS)} (a source "
                           "with fresh data every step and a known entropy rate)")
+    if "name" in fields:
+        raise ConfigError("task.name: the source is chosen by the task argument (--task lm|markov), not a field")
     d = {"name": task, **fields}
     if seq_len is not None:
         d["seq_len"] = seq_len
@@ -163,6 +167,15 @@ def ladder(task: dict[str, Any], n_min: float, n_max: float, count: int) -> list
     return sorted(chosen, key=lambda sn: sn[1])
 
 
+def _triple(name: str, x: Any) -> tuple[float, float, int]:
+    """``(lo, hi, count)`` checked: two positive numbers and a whole count (one ConfigError line otherwise)."""
+    ok = isinstance(x, (tuple, list)) and len(x) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                               for v in x) and float(x[2]).is_integer()
+    if not ok:
+        raise ConfigError(f"{name}: expected (lo, hi, count), e.g. (1.5e3, 1.1e5, 5); got {x!r}")
+    return float(x[0]), float(x[1]), int(x[2])
+
+
 def _planned(name: str, cfg: RunConfig, N: int, budget: float | None = None) -> PlannedRun:
     from theorylab.models.size import non_embedding_params, training_flops
 
@@ -176,15 +189,22 @@ def grid_plan(task: dict[str, Any], sizes: tuple[float, float, int], tokens: tup
     """Every ladder size in ``sizes = (n_min, n_max, count)`` times every token budget of
     ``tokens = (d_min, d_max, count)`` (log-spaced; each rounded to whole steps, at least one)."""
     tr = training or Training()
-    shapes = ladder(task, *sizes)
-    d_min, d_max, k = tokens
-    if not (d_min > 0 and d_max >= d_min) or k < 1:
-        raise ConfigError(f"tokens: need 0 < d_min <= d_max and a count >= 1 (got {d_min:g}, {d_max:g}, {k})")
+    shapes = ladder(task, *_triple("sizes", sizes))
+    d_min, d_max, k = _triple("tokens", tokens)
+    if not (d_min > 0 and d_max >= d_min) or not 1 <= k <= MAX_BUDGETS:
+        raise ConfigError(f"tokens: need 0 < d_min <= d_max and a count in 1..{MAX_BUDGETS} (got {d_min:g}, "
+                          f"{d_max:g}, {k})")
     seq = int(_config(task, shapes[0][0], 1, tr, seed).model.n_ctx)
     budgets = np.geomspace(d_min, d_max, k) if k > 1 else np.array([d_max])
     plan = Plan("grid")
+    seen: set[tuple[int, int]] = set()
     for D in budgets:
         steps, batch = tr.steps_for(D, seq)
+        if (steps, batch) in seen:  # two budgets that round to the same whole steps are one
+            plan.notes.append(f"token budget {D:.4g} rounds to the same {steps} steps of {batch} windows as a "
+                              "smaller one; planned once")
+            continue
+        seen.add((steps, batch))
         for shape, N in shapes:
             cfg = _config(task, shape, steps, tr, seed, batch)
             plan.runs.append(_planned(f"{_shape_of(cfg)}-D{steps * batch * seq}", cfg, N))
@@ -200,6 +220,11 @@ def isoflop_plan(task: dict[str, Any], budgets: list[float], per_budget: int = 5
     tr = training or Training()
     if not budgets or any(not (c > 0) for c in budgets):
         raise ConfigError("budgets: give positive compute budgets in FLOP (e.g. 1e11,3e11,1e12)")
+    if len(set(budgets)) != len(budgets) or len(budgets) > MAX_BUDGETS:
+        raise ConfigError(f"budgets: give distinct budgets, at most {MAX_BUDGETS} (got {len(budgets)}, "
+                          f"{len(set(budgets))} distinct)")
+    if not (isinstance(tokens_per_param, (int, float)) and math.isfinite(tokens_per_param) and tokens_per_param > 0):
+        raise ConfigError(f"tokens_per_param: the guess of D/N at the optimum must be > 0 (got {tokens_per_param})")
     if per_budget < 3:
         raise ConfigError(f"per_budget: an IsoFLOP parabola needs at least 3 sizes per budget (got {per_budget})")
     if not width > 1:
@@ -213,7 +238,15 @@ def isoflop_plan(task: dict[str, Any], budgets: list[float], per_budget: int = 5
             lo, hi = max(lo, n_range[0]), min(hi, n_range[1])
             if lo > hi:
                 continue
-        for shape, N in ladder(task, lo, hi, per_budget):
+        try:
+            sizes = ladder(task, lo, hi, per_budget)
+        except ConfigError:
+            plan.notes.append(f"budget {C:.3g}: no model of the ladder has {lo:.3g}..{hi:.3g} parameters; skipped")
+            continue
+        if len(sizes) < 3:
+            plan.notes.append(f"budget {C:.3g}: only {len(sizes)} ladder sizes within {lo:.3g}..{hi:.3g} parameters; "
+                              "Approach 2 needs 3 (widen --width or move --tokens-per-param)")
+        for shape, N in sizes:
             seq = int(_config(task, shape, 1, tr, seed).model.n_ctx)
             steps, batch = tr.steps_for(C / (6.0 * N), seq)
             cfg = _config(task, shape, steps, tr, seed, batch)
@@ -242,7 +275,10 @@ def run_plan(plan: Plan, store=None, backend: str = "local", workers: int | None
 
 def collect(plan: Plan, losses: dict[str, float]) -> tuple[Any, list[dict[str, Any]]]:
     """(Points, rows) from the final test losses of the plan's runs (``{run name: loss}``); runs without a
-    finite loss are left out of the points (their row says ``kept: False``); the points keep the rows' order."""
+    finite loss are left out of the points (their row says ``kept: False``); the points keep the rows' order.
+    Raises ConfigError for arguments of the wrong kind or when no run has a finite loss."""
+    if not isinstance(plan, Plan) or not isinstance(losses, dict):
+        raise ConfigError("collect: expected a Plan and a dict {run name: final test loss}")
     from theorylab.measures.scaling import points
 
     rows, keep = [], []

@@ -198,6 +198,8 @@ class _Sweep(Claim):
         def allocation(c):
             return optimal_allocation(f["E"], f["A"], f["B"], f["alpha"], f["beta"], c)
 
+        if min(f["A"], f["B"], f["alpha"], f["beta"]) <= 0:  # an exponent at 0: no compute-optimal frontier
+            allocation = None
         H = evidence.per_seed[seed].get("floor")
         return {
             "loss_vs_compute": loss_vs_compute(sw["N"], sw["D"], sw["loss"], predict=predict, allocation=allocation,

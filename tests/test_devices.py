@@ -18,7 +18,8 @@ TINY = {"modular": ["task.p=7"], "alpine": ["task.n=12", "task.p=0.3", "task.eva
         "induction": ["task.vocab=12", "task.period=4", "task.min_period=2", "task.n_test=8"],
         "icl_regression": ["task.d=3", "task.n_points=5", "task.n_test=8"], "concepts": ["task.n_test=8"],
         "bigram_triggers": ["task.vocab=12", "task.seq_len=16", "task.n_test=8"],
-        "markov": ["task.vocab=8", "task.seq_len=16", "task.n_test=8"]}
+        "markov": ["task.vocab=8", "task.seq_len=16", "task.n_test=8"],
+        "addition": ["task.digits=2", "task.n_test=8"]}
 FORMAL = ["task.train_max_length=4", "task.test_max_length=6", "task.n_eval=4"]
 
 

@@ -68,6 +68,7 @@ _BUILTIN = [
     "graphs",
     "lm",
     "markov",
+    "addition",
     "induction",
     "icl_regression",
     "concepts",

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 
 from theorylab.tasks import register_task
-from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng, token_cross_entropy
+from theorylab.tasks.base import IGNORE, Batch, Task, TaskConfig, step_rng
 
 PLUS, EQUALS = 10, 11  # token ids after the ten digits
 
@@ -95,13 +95,9 @@ class AdditionTask(Task):
     def eval_sets(self) -> dict[str, Batch]:
         return {"test": self.test_set}
 
-    def loss(self, model, batch: Batch):
-        logits = model(batch.tokens)
-        return token_cross_entropy(logits, batch.targets), logits
-
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        logits = model(batch.tokens) if out is None else out
+        logits = self.forward(model, batch) if out is None else out
         L = self.cfg.answer_length()
         lg, tg = logits[:, -L:].double(), batch.targets[:, -L:]
         lp = torch.log_softmax(lg, dim=-1).gather(-1, tg.unsqueeze(-1)).squeeze(-1)  # [n, L]

@@ -56,7 +56,7 @@ from pydantic import Field
 from theorylab.errors import ConfigError
 from theorylab.models.objectives import bits, mask_tokens, perplexity
 from theorylab.tasks import register_task
-from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_entropy, token_metrics
+from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_metrics
 
 Grammar = dict[str, list[tuple[float, tuple[str, ...]]]]
 
@@ -604,13 +604,9 @@ class LMTask(Task):
     def eval_sets(self) -> dict[str, Batch]:
         return {"test": self.test_set}
 
-    def loss(self, model, batch: Batch):
-        logits = model(batch.tokens)
-        return token_cross_entropy(logits, batch.targets), logits
-
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        logits = model(batch.tokens) if out is None else out
+        logits = self.forward(model, batch) if out is None else out
         m = token_metrics(logits, batch.targets)
         m.pop("seq_accuracy", None)
         m.update({"loss_bits": bits(m["loss"]), "perplexity": perplexity(m["loss"])})

@@ -48,7 +48,7 @@ from theorylab.config import Seed
 from theorylab.errors import ConfigError
 from theorylab.models.objectives import bits, perplexity
 from theorylab.tasks import register_task
-from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_cross_entropy, token_metrics
+from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_metrics
 
 # The largest table (vocab ** (order + 1) numbers) a config may ask for: 4M float64 numbers, 32 MB, and a
 # power iteration of a few seconds at most.
@@ -253,13 +253,9 @@ class MarkovTask(Task):
             out[:, t] = tables[min(t, k - 1)][c]
         return out
 
-    def loss(self, model, batch: Batch):
-        logits = model(batch.tokens)
-        return token_cross_entropy(logits, batch.targets), logits
-
     @torch.no_grad()
     def metrics(self, model, batch: Batch, out=None) -> dict[str, float]:
-        logits = model(batch.tokens) if out is None else out
+        logits = self.forward(model, batch) if out is None else out
         m = token_metrics(logits, batch.targets)
         m.pop("seq_accuracy", None)
         opt = self.optimal_loss(int(batch.tokens.shape[1]))

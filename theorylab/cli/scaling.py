@@ -14,8 +14,6 @@ import typer
 from theorylab.cli.app import DEVICE_HELP, JSON_OPT, MEASURES, Group, app, console, emit, parse_threads, store
 from theorylab.errors import ConfigError, RunFailedError
 
-MIN_BOOTSTRAP = 20  # as theorylab.measures.scaling.MIN_BOOTSTRAP (not imported at start-up: scipy is slow to load)
-
 scaling_app = typer.Typer(cls=Group, help="Scaling laws: fit | sweep.", no_args_is_help=True,
                           context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(scaling_app, name="scaling", rich_help_panel=MEASURES)
@@ -33,6 +31,13 @@ def _floats(text: str | None, option: str) -> list[float] | None:
     if not vals or any(not (math.isfinite(v) and v > 0) for v in vals):
         raise ConfigError(f"{option}: every value must be a positive finite number (got {text!r})")
     return vals
+
+
+def _check_bootstrap(bootstrap: int) -> None:
+    from theorylab.measures.scaling import MIN_BOOTSTRAP  # imported here: scipy is slow to load at start-up
+
+    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP:
+        raise ConfigError(f"--bootstrap: give 0 (no intervals) or at least {MIN_BOOTSTRAP} resamples (got {bootstrap})")
 
 
 def _value(raw: str):
@@ -64,30 +69,31 @@ def fits(p, approach: str, budgets: list[float] | None, bootstrap: int, seed: in
     """The requested fits of the points ``p`` as plain dicts.  With ``keep_going`` a fit that cannot be made
     (e.g. Approach 2 when every budget's parabola opens downward) is reported as ``{"error": ...}`` and the
     others still run; without it, its ConfigError propagates."""
-    if keep_going and approach == "all":
-        out: dict = {"n_points": len(p)}
-        for a, key in (("3", "approach3"), ("2", "approach2"), ("kaplan", "kaplan")):
-            try:
-                out[key] = fits(p, a, budgets, bootstrap, seed, tol)[key]
-            except ConfigError as err:
-                out[key] = {"error": str(err)}
-        return out
     from theorylab.measures.scaling import fit_approach2, fit_approach3, fit_kaplan_nd
 
-    out = {"n_points": len(p)}
-    if approach in ("3", "all"):
+    def approach3() -> dict:
         f3 = fit_approach3(p, bootstrap=bootstrap, seed=seed)
-        out["approach3"] = f3.to_dict()
+        d = f3.to_dict()
         try:
-            out["approach3"]["allocation"] = [
-                {"C": c, "N_opt": float(n), "D_opt": float(d), "tokens_per_parameter": float(d / n)}
-                for c in _allocation_budgets(p) for n, d in [tuple(x.item() for x in f3.optimal_allocation(c))]]
+            d["allocation"] = [{"C": c, "N_opt": float(n), "D_opt": float(dd), "tokens_per_parameter": float(dd / n)}
+                               for c in _allocation_budgets(p)
+                               for n, dd in [tuple(x.item() for x in f3.optimal_allocation(c))]]
         except ConfigError as err:  # an exponent at 0: the loss does not fall with N or D; the fit still stands
-            out["approach3"]["allocation_error"] = str(err)
-    if approach in ("2", "all"):
-        out["approach2"] = fit_approach2(p, budgets=budgets, tol=tol, bootstrap=bootstrap, seed=seed).to_dict()
-    if approach in ("kaplan", "all"):
-        out["kaplan"] = fit_kaplan_nd(p, bootstrap=min(bootstrap, 200), seed=seed).to_dict()
+            d["allocation_error"] = str(err)
+        return d
+
+    makers = {"approach3": approach3,
+              "approach2": lambda: fit_approach2(p, budgets=budgets, tol=tol, bootstrap=bootstrap, seed=seed).to_dict(),
+              "kaplan": lambda: fit_kaplan_nd(p, bootstrap=min(bootstrap, 200), seed=seed).to_dict()}
+    keys = {"3": ["approach3"], "2": ["approach2"], "kaplan": ["kaplan"], "all": list(makers)}[approach]
+    out: dict = {"n_points": len(p)}
+    for key in keys:
+        try:
+            out[key] = makers[key]()
+        except ConfigError as err:
+            if not keep_going:
+                raise
+            out[key] = {"error": str(err)}
     if approach == "3":  # the issue's flat keys for the main approach
         out.update({k: out["approach3"][k] for k in ("E", "A", "B", "alpha", "beta")})
     elif approach == "2":
@@ -160,8 +166,7 @@ def fit_cmd(
     if budgets is not None and approach not in ("2", "all"):
         raise ConfigError("--budgets: the budgets are Approach 2's (--approach 2 or all); Approach 3 and Kaplan's "
                           "law fit every point")
-    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP:
-        raise ConfigError(f"--bootstrap: give 0 (no intervals) or at least {MIN_BOOTSTRAP} resamples (got {bootstrap})")
+    _check_bootstrap(bootstrap)
     if drop_highest < 0:
         raise ConfigError(f"--drop-highest: must be >= 0 (got {drop_highest})")
     if not 0 < tol < 1:
@@ -225,8 +230,7 @@ def sweep_cmd(
             raise ConfigError(f"{name}: must be >= 1 (got {v})")
     if not lr > 0:
         raise ConfigError(f"--lr: must be positive (got {lr})")
-    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP:
-        raise ConfigError(f"--bootstrap: give 0 (no intervals) or at least {MIN_BOOTSTRAP} resamples (got {bootstrap})")
+    _check_bootstrap(bootstrap)
     n_threads = parse_threads(threads)
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out: {out_dir} exists and is not a directory")
@@ -343,18 +347,9 @@ def _write_outputs(out_dir: Path, rows, out, p, plan, floor) -> None:
                                                  default=str))
     predict = allocation = None
     if "E" in out.get("approach3", {}):
-        from theorylab.measures.scaling import chinchilla_loss, optimal_allocation
+        from theorylab.measures.scaling import law_functions
 
-        f = {k: out["approach3"][k]["value"] for k in ("E", "A", "B", "alpha", "beta")}
-
-        def predict(n, d):
-            return chinchilla_loss(n, d, **f)
-
-        def allocation(c):
-            return optimal_allocation(f["E"], f["A"], f["B"], f["alpha"], f["beta"], c)
-
-        if out["approach3"].get("allocation_error"):
-            allocation = None
+        predict, allocation = law_functions(*(out["approach3"][k]["value"] for k in ("E", "A", "B", "alpha", "beta")))
     budgets = [r["budget"] for r in rows if r["kept"]] if plan.budgets else None
     figs = {"loss_vs_compute": loss_vs_compute(p.N, p.D, p.loss, budgets=budgets, predict=predict,
                                                allocation=allocation, floor=floor)}

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from theorylab.errors import ConfigError
-from theorylab.measures.scaling import _one_blas_thread
+from theorylab.measures.scaling import one_blas_thread
 
 __all__ = ["SmoothFit", "SharpFit", "EmergenceFit", "fit_smooth", "fit_sharp", "compare_fits", "MirageResult",
            "mirage", "er_giant_fraction", "er_graph", "bipartite_critical_density", "bipartite_graph",
@@ -116,7 +116,7 @@ def fit_smooth(x, y) -> SmoothFit:
     return SmoothFit(float(a), float(b), sse, int(xa.size))
 
 
-@_one_blas_thread
+@one_blas_thread
 def fit_sharp(x, y) -> SharpFit:
     """Least squares of a logistic step in ``log10 x`` (scipy.optimize.least_squares from a grid of
     midpoints and widths; the best).  ``x``, ``y``: [n] (n >= 5).  ``width`` is bounded below by 1e-3

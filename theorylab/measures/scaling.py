@@ -48,7 +48,7 @@ __all__ = [
     "Points", "read_points", "points", "drop_highest_loss", "chinchilla_loss",
     "Approach3Fit", "fit_approach3", "huber_objective", "approach3_grid",
     "Approach2Fit", "snap_to_budgets", "group_by_compute", "fit_approach2",
-    "isoflop_surface", "optimal_allocation",
+    "isoflop_surface", "optimal_allocation", "law_functions",
     "KaplanFit", "fit_kaplan_n", "fit_kaplan_nd", "fit_scaling_law", "APPROACHES",
     "CHINCHILLA_BUDGETS", "DEFAULT_BOOTSTRAP", "CHINCHILLA_CSV", "chinchilla_points",
 ]
@@ -258,6 +258,19 @@ def optimal_allocation(E, A, B, alpha, beta, C) -> tuple[np.ndarray, np.ndarray]
     return N_opt, (C / 6.0) / N_opt
 
 
+def law_functions(E, A, B, alpha, beta):
+    """The fitted law as two callables for figures and predictions: ``predict(N, D)`` (loss, nats/token;
+    :func:`chinchilla_loss`) and ``allocation(C)`` (``(N_opt, D_opt)``; :func:`optimal_allocation`), or
+    ``None`` for ``allocation`` where it is undefined (an exponent or coefficient at or below 0)."""
+    def predict(N, D):
+        return chinchilla_loss(N, D, E, A, B, alpha, beta)
+
+    def allocation(C):
+        return optimal_allocation(E, A, B, alpha, beta, C)
+
+    return predict, (allocation if min(A, B, alpha, beta) > 0 else None)
+
+
 # ---------------------------------------------------------------------------------------- bootstrap
 
 
@@ -361,7 +374,7 @@ def _grid_objective(grid, logN, logD, logL, delta, chunk=500) -> np.ndarray:
     return out
 
 
-def _one_blas_thread(fn):
+def one_blas_thread(fn):
     """Run ``fn`` with BLAS/LAPACK limited to one thread (threadpoolctl).  The fits here are thousands of tiny
     L-BFGS-B steps on 5 numbers; a multi-threaded BLAS spin-waits on every one, and on a busy 2-core machine
     that made a fit of 25 points take 41 s instead of 1.3 s (measured)."""
@@ -459,7 +472,7 @@ class Approach3Fit:
         return out
 
 
-@_one_blas_thread
+@one_blas_thread
 def fit_approach3(p: Points, *, delta: float = 1e-3, bootstrap: int = 0, seed: int = 0,
                   refine: int | None = 64, bootstrap_starts: int = 0) -> Approach3Fit:
     """Fit ``L = E + A/N^alpha + B/D^beta`` by Hoffmann et al.'s Approach 3 as Besiroglu et al. 2024 replicate it.
@@ -667,7 +680,7 @@ def _lines(logC: np.ndarray, logN: np.ndarray) -> tuple[float, float, float, flo
     return float(a), float(a0), float(b), float(b0)
 
 
-@_one_blas_thread
+@one_blas_thread
 def fit_approach2(p: Points, budgets=None, *, tol: float = 0.10, bootstrap: int = 0, seed: int = 0,
                   gap: float = 0.1) -> Approach2Fit:
     """IsoFLOP fit (Hoffmann et al. 2022, section 3.2, Approach 2).
@@ -821,7 +834,7 @@ def _kaplan_n_fit(lN, lL) -> tuple[float, float] | None:
     return math.exp(icept / alpha), float(alpha)
 
 
-@_one_blas_thread
+@one_blas_thread
 def fit_kaplan_n(N, loss, bootstrap: int = 0, seed: int = 0) -> KaplanFit:
     """Fit ``L(N) = (N_c / N)^alpha_N`` (Kaplan et al. 2020, eq. 1.1): least squares of ``log L`` on ``log N``.
 
@@ -904,7 +917,7 @@ def _kaplan_nd_starts(lN, lD, lL) -> list[np.ndarray]:
 _LOG_MAX = math.log(np.finfo(np.float64).max)
 
 
-@_one_blas_thread
+@one_blas_thread
 def fit_kaplan_nd(p: Points, bootstrap: int = 0, seed: int = 0) -> KaplanFit:
     """Fit Kaplan's joint law ``L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D`` (Kaplan et al. 2020, eq. 1.5).
 

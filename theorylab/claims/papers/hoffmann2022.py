@@ -98,29 +98,24 @@ def sweep_fit(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any]:
     losses = {name: float(r.final.get("test/loss", math.nan)) for name, r in runs.items()}
     finished = [r.name in runs and runs[r.name].status == "finished" and math.isfinite(losses.get(r.name, math.nan))
                 for r in plan.runs]
-    p, rows = collect(plan, losses)
+    p, _ = collect(plan, losses)
     fit = fit_approach3(p, bootstrap=tier["bootstrap"], seed=seed)
-    pred = fit.predict(p.N, p.D)
-    res = np.log(p.loss) - np.log(pred)
+    res = np.log(p.loss) - np.log(fit.predict(p.N, p.D))
     # out of sample: fit without the `holdout` runs of largest compute, predict them
     order = np.argsort(p.C)
     k = int(tier["holdout"])
     held, kept = order[-k:], order[:-k]
-    from theorylab.measures.scaling import points
-
-    sub = points(N=p.N[kept], D=p.D[kept], loss=p.loss[kept])
-    fit_in = fit_approach3(sub, bootstrap=0, seed=seed)
+    fit_in = fit_approach3(p.take(kept), bootstrap=0, seed=seed)
     oos = np.abs(fit_in.predict(p.N[held], p.D[held]) / p.loss[held] - 1)
     # a smaller grid: without the largest size and the largest token budget
     small = (p.N < p.N.max()) & (p.D < p.D.max())
     try:
-        fit_small = fit_approach3(points(N=p.N[small], D=p.D[small], loss=p.loss[small]), bootstrap=0, seed=seed)
-        E_small = fit_small.E
+        E_small = fit_approach3(p.take(small), bootstrap=0, seed=seed).E
     except ConfigError:  # too few points for five parameters (the smoke tier's 2 x 2)
         E_small = math.nan
     H, rate = _entropy(runs)
     lo, hi = fit.ci.get("E", (math.nan, math.nan)) if fit.ci else (math.nan, math.nan)
-    return {"fit": fit, "points": p, "rows": rows, "H": H, "rate": rate, "finished": finished, "residuals": res,
+    return {"fit": fit, "points": p, "H": H, "rate": rate, "finished": finished, "residuals": res,
             "oos": oos, "E_small": E_small, "E_ci": (lo, hi)}
 
 
@@ -184,22 +179,13 @@ class _Sweep(Claim):
 
     def figures(self, evidence: Evidence) -> dict[str, Any]:
         from theorylab.figures.scaling import loss_vs_compute, loss_vs_params, residuals
-        from theorylab.measures.scaling import chinchilla_loss, optimal_allocation
+        from theorylab.measures.scaling import law_functions
 
         seed = next((s for s in evidence.seeds if s in evidence.series and "sweep" in evidence.series[s]), None)
         if seed is None:
             return {}
         sw = evidence.series[seed]["sweep"]
-        f = sw["fit"]
-
-        def predict(n, d):
-            return chinchilla_loss(n, d, f["E"], f["A"], f["B"], f["alpha"], f["beta"])
-
-        def allocation(c):
-            return optimal_allocation(f["E"], f["A"], f["B"], f["alpha"], f["beta"], c)
-
-        if min(f["A"], f["B"], f["alpha"], f["beta"]) <= 0:  # an exponent at 0: no compute-optimal frontier
-            allocation = None
+        predict, allocation = law_functions(*(sw["fit"][k] for k in ("E", "A", "B", "alpha", "beta")))
         H = evidence.per_seed[seed].get("floor")
         return {
             "loss_vs_compute": loss_vs_compute(sw["N"], sw["D"], sw["loss"], predict=predict, allocation=allocation,

@@ -94,9 +94,9 @@ def fits(p, approach: str, budgets: list[float] | None, bootstrap: int, seed: in
             if not keep_going:
                 raise
             out[key] = {"error": str(err)}
-    if approach == "3":  # the flat keys for the main approach
+    if approach == "3" and "error" not in out["approach3"]:  # the flat keys for the main approach
         out.update({k: out["approach3"][k] for k in ("E", "A", "B", "alpha", "beta")})
-    elif approach == "2":
+    elif approach == "2" and "error" not in out["approach2"]:
         out.update({k: out["approach2"][k] for k in ("a", "b")})
         out["n_points"] = out["approach2"]["n_points"]  # the points the fit kept (snapped to a budget)
     return out

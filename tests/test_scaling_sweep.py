@@ -226,3 +226,19 @@ def test_approach2_refuses_a_continuum_of_compute():
 
     with pytest.raises(ConfigError, match="--budgets"):
         fit_approach2(chinchilla_points(drop_highest=0))
+
+
+def test_scaling_fit_cli_gives_both_of_kaplans_forms(cli, store, tmp_path):
+    """L(N) = (N_c/N)^alpha_N and the joint L(N, D), recovered from points drawn from the joint law."""
+    N = np.repeat(np.geomspace(1e6, 1e9, 6), 5)
+    D = np.tile(np.geomspace(1e9, 1e12, 5), 6)
+    aN, aD, Nc, Dc = 0.076, 0.095, 8.8e13, 5.4e13
+    loss = ((Nc / N) ** (aN / aD) + Dc / D) ** aD
+    f = tmp_path / "kaplan.csv"
+    f.write_text("N,D,loss\n" + "".join(f"{n},{d},{x}\n" for n, d, x in zip(N, D, loss)))
+    rc, out, err = cli("scaling", "fit", f, "--approach", "kaplan", "--bootstrap", "0", "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["kaplan"]["alpha_N"]["value"] == pytest.approx(aN, rel=1e-3)
+    assert d["kaplan"]["alpha_D"]["value"] == pytest.approx(aD, rel=1e-3)
+    assert d["kaplan_n"]["form"] == "N" and 0 < d["kaplan_n"]["alpha_N"]["value"] < 0.2

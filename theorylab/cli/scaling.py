@@ -69,7 +69,7 @@ def fits(p, approach: str, budgets: list[float] | None, bootstrap: int, seed: in
     """The requested fits of the points ``p`` as plain dicts.  With ``keep_going`` a fit that cannot be made
     (e.g. Approach 2 when every budget's parabola opens downward) is reported as ``{"error": ...}`` and the
     others still run; without it, its ConfigError propagates."""
-    from theorylab.measures.scaling import fit_approach2, fit_approach3, fit_kaplan_nd
+    from theorylab.measures.scaling import fit_approach2, fit_approach3, fit_kaplan_n, fit_kaplan_nd
 
     def approach3() -> dict:
         f3 = fit_approach3(p, bootstrap=bootstrap, seed=seed)
@@ -84,8 +84,10 @@ def fits(p, approach: str, budgets: list[float] | None, bootstrap: int, seed: in
 
     makers = {"approach3": approach3,
               "approach2": lambda: fit_approach2(p, budgets=budgets, tol=tol, bootstrap=bootstrap, seed=seed).to_dict(),
-              "kaplan": lambda: fit_kaplan_nd(p, bootstrap=min(bootstrap, 200), seed=seed).to_dict()}
-    keys = {"3": ["approach3"], "2": ["approach2"], "kaplan": ["kaplan"], "all": list(makers)}[approach]
+              "kaplan": lambda: fit_kaplan_nd(p, bootstrap=min(bootstrap, 200), seed=seed).to_dict(),
+              # Kaplan's L(N) reads loss against N alone: meant for runs not limited by data (Kaplan et al. eq. 1.1)
+              "kaplan_n": lambda: fit_kaplan_n(p.N, p.loss, bootstrap=min(bootstrap, 200), seed=seed).to_dict()}
+    keys = {"3": ["approach3"], "2": ["approach2"], "kaplan": ["kaplan", "kaplan_n"], "all": list(makers)}[approach]
     out: dict = {"n_points": len(p)}
     for key in keys:
         try:
@@ -116,7 +118,8 @@ def _show(out: dict) -> None:
     c.print(f"{out['n_points']} points")
     for key, title in (("approach3", "Approach 3: L = E + A/N^alpha + B/D^beta (Huber delta 1e-3 on log L)"),
                        ("approach2", "Approach 2 (IsoFLOP): N* ~ C^a, D* ~ C^b"),
-                       ("kaplan", "Kaplan et al. 2020: L = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D")):
+                       ("kaplan", "Kaplan et al. 2020: L = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"),
+                       ("kaplan_n", "Kaplan et al. 2020: L(N) = (N_c/N)^alpha_N (every point, whatever its D)")):
         f = out.get(key)
         if not f:
             continue
@@ -148,7 +151,8 @@ def fit_cmd(
                                           "file's `Model Size` / `Training FLOP` columns are read as N / C; "
                                           "`chinchilla` (when no such file is here) = the public points theorylab "
                                           "ships"),
-    approach: str = typer.Option("3", "--approach", help="3 (parametric fit), 2 (IsoFLOP), kaplan, or all"),
+    approach: str = typer.Option("3", "--approach", help="3 (parametric fit), 2 (IsoFLOP), kaplan (L(N, D) and L(N)), "
+                                 "or all"),
     budgets: str | None = typer.Option(None, "--budgets", help="Approach 2: compute budgets (FLOP), comma-separated; "
                                        "points within --tol of one are snapped to it; none = group by compute"),
     tol: float = typer.Option(0.10, "--tol", help="Approach 2: relative distance within which C snaps to a budget"),

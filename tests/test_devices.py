@@ -19,7 +19,13 @@ TINY = {"modular": ["task.p=7"], "alpine": ["task.n=12", "task.p=0.3", "task.eva
         "icl_regression": ["task.d=3", "task.n_points=5", "task.n_test=8"], "concepts": ["task.n_test=8"],
         "bigram_triggers": ["task.vocab=12", "task.seq_len=16", "task.n_test=8"],
         "markov": ["task.vocab=8", "task.seq_len=16", "task.n_test=8"],
-        "addition": ["task.digits=2", "task.n_test=8"]}
+        "addition": ["task.digits=2", "task.n_test=8"],
+        "recall": ["task.alphabet=4", "task.answer_length=3", "task.n_test=8"],
+        "knowledge_graph": ["task.n=12", "task.degree=3", "task.test_hops=2", "task.max_hops=4",
+                            "task.n_test_pairs=8", "task.n_eval=8"],
+        "percolation": ["task.n_descriptive_properties=30", "task.n_entities=5", "task.n_relative_properties=5",
+                        "task.n_test=8", "task.n_generations=4", "task.n_unscramble=4", "task.max_len=32",
+                        "task.batch=8"]}
 FORMAL = ["task.train_max_length=4", "task.test_max_length=6", "task.n_eval=4"]
 
 

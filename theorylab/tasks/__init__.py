@@ -74,6 +74,7 @@ _BUILTIN = [
     "concepts",
     "formal",
     "bietti",
+    "percolation",
 ]
 
 __all__ = [

@@ -74,6 +74,7 @@ _BUILTIN = [
     "concepts",
     "formal",
     "bietti",
+    "knowledge_graph",
     "percolation",
 ]
 

@@ -69,6 +69,7 @@ _BUILTIN = [
     "lm",
     "markov",
     "addition",
+    "recall",
     "induction",
     "icl_regression",
     "concepts",

@@ -14,6 +14,7 @@ from theorylab.measures.emergence import (
     compare_fits,
     er_giant_fraction,
     er_graph,
+    fit_smooth,
     graph_from_edges,
     largest_component_fraction,
     mirage,
@@ -99,3 +100,23 @@ def test_bad_input():
         mirage(X, np.full(X.size, 0.5), np.full(X.size, 0.5), 0)
     with pytest.raises(ConfigError, match="part sizes"):
         bipartite_critical_density(0, 5)
+
+
+def test_a_power_law_approach_to_a_ceiling_is_smooth_and_its_power_of_L_is_sharp():
+    # Schaeffer et al.'s toy model with the error of each token falling as a power of the scale,
+    # 1 - p = 30 / N (so p rises smoothly towards 1): the smooth family recovers it exactly, and exact
+    # match p^L with a long answer is the sharp curve.
+    x = np.geomspace(1e2, 1e6, 11)
+    p = 1 - 30 / x
+    s = fit_smooth(x, p)
+    assert s.kind == "power_law" and s.b == pytest.approx(1, rel=1e-3) and s.c == pytest.approx(1, abs=1e-6)
+    assert s.to_dict()["c"] == pytest.approx(1, abs=1e-6)
+    assert not compare_fits(x, p, bootstrap=0).sharp_wins
+    r = mirage(x, p, p ** 30, 30, bootstrap=0)
+    assert r.exact.sharp_wins and r.metric_induced
+
+
+def test_a_straight_line_in_log_scale_stays_log_linear():
+    x = np.geomspace(10, 1e4, 8)
+    s = fit_smooth(x, 0.2 + 0.1 * np.log10(x))
+    assert s.kind == "log_linear" and s.b == pytest.approx(0.1) and s.sse < 1e-20

@@ -21,6 +21,7 @@ and the exact forward + backward count).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,19 +141,22 @@ def _config(task: dict[str, Any], shape: tuple[int, int, int], steps: int, tr: T
     })
 
 
-def ladder(task: dict[str, Any], n_min: float, n_max: float, count: int) -> list[tuple[tuple[int, int, int], int]]:
-    """``count`` shapes of :data:`SHAPES` whose parameter counts are nearest to log-spaced targets in
-    [n_min, n_max] for this task's vocabulary and context, as ``[(shape, N)]`` in increasing N (duplicates
-    dropped, so fewer than ``count`` when the range is narrow).  Raises ConfigError when no shape lies in
-    the range."""
+def sized(task: dict[str, Any], shapes: Sequence[tuple[int, int, int]]) -> list[tuple[tuple[int, int, int], int]]:
+    """Every shape with its parameter count N for this task, ``[(shape, N)]`` in the given order."""
     from theorylab.models.size import param_count
 
+    return [(shape, int(param_count(_config(task, shape, 1, Training(), 0).model))) for shape in shapes]
+
+
+def ladder(task: dict[str, Any], n_min: float, n_max: float, count: int,
+           shapes: Sequence[tuple[int, int, int]] = SHAPES) -> list[tuple[tuple[int, int, int], int]]:
+    """``count`` shapes of ``shapes`` (default :data:`SHAPES`; ``(d_model, n_layers, n_heads)``) whose parameter
+    counts are nearest to log-spaced targets in [n_min, n_max] for this task's vocabulary and context, as
+    ``[(shape, N)]`` in increasing N (duplicates dropped, so fewer than ``count`` when the range is narrow).
+    Raises ConfigError when no shape lies in the range."""
     if not (n_min > 0 and n_max >= n_min) or count < 1:
         raise ConfigError(f"sizes: need 0 < n_min <= n_max and a count >= 1 (got {n_min:g}, {n_max:g}, {count})")
-    sizes = []
-    for shape in SHAPES:
-        cfg = _config(task, shape, 1, Training(), 0)
-        sizes.append((shape, int(param_count(cfg.model))))
+    sizes = sized(task, shapes)
     inside = [(s, n) for s, n in sizes if n_min / 1.5 <= n <= n_max * 1.5]
     if not inside:
         have = ", ".join(f"{n:,}" for _, n in sizes)
@@ -184,12 +188,15 @@ def _planned(name: str, cfg: RunConfig, N: int, budget: float | None = None) -> 
     return PlannedRun(name, cfg, N, int(non_embedding_params(cfg.model)), D, 6.0 * N * D, float(C_exact), budget)
 
 
-def grid_plan(task: dict[str, Any], sizes: tuple[float, float, int], tokens: tuple[float, float, int],
-              seed: int = 0, training: Training | None = None) -> Plan:
-    """Every ladder size in ``sizes = (n_min, n_max, count)`` times every token budget of
-    ``tokens = (d_min, d_max, count)`` (log-spaced; each rounded to whole steps, at least one)."""
+def grid_plan(task: dict[str, Any], sizes: tuple[float, float, int] | None, tokens: tuple[float, float, int],
+              seed: int = 0, training: Training | None = None,
+              shapes: Sequence[tuple[int, int, int]] = SHAPES) -> Plan:
+    """Every ladder size in ``sizes = (n_min, n_max, count)`` (chosen from ``shapes``, :func:`ladder`; none:
+    every one of ``shapes``) times every token budget of ``tokens = (d_min, d_max, count)`` (log-spaced; each
+    rounded to whole steps, at least one)."""
     tr = training or Training()
-    shapes = ladder(task, *_triple("sizes", sizes))
+    shapes = (sorted(sized(task, shapes), key=lambda sn: sn[1]) if sizes is None
+              else ladder(task, *_triple("sizes", sizes), shapes=shapes))
     d_min, d_max, k = _triple("tokens", tokens)
     if not (d_min > 0 and d_max >= d_min) or not 1 <= k <= MAX_BUDGETS:
         raise ConfigError(f"tokens: need 0 < d_min <= d_max and a count in 1..{MAX_BUDGETS} (got {d_min:g}, "
@@ -317,5 +324,5 @@ def write_csv(rows: list[dict[str, Any]], path) -> None:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in cols})
 
 
-__all__ = ["SHAPES", "SCALING_TASKS", "Training", "PlannedRun", "Plan", "task_config", "ladder", "grid_plan",
+__all__ = ["SHAPES", "SCALING_TASKS", "Training", "PlannedRun", "Plan", "task_config", "sized", "ladder", "grid_plan",
            "isoflop_plan", "run_plan", "collect", "floor_of", "write_csv"]

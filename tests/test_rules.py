@@ -101,6 +101,16 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
         {"E_minus_floor": 0.3, "gap_change": 0.1, "runs_finished": 1.0, "loss_span": 0.9, "E_ci_width": 0.05,
          "closest_to_floor": 0.002},
         "refuted"),
+    # Schaeffer et al. 2023, §2-3: exact match is p^L of a smooth per-token accuracy; edit distance is smooth
+    "schaeffer2023.metric_mirage": (
+        {"prediction_error": 0.01, "continuous_sharp": 0.0, "runs_finished": 1.0, "exact_min": 0.0,
+         "exact_max": 1.0, "exact_sharp": 1.0},
+        {"prediction_error": 0.3, "continuous_sharp": 2.0, "runs_finished": 1.0, "exact_min": 0.0,
+         "exact_max": 1.0, "exact_sharp": 1.0}, "refuted"),
+    # Schaeffer et al. 2023, §2 third prediction: p^8 reaches 1/2 several times later in N than p^2
+    "schaeffer2023.longer_answers_sharper": (
+        {"threshold_ratio": 4.0, "runs_finished": 1.0, "exact_min": 0.0, "exact_max": 1.0},
+        {"threshold_ratio": 1.0, "runs_finished": 1.0, "exact_min": 0.0, "exact_max": 1.0}, "refuted"),
     # Nanda et al. 2023, section 5: memorization ends near 1.4k epochs, test accuracy reaches 99% near 10k
     "nanda2023.grokking_delay": (
         {"test_reached_99": 1.0, "delay_ratio": 7.0, "memorized": 1.0},

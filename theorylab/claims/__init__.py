@@ -58,6 +58,7 @@ _BUILTIN: list[str] = [
     "theorylab.claims.papers.hoffmann2022",
     "theorylab.claims.papers.besiroglu2024",
     "theorylab.claims.papers.czech2026",
+    "theorylab.claims.papers.schaeffer2023",
 ]
 _loaded = False
 

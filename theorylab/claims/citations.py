@@ -131,3 +131,11 @@ KAPLAN2020 = Citation(
     title="Scaling Laws for Neural Language Models",
     arxiv="2001.08361",
 )
+
+SCHAEFFER2023 = Citation(
+    authors="Rylan Schaeffer, Brando Miranda and Sanmi Koyejo",
+    year=2023,
+    title="Are Emergent Abilities of Large Language Models a Mirage?",
+    venue="NeurIPS",
+    arxiv="2304.15004",
+)

@@ -39,7 +39,7 @@ from theorylab.measures.scaling import one_blas_thread
 
 __all__ = ["SmoothFit", "SharpFit", "EmergenceFit", "fit_smooth", "fit_sharp", "compare_fits", "MirageResult",
            "mirage", "er_giant_fraction", "er_graph", "bipartite_critical_density", "bipartite_graph",
-           "largest_component_fraction", "graph_from_edges"]
+           "largest_component_fraction", "graph_from_edges", "read_columns"]
 
 # A difference in AIC of more than 10 is "essentially no support" for the worse model (Burnham and Anderson
 # 2002, §2.6): the sharp fit must win by that much to call a curve sharp.
@@ -294,6 +294,46 @@ def mirage(x, per_token, exact, L: int, *, tol: float = 0.05, **kw: Any) -> Mira
     fe, fp = compare_fits(xa, e, **kw), compare_fits(xa, p, **kw)
     err = float(np.max(np.abs(e - p ** L)))
     return MirageResult(fe, fp, err, bool(fe.sharp_wins and not fp.sharp_wins and err <= tol))
+
+
+def read_columns(path, columns) -> dict[str, np.ndarray]:
+    """The named numeric ``columns`` of a CSV file with a header row (names matched case-insensitively,
+    surrounding spaces ignored), as ``{name: [n] float64}`` in file order; blank lines skipped.  Raises
+    ConfigError (one line): missing or unreadable file, no header, a missing column (listing those present),
+    a cell that is not a finite number (naming the file line)."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows = [(i, r) for i, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
+    except FileNotFoundError:
+        raise ConfigError(f"file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not header:
+        raise ConfigError(f"{path} is empty (no header row)")
+    names = [h.strip().lower() for h in header]
+    out: dict[str, np.ndarray] = {}
+    for col in columns:
+        if col.strip().lower() not in names:
+            raise ConfigError(f"{path} has no {col!r} column (columns: {', '.join(h.strip() for h in header)})")
+        j = names.index(col.strip().lower())
+        vals = []
+        for line, r in rows:
+            try:
+                v = float(r[j])
+            except (ValueError, IndexError):
+                raise ConfigError(f"{path} line {line}: column {col!r} is not a number "
+                                  f"({r[j] if j < len(r) else 'missing'!r})") from None
+            if not math.isfinite(v):
+                raise ConfigError(f"{path} line {line}: column {col!r} is not finite ({v})")
+            vals.append(v)
+        out[col] = np.array(vals, dtype=np.float64)
+    return out
 
 
 # --------------------------------------------------------------------------------- random graphs

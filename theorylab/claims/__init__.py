@@ -59,6 +59,8 @@ _BUILTIN: list[str] = [
     "theorylab.claims.papers.besiroglu2024",
     "theorylab.claims.papers.czech2026",
     "theorylab.claims.papers.schaeffer2023",
+    "theorylab.claims.papers.lubana2025",
+    "theorylab.claims.papers.erdos1960",
 ]
 _loaded = False
 

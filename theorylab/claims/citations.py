@@ -139,3 +139,18 @@ SCHAEFFER2023 = Citation(
     venue="NeurIPS",
     arxiv="2304.15004",
 )
+
+LUBANA2025 = Citation(
+    authors="Ekdeep Singh Lubana, Kyogo Kawaguchi, Robert P. Dick and Hidenori Tanaka",
+    year=2025,
+    title="A Percolation Model of Emergence: Analyzing Transformers Trained on a Formal Language",
+    venue="ICLR",
+    arxiv="2408.12578",
+)
+
+ERDOS1960 = Citation(
+    authors="Paul Erdős and Alfréd Rényi",
+    year=1960,
+    title="On the evolution of random graphs",
+    venue="Publications of the Mathematical Institute of the Hungarian Academy of Sciences 5, 17-61",
+)

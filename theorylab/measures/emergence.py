@@ -301,21 +301,9 @@ def read_columns(path, columns) -> dict[str, np.ndarray]:
     surrounding spaces ignored), as ``{name: [n] float64}`` in file order; blank lines skipped.  Raises
     ConfigError (one line): missing or unreadable file, no header, a missing column (listing those present),
     a cell that is not a finite number (naming the file line)."""
-    import csv
-    from pathlib import Path
+    from theorylab.measures.scaling import read_table
 
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows = [(i, r) for i, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
-    except FileNotFoundError:
-        raise ConfigError(f"file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    if not header:
-        raise ConfigError(f"{path} is empty (no header row)")
+    header, rows = read_table(path)
     names = [h.strip().lower() for h in header]
     out: dict[str, np.ndarray] = {}
     for col in columns:

@@ -45,7 +45,7 @@ from scipy.optimize import least_squares, minimize
 from theorylab.errors import ConfigError
 
 __all__ = [
-    "Points", "read_points", "points", "drop_highest_loss", "chinchilla_loss",
+    "Points", "read_table", "read_points", "points", "drop_highest_loss", "chinchilla_loss",
     "Approach3Fit", "fit_approach3", "huber_objective", "approach3_grid",
     "Approach2Fit", "snap_to_budgets", "group_by_compute", "fit_approach2",
     "isoflop_surface", "optimal_allocation", "law_functions",
@@ -162,6 +162,27 @@ _ALIASES = {
 }
 
 
+def read_table(path, what: str = "file") -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV file with a header row: ``(header, [(file line, cells)])``, blank lines skipped (lines numbered
+    from 2, the first after the header).  ``what`` names the file in errors.  Raises ConfigError (one line)
+    for a path that is not a path, a missing or unreadable file, or one without a header row."""
+    if not isinstance(path, (str, Path)):
+        raise ConfigError(f"{what}: expected a path, got {type(path).__name__}")
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            rows = list(reader)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+    if not header:
+        raise ConfigError(f"{what} {path} is empty (no header row)")
+    return header, [(i, r) for i, r in enumerate(rows, start=2) if any(cell.strip() for cell in r)]
+
+
 def read_points(path, drop_highest: int = 0) -> Points:
     """Read :class:`Points` from a CSV file with a header row.
 
@@ -174,20 +195,8 @@ def read_points(path, drop_highest: int = 0) -> Points:
     Raises ConfigError: missing or unreadable file, no header, missing column, a cell that is not a number,
     NaN or a value <= 0 (naming the line), or a bad ``drop_highest``.
     """
-    if not isinstance(path, (str, Path)):
-        raise ConfigError(f"points file: expected a path, got {type(path).__name__}")
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows = list(reader)
-    except FileNotFoundError:
-        raise ConfigError(f"points file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"cannot read points file {path}: {exc}") from None
-    if not header:
-        raise ConfigError(f"points file {path} is empty (no header row)")
+    path = Path(path) if isinstance(path, (str, Path)) else path
+    header, numbered = read_table(path, "points file")
     names = [h.strip().lower() for h in header]
     cols: dict[str, int] = {}
     for key, aliases in _ALIASES.items():
@@ -201,7 +210,6 @@ def read_points(path, drop_highest: int = 0) -> Points:
     if "D" not in cols and "C" not in cols:
         raise ConfigError(f"points file {path} has neither a 'D' (tokens) nor a 'C' (FLOP) column "
                           f"(columns: {', '.join(header)})")
-    numbered = [(i, r) for i, r in enumerate(rows, start=2) if any(cell.strip() for cell in r)]  # file lines
     if not numbered:
         raise ConfigError(f"points file {path} has a header but no data rows")
     values: dict[str, list[float]] = {k: [] for k in cols}

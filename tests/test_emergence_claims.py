@@ -81,6 +81,8 @@ def test_transition_step_is_the_midpoint_of_a_smoothed_rise():
     assert lubana2025.transition_step(steps, y) == 800  # the first evaluation past the midpoint
     assert math.isnan(lubana2025.transition_step(steps, 0.1 + 0.2 * (steps > 1000)))  # a rise below 0.3
     assert lubana2025.smooth([0, 3, 0, 3])[1] == pytest.approx(1.0)
+    assert lubana2025.settled(y) == pytest.approx(1.0, abs=1e-3)  # flat by three quarters of the run
+    assert lubana2025.settled(np.linspace(0, 1, 41)) == pytest.approx(0.75, abs=0.03)  # still climbing
 
 
 def test_lubana_measures_of_synthetic_learning_curves():
@@ -100,7 +102,7 @@ def test_lubana_measures_of_synthetic_learning_curves():
         runs[f"K{P}"] = FakeRun({}, series, cfg)
     m = lubana2025.sweep_measures(tier, 0, runs)
     assert m["runs_finished"] == 1.0 and m["types_after_grammar"] >= 1.5 and m["types_apart"] <= 1.5
-    assert m["grammar_learned"] > 0.9 and m["types_rose"] > 0.8
+    assert m["grammar_learned"] > 0.9 and m["types_rose"] > 0.8 and m["types_settled"] > 0.99
     assert m["slope_desc"] == pytest.approx(0.5, abs=0.05) and m["transition_steps_measured"] == 3
     for cid in ("lubana2025.grammar_before_types", "lubana2025.type_constraints_together",
                 "lubana2025.emergence_scales_sqrt_k"):

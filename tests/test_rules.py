@@ -113,15 +113,15 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
         {"threshold_ratio": 1.0, "runs_finished": 1.0, "exact_min": 0.0, "exact_max": 1.0}, "refuted"),
     # Lubana et al. 2025, §4: grammar first, the type constraints later and together
     "lubana2025.grammar_before_types": (
-        {"types_after_grammar": 3.0, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6},
-        {"types_after_grammar": 1.0, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6}, "refuted"),
+        {"types_after_grammar": 3.0, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6, "types_settled": 0.95},
+        {"types_after_grammar": 1.0, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6, "types_settled": 0.95}, "refuted"),
     "lubana2025.type_constraints_together": (
-        {"types_apart": 1.1, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6},
-        {"types_apart": 4.0, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6}, "refuted"),
+        {"types_apart": 1.1, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6, "types_settled": 0.95},
+        {"types_apart": 4.0, "runs_finished": 1.0, "grammar_learned": 0.85, "types_rose": 0.6, "types_settled": 0.95}, "refuted"),
     # Lubana et al. 2025, §5: the emergence step scales like |K|^(1/2) (the bipartite percolation threshold)
     "lubana2025.emergence_scales_sqrt_k": (
-        {"slope_desc": 0.5, "runs_finished": 1.0, "types_rose": 0.6, "transition_steps_measured": 3.0},
-        {"slope_desc": 0.0, "runs_finished": 1.0, "types_rose": 0.6, "transition_steps_measured": 3.0}, "refuted"),
+        {"slope_desc": 0.5, "runs_finished": 1.0, "types_rose": 0.6, "types_settled": 0.95, "transition_steps_measured": 3.0},
+        {"slope_desc": 0.0, "runs_finished": 1.0, "types_rose": 0.6, "types_settled": 0.95, "transition_steps_measured": 3.0}, "refuted"),
     # the random-graph view of multi-step reasoning: k-hop accuracy ~0 below c = 1, high above, steeper for more hops
     "erdos1960.msra_lecture_multi_hop": (
         {"multi_hop_below": 0.05, "multi_hop_above": 0.8, "onset_slope_ratio": 2.0, "runs_finished": 1.0,

@@ -106,6 +106,19 @@ def smooth(values, window: int = 3) -> np.ndarray:
     return np.array([np.nanmean(v[max(0, i - half): i + half + 1]) for i in range(v.size)])
 
 
+def settled(values, at: float = 0.75) -> float:
+    """How much of a metric's smoothed rise (from its first evaluation to its highest) was done at the
+    fraction ``at`` of the evaluations: 1 when the curve had reached its top by then, near 0 when it was still
+    to rise; nan for a curve that never rose."""
+    s = smooth(values)
+    if s.size < 2:
+        return math.nan
+    lo, hi = float(s[0]), float(np.nanmax(s))
+    if not hi > lo:
+        return math.nan
+    return float((s[min(s.size - 1, int(at * (s.size - 1)))] - lo) / (hi - lo))
+
+
 def transition_step(steps, values, min_rise: float = MIN_RISE) -> float:
     """The first step at which ``values`` (smoothed, :func:`smooth`) reach halfway between their value at the
     first evaluation and their highest value; nan when the rise is below ``min_rise`` (nothing emerged).
@@ -154,6 +167,7 @@ def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any
             "grammar_max": float(np.nanmax(smooth(curves["grammar"]))) if st else math.nan,
             "desc_rise": float(np.nanmax(smooth(curves["type_desc"])) - smooth(curves["type_desc"])[0]) if st else 0.0,
             "rel_rise": float(np.nanmax(smooth(curves["type_rel"])) - smooth(curves["type_rel"])[0]) if st else 0.0,
+            "settled": min(settled(curves["type_desc"]), settled(curves["type_rel"])) if st else math.nan,
             "t_revealed": float(rev.steps[crossed[0]]) if crossed.size else math.nan,
             "revealed": {"steps": rev.steps.tolist(), "giant": rev.giant.tolist()},
         })
@@ -172,6 +186,7 @@ def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any
     out.update({
         "grammar_learned": float(min(r["grammar_max"] for r in rows)),
         "types_rose": float(min(min(r["desc_rise"], r["rel_rise"]) for r in rows)),
+        "types_settled": float(min(r["settled"] for r in rows)),
         "types_after_grammar": float(np.min(order_ratio)),
         "types_apart": float(np.max(together)),
         "slope_desc": slope, "slope_rel": slope_rel,
@@ -190,6 +205,10 @@ _RAN = happened("runs_finished", ">=", 1.0, name="every |K| of the sweep trained
 _GRAMMAR = happened("grammar_learned", ">=", 0.5, name="the grammar was learned",
                     why="at least half of the free generations parse (smoothed maximum, at every |K|): a model "
                         "that never writes sentences has no type constraints to show")
+_SETTLED = happened("types_settled", ">=", 0.8, name="the type constraints' rise finished within the budget",
+                    why="at three quarters of the run both type-constraint accuracies had made at least 80% of their "
+                        "rise, at every |K|: a curve still climbing at the end has a midpoint that depends on where "
+                        "the budget cuts it")
 _TYPES = happened("types_rose", ">=", MIN_RISE, name="the type constraints emerged",
                   why="both type-constraint accuracies rose by at least 0.3 (smoothed) at every |K|: without the "
                       "jump there is no transition step to compare")
@@ -264,7 +283,7 @@ class GrammarBeforeTypes(_Sweep):
                   why="the earlier type constraint reaches its midpoint at least 1.5 times as late as the grammar "
                       "does, at every |K| of the seed's sweep: 'before' by more than the evaluation spacing "
                       "(consecutive evaluations are at most 1.5 times apart after step 100 on the quick grid)"),
-        premises=[_RAN, _GRAMMAR, _TYPES],
+        premises=[_RAN, _GRAMMAR, _TYPES, _SETTLED],
     )
     extra_quantities = ("grammar_learned", "types_rose")
 
@@ -280,7 +299,7 @@ class TypeConstraintsTogether(_Sweep):
         Criterion("types_apart", "<=", TOGETHER, stat="every",
                   why="the later of the two midpoints at most 1.5 times the earlier one, at every |K|: the grammar "
                       "precedes them by a larger factor, and 1.5 is a few evaluations at the quick tier's spacing"),
-        premises=[_RAN, _GRAMMAR, _TYPES],
+        premises=[_RAN, _GRAMMAR, _TYPES, _SETTLED],
     )
     extra_quantities = ("types_after_grammar",)
 
@@ -300,12 +319,12 @@ class EmergenceScalesSqrtK(_Sweep):
         Criterion("slope_desc", "<=", SLOPE_BAND[1], stat="bootstrap",
                   why="and below 0.75: closer to 1/2 than to a step linear in |K| (what learning every property "
                       "separately would give)"),
-        premises=[_RAN, _TYPES,
+        premises=[_RAN, _TYPES, _SETTLED,
                   happened("transition_steps_measured", ">=", 3, name="a transition step at three |K| at least",
                            why="a slope from fewer than three points is not a fit")],
     )
     extra_quantities = ("slope_rel", "t_revealed_max")
 
 
-__all__ = ["GrammarBeforeTypes", "TypeConstraintsTogether", "EmergenceScalesSqrtK", "transition_step", "smooth",
+__all__ = ["GrammarBeforeTypes", "TypeConstraintsTogether", "EmergenceScalesSqrtK", "transition_step", "smooth", "settled",
            "sweep_measures", "run_config", "TIERS"]

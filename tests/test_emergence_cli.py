@@ -67,3 +67,34 @@ def test_bad_files_and_thresholds(cli, tmp_path):
     assert rc == 2 and "--parts" in err
     rc, _, err = cli("emergence", "giant", "--c", "-1")
     assert rc == 2 and "mean degree" in err
+
+
+def test_a_byte_order_mark_and_short_rows(cli, tmp_path):
+    f = tmp_path / "bom.csv"
+    N = np.geomspace(1e2, 1e6, 9)
+    f.write_bytes(("\ufeffN,exact_match\n" + "".join(f"{n:.6g},{(1 - 30 / n) ** 30:.6g}\n" for n in N))
+                  .encode("utf-8"))
+    rc, out, _ = cli("emergence", "fit", f, "--bootstrap", "0", "--json")
+    assert rc == 0 and json.loads(out)["n_points"] == 9
+    short = tmp_path / "short.csv"
+    short.write_text("N,exact_match\n10,0.1\n20\n")
+    rc, _, err = cli("emergence", "fit", short)
+    assert rc == 2 and "line 3" in err and "no 'exact_match' value" in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--bootstrap", "5"], "at least 20"),
+    (["--continuous", "exact_match"], "the judged metric itself"),
+    (["--x", "exact_match"], "is the scale axis"),
+    (["--min-step", "-1"], "--min-step"),
+])
+def test_more_bad_options(cli, sweep_csv, args, needle):
+    rc, _, err = cli("emergence", "fit", sweep_csv, *args)
+    assert rc == 2 and needle in err
+
+
+def test_a_flat_metric_is_smooth_and_its_note_is_printed(cli, tmp_path):
+    f = tmp_path / "flat.csv"
+    f.write_text("N,exact_match\n" + "".join(f"{n:.6g},0.3\n" for n in np.geomspace(1e2, 1e6, 13)))
+    rc, out, _ = cli("emergence", "fit", f, "--bootstrap", "0")
+    assert rc == 0 and "smooth" in out and "constant" in out

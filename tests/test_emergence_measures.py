@@ -120,3 +120,49 @@ def test_a_straight_line_in_log_scale_stays_log_linear():
     x = np.geomspace(10, 1e4, 8)
     s = fit_smooth(x, 0.2 + 0.1 * np.log10(x))
     assert s.kind == "log_linear" and s.b == pytest.approx(0.1) and s.sse < 1e-20
+
+
+def test_degenerate_metrics_are_never_a_step():
+    x = np.geomspace(1e2, 1e6, 13)
+    for y in (np.full(13, 0.3), 0.3 + 1e-12 * np.sin(np.arange(13)), np.full(13, 1e6)):
+        f = compare_fits(x, y, bootstrap=0)
+        assert not f.sharp_wins and "constant" in f.notes[0]
+    # a rise of one correct answer in a thousand is a step by shape alone; min_step (the metric's units) says no
+    tiny = np.r_[np.zeros(12), 0.001]
+    assert compare_fits(x, tiny, bootstrap=0).sharp_wins
+    f = compare_fits(x, tiny, bootstrap=0, min_step=0.01)
+    assert not f.sharp_wins and "min_step" in f.notes[0]
+    # an axis of two distinct x plus the held-out points: no extrapolation test, so no step
+    xs = np.array([10.0] * 4 + [100.0] * 4 + [1001.0, 1002.0])
+    f = compare_fits(xs, np.r_[np.zeros(4), np.ones(4), 1.0, 1.0], bootstrap=0)
+    assert not f.sharp_wins and "held-out comparison not made" in f.notes[0]
+    # an axis spanning a hair: a fit, not a scipy traceback
+    compare_fits(1.0 + np.arange(9) * 1e-10, np.linspace(0, 1, 9), bootstrap=0)
+    with pytest.raises(ConfigError, match="1-D"):
+        compare_fits(np.ones((3, 3)), np.ones((3, 3)))
+    with pytest.raises(ConfigError, match="aic_margin"):
+        compare_fits(x, np.linspace(0, 1, 13), aic_margin=math.nan)
+
+
+def test_the_bootstrap_interval_needs_enough_resamples():
+    x = np.geomspace(1e2, 1e6, 11)
+    p = 1 - 30 / x
+    f = compare_fits(x, p**30, bootstrap=60, seed=1)
+    assert f.x0_ci[0] < f.sharp.x0 < f.x0_ci[1]
+    assert f.x0_ci == compare_fits(x, p**30, bootstrap=60, seed=1).x0_ci  # reproducible
+    f = compare_fits(x, p**30, bootstrap=5)
+    assert math.isnan(f.x0_ci[0]) and "no interval" in f.notes[-1]
+
+
+def test_giant_fraction_just_above_the_threshold():
+    for c in (1 + 1e-5, 1.001, 1.01):
+        s = er_giant_fraction(c)
+        assert s == pytest.approx(2 * (c - 1), rel=0.03)  # S ~ 2 (c - 1) as c -> 1+
+        assert s == pytest.approx(1 - math.exp(-c * s), abs=1e-12)
+
+
+def test_mirage_names_a_value_outside_zero_one():
+    with pytest.raises(ConfigError, match="per_token must be an accuracy"):
+        mirage(X, np.full(X.size, 1.5), np.full(X.size, 0.5), 3)
+    with pytest.raises(ConfigError, match="tol"):
+        mirage(X, np.full(X.size, 0.5), np.full(X.size, 0.5), 3, tol=-1)

@@ -41,14 +41,17 @@ def fit_cmd(
     length: int | None = typer.Option(None, "--length", help="answer length L in tokens, for --per-token"),
     tol: float = typer.Option(0.05, "--tol", help="with --per-token: largest |metric - p^L| still 'predicted'"),
     holdout: int = typer.Option(2, "--holdout", help="largest-x points held out of the extrapolation test"),
-    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the transition point's interval (0: none)"),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="resamples for the transition point's interval (0: none; "
+                                  "else at least 20)"),
+    min_step: float = typer.Option(0.0, "--min-step", help="smallest rise (in the metric's units) that can be called a "
+                                   "step, e.g. a few standard errors of an accuracy"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap's generator"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Smooth against sharp (a line in log x or a power-law approach, against a logistic step in log x) for a
     metric over a scale axis, with the transition point's bootstrap interval; optionally the same for
     continuous re-scorings and Schaeffer et al.'s p^L test."""
-    from theorylab.measures.emergence import compare_fits, mirage, read_columns
+    from theorylab.measures.emergence import MIN_BOOTSTRAP, compare_fits, mirage, read_columns
 
     if (per_token is None) != (length is None):
         raise ConfigError("--per-token and --length go together: the p^L test needs the per-token accuracy column "
@@ -57,16 +60,25 @@ def fit_cmd(
         raise ConfigError(f"--length: a positive number of tokens (got {length})")
     if holdout < 1:
         raise ConfigError(f"--holdout: at least 1 (got {holdout})")
-    if bootstrap < 0:
-        raise ConfigError(f"--bootstrap: 0 or more resamples (got {bootstrap})")
+    if bootstrap < 0 or 0 < bootstrap < MIN_BOOTSTRAP:
+        raise ConfigError(f"--bootstrap: give 0 (no interval) or at least {MIN_BOOTSTRAP} resamples (got {bootstrap})")
+    if min_step < 0:
+        raise ConfigError(f"--min-step: a size >= 0 in the metric's units (got {min_step})")
     if not 0 < tol < 1:
         raise ConfigError(f"--tol: must lie in (0, 1) (got {tol})")
     cont = _names(continuous)
+    for name in (metric, *cont, *([per_token] if per_token else [])):
+        if name.strip().lower() == x.strip().lower():
+            raise ConfigError(f"{name!r} is the scale axis (--x); judge another column")
+    if metric.strip().lower() in [cc.lower() for cc in cont]:
+        raise ConfigError(f"--continuous: {metric!r} is the judged metric itself; list its re-scorings")
     cols = read_columns(path, list(dict.fromkeys([x, metric, *cont, *([per_token] if per_token else [])])))
     xs = cols[x]
     out: dict = {"file": str(path), "x": x, "n_points": int(xs.size), "metric": metric,
-                 "fit": _fit_dict(compare_fits(xs, cols[metric], holdout=holdout, bootstrap=bootstrap, seed=seed))}
-    out["continuous"] = {c: _fit_dict(compare_fits(xs, cols[c], holdout=holdout, bootstrap=0)) for c in cont}
+                 "fit": _fit_dict(compare_fits(xs, cols[metric], holdout=holdout, bootstrap=bootstrap, seed=seed,
+                                                min_step=min_step))}
+    out["continuous"] = {c: _fit_dict(compare_fits(xs, cols[c], holdout=holdout, bootstrap=0, min_step=min_step))
+                         for c in cont}
     if per_token:
         r = mirage(xs, cols[per_token], cols[metric], int(length), tol=tol, holdout=holdout, bootstrap=0)
         out["mirage"] = {"metric_induced": r.metric_induced, "predicted_error": r.predicted_error,
@@ -83,21 +95,28 @@ def _show(out: dict) -> None:
               caption="ΔAIC = AIC(smooth) - AIC(step), > 10 favours the step; extrap. error: the smooth fit of the "
                       "smaller x at the held-out larger x; width in decades of x")
 
+    notes = []
+
     def row(name: str, f: dict) -> None:
         ci = f.get("x0_ci") or [math.nan, math.nan]
         ci_s = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if all(math.isfinite(v) for v in ci) else ""
-        t.add_row(name, "step" if f["sharp_wins"] else "smooth", f"{f['delta_aic']:.1f}",
-                  f"{f['holdout_error_smooth']:.4g}", f["smooth"]["kind"], f"{f['x0']:.4g}{ci_s}",
-                  f"{f['width_decades']:.3g}")
+        step = f["sharp_wins"]  # a midpoint and a width describe a step; for a smooth metric they mean nothing
+        t.add_row(name, "step" if step else "smooth", f"{f['delta_aic']:.1f}", f"{f['holdout_error_smooth']:.4g}",
+                  f["smooth"]["kind"], f"{f['x0']:.4g}{ci_s}" if step else "-",
+                  f"{f['width_decades']:.3g}" if step else "-")
+        notes.extend(f"{name}: {n}" for n in f.get("notes", []))
 
     row(out["metric"], out["fit"])
     for name, f in out["continuous"].items():
         row(name, f)
     c.print(t)
+    for n in notes:
+        c.print(f"  note: {n}")
     m = out.get("mirage")
     if m:
-        c.print(f"p^{m['length']} predicts {out['metric']} within {m['predicted_error']:.4f} (tolerance {m['tol']}); "
-                f"per-token accuracy judged {'a step' if m['per_token_sharp'] else 'smooth'}: "
+        verdict = "predicts" if m["predicted_error"] <= m["tol"] else "does NOT predict"
+        c.print(f"p^{m['length']} {verdict} {out['metric']}: largest difference {m['predicted_error']:.4f} "
+                f"(tolerance {m['tol']}); per-token accuracy judged {'a step' if m['per_token_sharp'] else 'smooth'}: "
                 f"{'metric-induced' if m['metric_induced'] else 'not shown to be metric-induced'}")
 
 

@@ -49,13 +49,17 @@ AIC_MARGIN = 10.0
 # far above the sampling error of an accuracy on a few thousand test items, about 0.01, and small enough that
 # a plain power-law curve extrapolated one point further stays inside it).
 UNPREDICTABLE = 0.1
+MIN_BOOTSTRAP = 20  # fewer usable resamples give no interval (the 2.5% and 97.5% quantiles need some)
 
 
 def _xy(x, y, name: str = "y") -> tuple[np.ndarray, np.ndarray]:
     try:
-        xa, ya = np.asarray(x, dtype=np.float64).ravel(), np.asarray(y, dtype=np.float64).ravel()
+        xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected numbers for x and {name}") from None
+    if xa.ndim > 1 or ya.ndim > 1:
+        raise ConfigError(f"{name}: x and {name} must be 1-D sequences (got shapes {xa.shape} and {ya.shape})")
+    xa, ya = xa.ravel(), ya.ravel()
     if xa.size != ya.size:
         raise ConfigError(f"{name}: x has {xa.size} values and {name} has {ya.size}")
     if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(ya))):
@@ -174,10 +178,12 @@ def fit_smooth(x, y) -> SmoothFit:
 
 
 @one_blas_thread
-def fit_sharp(x, y) -> SharpFit:
-    """Least squares of a logistic step in ``log10 x`` (scipy.optimize.least_squares from a grid of
-    midpoints and widths; the best).  ``x``, ``y``: [n] (n >= 5).  ``width`` is bounded below by 1e-3
-    decades (a step between two neighbouring points is as sharp as the data can say).  Raises ConfigError."""
+def fit_sharp(x, y, start: SharpFit | None = None) -> SharpFit:
+    """Least squares of a logistic step in ``log10 x`` (scipy.optimize.least_squares from a grid of 21
+    midpoints and widths, the best; from ``start`` and two neighbours of its midpoint when given, as the
+    bootstrap does).  ``x``, ``y``: [n] (n >= 5).  ``width`` is bounded below by 1e-3 decades or a hundredth
+    of the axis's span, whichever is smaller (a step between two neighbouring points is as sharp as the data
+    can say).  Raises ConfigError for too few points or a fit scipy cannot start."""
     from scipy.optimize import least_squares
 
     xa, ya = _xy(x, y)
@@ -185,17 +191,27 @@ def fit_sharp(x, y) -> SharpFit:
         raise ConfigError("sharp fit: a logistic step has 4 parameters and needs at least 5 points at 3 or more "
                           "distinct x")
     u = np.log10(xa)
-    span = max(float(u.max() - u.min()), 1e-9)
-    yr = max(float(ya.max() - ya.min()), 1e-12)
+    span = float(u.max() - u.min())
+    yr = max(float(ya.max() - ya.min()), 1e-9 * max(1.0, float(np.abs(ya).max())))
+    w_lo = min(1e-3, span / 100)
+    lower = [ya.min() - yr, ya.min() - yr, u.min() - span, w_lo]
+    upper = [ya.max() + yr, ya.max() + yr, u.max() + span, 10 * span]
+    if start is not None:
+        u_s = math.log10(start.x0)
+        starts = [(start.lo, start.hi, u_s + d, start.width) for d in (0.0, -span / 10, span / 10)]
+    else:
+        starts = [(ya.min(), ya.max(), u0, w) for u0 in np.linspace(u.min(), u.max(), 7)
+                  for w in (span / 50, span / 10, span / 3)]
     best = None
-    for u0 in np.linspace(u.min(), u.max(), 7):
-        for w in (span / 50, span / 10, span / 3):
-            x0 = np.array([ya.min(), ya.max(), u0, w])
-            lower = [ya.min() - yr, ya.min() - yr, u.min() - span, 1e-3]
-            upper = [ya.max() + yr, ya.max() + yr, u.max() + span, 10 * span]
-            r = least_squares(lambda t: _sigmoid(u, *t) - ya, x0, bounds=(lower, upper))
-            if best is None or r.cost < best.cost:
-                best = r
+    for t0 in starts:
+        t0 = np.clip(np.array(t0, dtype=np.float64), lower, upper)
+        t0[3] = min(max(t0[3], w_lo * 1.0001), upper[3] * 0.9999)
+        try:
+            r = least_squares(lambda t: _sigmoid(u, *t) - ya, t0, bounds=(lower, upper))
+        except ValueError as exc:
+            raise ConfigError(f"sharp fit: cannot fit a step to these values ({exc})") from None
+        if best is None or r.cost < best.cost:
+            best = r
     lo, hi, u0, w = (float(v) for v in best.x)
     return SharpFit(lo, hi, 10.0 ** u0, w, float(2 * best.cost), int(xa.size))
 
@@ -221,7 +237,8 @@ class EmergenceFit:
 
 
 def compare_fits(x, y, *, holdout: int = 2, bootstrap: int = 200, seed: int = 0,
-                 aic_margin: float = AIC_MARGIN, unpredictable: float = UNPREDICTABLE) -> EmergenceFit:
+                 aic_margin: float = AIC_MARGIN, unpredictable: float = UNPREDICTABLE,
+                 min_step: float = 0.0) -> EmergenceFit:
     """Smooth (:func:`fit_smooth`: a line in log10 x or a power-law approach to a limit) against sharp (a
     logistic step in log10 x) for a metric ``y`` over a scale axis ``x`` ([n] each, x > 0).
 
@@ -230,27 +247,39 @@ def compare_fits(x, y, *, holdout: int = 2, bootstrap: int = 200, seed: int = 0,
     largest ``x`` misses one of them by more than ``unpredictable`` (0.1) times the metric's range: the trend
     of the smaller scales does not extrapolate to the larger ones (Wei et al. 2022's "cannot be predicted by
     extrapolating").  The step's own held-out error is reported beside it (a step fitted before its ceiling
-    is seen cannot know the ceiling either, so it is not required to do better).  ``x0_ci``: a 95% percentile-bootstrap interval of the step's midpoint
-    (points resampled, ``numpy.random.default_rng(seed)``).  Raises ConfigError for too few points."""
+    is seen cannot know the ceiling either, so it is not required to do better).  A metric that moves by less
+    than ``min_step`` over the sweep (in its own units: e.g. a few standard errors of an accuracy) is never a
+    step, nor is a constant one, nor one whose held-out comparison cannot be made (too few distinct x).  ``x0_ci``: a 95% percentile-bootstrap interval of the step's midpoint
+    (points resampled, ``numpy.random.default_rng(seed)``; each resample refitted from the full fit), or none
+    with fewer than 20 usable resamples.  Raises ConfigError for too few points or bad thresholds."""
     xa, ya = _xy(x, y)
     if xa.size < 5 + holdout:
         raise ConfigError(f"compare_fits: needs at least {5 + holdout} points (5 to fit a step, {holdout} held out); "
                           f"got {xa.size}")
     if bootstrap < 0 or holdout < 1:
         raise ConfigError("compare_fits: bootstrap >= 0 and holdout >= 1")
+    for name, v in (("aic_margin", aic_margin), ("unpredictable", unpredictable), ("min_step", min_step)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ConfigError(f"compare_fits: {name} must be a finite number >= 0 (got {v!r})")
     smooth, sharp = fit_smooth(xa, ya), fit_sharp(xa, ya)
+    span = float(ya.max() - ya.min())
+    notes: list[str] = []
+    if span <= 1e-9 * max(1.0, float(np.abs(ya).max())):
+        notes.append("the metric is constant over the sweep: nothing rises, so nothing is a step")
+        return EmergenceFit(smooth, sharp, 0.0, 0.0, 0.0, False, (math.nan, math.nan), notes)
     order = np.argsort(xa, kind="stable")
     kept, held = order[:-holdout], order[-holdout:]
-    notes: list[str] = []
     try:
         hs = float(np.max(np.abs(fit_smooth(xa[kept], ya[kept]).predict(xa[held]) - ya[held])))
         hh = float(np.max(np.abs(fit_sharp(xa[kept], ya[kept]).predict(xa[held]) - ya[held])))
     except ConfigError as err:
         hs = hh = math.nan
-        notes.append(f"held-out comparison not made: {err}")
+        notes.append(f"held-out comparison not made, so no step is called: {err}")
     delta = smooth.aic - sharp.aic
-    span = float(ya.max() - ya.min())
-    wins = bool(delta > aic_margin and (math.isnan(hs) or hs > unpredictable * span))
+    wins = bool(delta > aic_margin and math.isfinite(hs) and hs > unpredictable * span and span >= min_step)
+    if delta > aic_margin and span < min_step:
+        notes.append(f"the metric moves by {span:.4g} over the sweep, less than min_step = {min_step:g}: too small "
+                     "to call a step")
     ci = (math.nan, math.nan)
     if bootstrap:
         rng = np.random.default_rng(seed)
@@ -259,9 +288,11 @@ def compare_fits(x, y, *, holdout: int = 2, bootstrap: int = 200, seed: int = 0,
             i = rng.integers(0, xa.size, xa.size)
             if np.unique(xa[i]).size < 3:
                 continue
-            mids.append(math.log10(fit_sharp(xa[i], ya[i]).x0))
-        if len(mids) >= 20:
+            mids.append(math.log10(fit_sharp(xa[i], ya[i], start=sharp).x0))
+        if len(mids) >= MIN_BOOTSTRAP:
             ci = (10 ** float(np.quantile(mids, 0.025)), 10 ** float(np.quantile(mids, 0.975)))
+        else:
+            notes.append(f"no interval for x0: {len(mids)} usable resamples, fewer than {MIN_BOOTSTRAP}")
     return EmergenceFit(smooth, sharp, float(delta), hs, hh, wins, ci, notes)
 
 
@@ -289,8 +320,13 @@ def mirage(x, per_token, exact, L: int, *, tol: float = 0.05, **kw: Any) -> Mira
     _, e = _xy(x, exact, "exact")
     if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
         raise ConfigError(f"L: the answer length in tokens must be a positive integer; got {L!r}")
-    if np.any((p < 0) | (p > 1)) or np.any((e < 0) | (e > 1)):
-        raise ConfigError("per_token and exact must be accuracies in [0, 1]")
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ConfigError(f"tol: the largest |exact - p^L| still 'predicted' must lie in (0, 1) (got {tol!r})")
+    for name, v in (("per_token", p), ("exact", e)):
+        bad = np.nonzero((v < 0) | (v > 1))[0]
+        if bad.size:
+            raise ConfigError(f"{name} must be an accuracy in [0, 1]; value {v[bad[0]]:g} at point {bad[0] + 1} "
+                              "is not")
     fe, fp = compare_fits(xa, e, **kw), compare_fits(xa, p, **kw)
     err = float(np.max(np.abs(e - p ** L)))
     return MirageResult(fe, fp, err, bool(fe.sharp_wins and not fp.sharp_wins and err <= tol))
@@ -312,11 +348,12 @@ def read_columns(path, columns) -> dict[str, np.ndarray]:
         j = names.index(col.strip().lower())
         vals = []
         for line, r in rows:
+            if j >= len(r):
+                raise ConfigError(f"{path} line {line}: the row has {len(r)} cells and no {col!r} value")
             try:
                 v = float(r[j])
-            except (ValueError, IndexError):
-                raise ConfigError(f"{path} line {line}: column {col!r} is not a number "
-                                  f"({r[j] if j < len(r) else 'missing'!r})") from None
+            except ValueError:
+                raise ConfigError(f"{path} line {line}: column {col!r} is {r[j]!r}, not a number") from None
             if not math.isfinite(v):
                 raise ConfigError(f"{path} line {line}: column {col!r} is not finite ({v})")
             vals.append(v)
@@ -337,7 +374,9 @@ def er_giant_fraction(c: float) -> float:
         raise ConfigError(f"c: the mean degree must be a finite number >= 0; got {c!r}")
     if c <= 1:
         return 0.0
-    return float(brentq(lambda s: s - 1 + math.exp(-c * s), 1e-12, 1.0))
+    # s + expm1(-c s) keeps its precision for small s (just above c = 1, S ~ 2 (c - 1)); it is negative at
+    # s = (c - 1) / c (below the root) and positive at 1
+    return float(brentq(lambda s: s + math.expm1(-c * s), (c - 1) / c / 2, 1.0, xtol=1e-15))
 
 
 def bipartite_critical_density(n_left: int, n_right: int) -> float:

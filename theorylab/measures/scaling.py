@@ -170,7 +170,7 @@ def read_table(path, what: str = "file") -> tuple[list[str], list[tuple[int, lis
         raise ConfigError(f"{what}: expected a path, got {type(path).__name__}")
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Excel) is not a name
             reader = csv.reader(fh)
             header = next(reader, None)
             rows = list(reader)

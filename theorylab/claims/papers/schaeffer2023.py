@@ -210,7 +210,7 @@ class _Sweep(Claim):
         short = int(evidence.per_seed[seeds[0]]["short_length"])
         return {"metrics_vs_params": metrics_vs_scale(
             curves, {f"exact match ({L} tokens)": "exact_match", f"p^{L} from per-token accuracy": "p_to_the_L",
-                     f"exact match ({short} tokens)": f"exact_match_{short}", "per-token accuracy": "accuracy",
+                     f"exact match ({short} token{'s' if short > 1 else ''})": f"exact_match_{short}", "per-token accuracy": "accuracy",
                      "token edit distance / L": ("edit_distance", 1.0 / L),
                      "answer log-probability / L (nats)": ("answer_log_prob", 1.0 / L)},
             xlabel="N (parameters)", title=f"recall, {evidence.tier} tier: each metric against model size")}

@@ -1025,9 +1025,6 @@ def revealed_graph_curve(cfg: PercolationConfig, seed: int, steps: int, batch_si
     ``sqrt(|E| |K|)`` edges.  Raises ConfigError for ``steps < 1`` or ``every < 1``."""
     if steps < 1 or every < 1:
         raise ConfigError(f"revealed_graph_curve needs steps >= 1 and every >= 1 (got {steps}, {every})")
-    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise ConfigError(f"revealed_graph_curve: batch_size must be a positive number of rows or None (got "
-                          f"{batch_size!r})")
     w = world if world is not None else World.build(cfg, seed)
     bs = batch_size or cfg.batch
     seen = np.zeros(w.n_edges, dtype=bool)

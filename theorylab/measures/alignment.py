@@ -1,0 +1,213 @@
+"""Alignment on problems with closed forms: the KL-regularised optimum, DPO and IPO at the population level,
+the {a, b}-string frontier and best-of-n.
+
+* **The optimum** of ``max_pi E_pi[r] - beta KL(pi || pi_ref)`` is ``pi* ∝ pi_ref exp(r / beta)``
+  (:func:`kl_optimal_policy`; Rafailov et al. 2023, eq. 4, a standard result of KL-regularised control).
+* **DPO at the population level** (:func:`population_preference_fit`): over a free softmax policy on K
+  responses, with pairs weighted by ``w_ij`` and labelled by Bradley–Terry probabilities
+  ``sigmoid(r_i - r_j)``, the expected DPO loss is minimised exactly at ``pi*`` when the pair graph is
+  connected (Rafailov et al. 2023, Theorem 1 and §5); IPO's population optimum is the policy whose log-ratio
+  margins regress onto ``(P_ij - 1/2) / beta`` (Azar et al. 2024, §5.2).
+* **Deterministic preferences** (:func:`deterministic_pair_trajectory`): one pair with ``P(y_w > y_l) = 1``.
+  DPO has no finite optimum: by gradient descent its loss falls like ``1/t`` for every beta, so the
+  rejected answer's probability falls like ``t^(-1/beta)`` (its ``beta``-th power like ``1/t``); IPO stops at
+  ``pi(y_w) = sigmoid(1 / (2 beta))`` for a uniform reference
+  (:func:`ipo_fixed_point`; Azar et al. 2024, §4.2 and §5).
+* **{a, b} strings** (:func:`ab_closed_form`): length-L strings, a reference that draws each token
+  independently with ``P(a) = p_ref`` and the reward "count of a": ``pi*`` is i.i.d. with
+  ``P*(a) = sigmoid(1/beta + logit(p_ref))``, ``E[r] = L P*(a)`` and ``KL = L KL(Bern(P*(a)) || Bern(p_ref))``.
+* **Best-of-n** (:func:`best_of_n_policy`, :func:`best_of_n_kl`): the exact distribution of the best of n
+  samples from the reference, and its KL from the reference, which tends to ``log n - (n - 1) / n`` when
+  no two outcomes tie (Stiennon et al. 2020, appendix; Gao et al. 2023, §2).
+
+Probabilities are float64 numpy arrays; KL in nats.  Every function raises ConfigError (one line) on bad input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from theorylab.errors import ConfigError
+
+__all__ = ["kl_divergence", "kl_optimal_policy", "regularized_objective", "total_variation", "ipo_fixed_point",
+           "ab_closed_form", "best_of_n_policy", "best_of_n_kl", "population_preference_fit",
+           "deterministic_pair_trajectory"]
+
+
+def _dist(p, name: str) -> np.ndarray:
+    a = np.asarray(p, dtype=np.float64)
+    if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)) or np.any(a < 0) or abs(a.sum() - 1) > 1e-9:
+        raise ConfigError(f"{name}: expected a probability vector [K >= 2] summing to 1")
+    return a
+
+
+def _beta(beta: float) -> float:
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ConfigError(f"beta: the KL coefficient must be a finite number > 0 (got {beta!r})")
+    return float(beta)
+
+
+def kl_divergence(p, q) -> float:
+    """``KL(p || q) = sum p log(p / q)`` (nats) for probability vectors [K]; ``inf`` where ``q = 0 < p``."""
+    p, q = _dist(p, "p"), _dist(q, "q")
+    if p.shape != q.shape:
+        raise ConfigError(f"p and q have {p.size} and {q.size} outcomes")
+    m = p > 0
+    with np.errstate(divide="ignore"):
+        return float(np.sum(p[m] * (np.log(p[m]) - np.log(q[m]))))
+
+
+def total_variation(p, q) -> float:
+    """``(1/2) sum |p - q|`` for probability vectors [K]."""
+    return 0.5 * float(np.abs(_dist(p, "p") - _dist(q, "q")).sum())
+
+
+def kl_optimal_policy(pi_ref, r, beta: float) -> np.ndarray:
+    """``pi* = pi_ref exp(r / beta) / Z``: the maximiser of ``E_pi[r] - beta KL(pi || pi_ref)`` ([K] in, [K]
+    out; computed in log space)."""
+    pi_ref, b = _dist(pi_ref, "pi_ref"), _beta(beta)
+    r = np.asarray(r, dtype=np.float64)
+    if r.shape != pi_ref.shape or not np.all(np.isfinite(r)):
+        raise ConfigError(f"r: expected {pi_ref.size} finite rewards")
+    with np.errstate(divide="ignore"):
+        z = np.log(pi_ref) + r / b
+    z -= z.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def regularized_objective(pi, pi_ref, r, beta: float) -> float:
+    """``E_pi[r] - beta KL(pi || pi_ref)`` (reward units)."""
+    pi = _dist(pi, "pi")
+    return float(pi @ np.asarray(r, dtype=np.float64)) - _beta(beta) * kl_divergence(pi, pi_ref)
+
+
+def ipo_fixed_point(beta: float) -> float:
+    """IPO's optimum for one deterministic pair and a uniform reference over the two answers: the log-ratio
+    margin ``log pi(y_w) - log pi(y_l) = logit pi(y_w)`` settles at ``1 / (2 beta)``, so
+    ``pi(y_w) = sigmoid(1 / (2 beta))``: 0.99331 at beta 0.1, 0.73106 at 0.5, 0.62246 at 1."""
+    return 1.0 / (1.0 + math.exp(-1.0 / (2.0 * _beta(beta))))
+
+
+def ab_closed_form(L: int, beta: float, p_ref: float = 0.5) -> dict[str, float]:
+    """The {a, b}-string problem's optimum: ``{"p_a", "reward", "kl"}`` with ``p_a = sigmoid(1/beta +
+    logit(p_ref))`` (each token of pi* is i.i.d.), ``reward = L p_a`` (expected count of a) and
+    ``kl = L [p_a log(p_a / p_ref) + (1 - p_a) log((1 - p_a) / (1 - p_ref))]`` (nats)."""
+    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 1:
+        raise ConfigError(f"L: a positive string length (got {L!r})")
+    if not 0 < p_ref < 1:
+        raise ConfigError(f"p_ref: the reference's P(a) must lie in (0, 1) (got {p_ref!r})")
+    u = 1.0 / _beta(beta) + math.log(p_ref / (1 - p_ref))
+    p = 1.0 / (1.0 + math.exp(-u))
+    kl = p * math.log(p / p_ref) + ((1 - p) * math.log((1 - p) / (1 - p_ref)) if p < 1 else 0.0)
+    return {"p_a": p, "reward": L * p, "kl": L * kl}
+
+
+def best_of_n_policy(pi_ref, r, n: int) -> np.ndarray:
+    """The exact distribution of the highest-reward answer among ``n`` independent draws from ``pi_ref``
+    ([K] each; ties go to the lower index): with outcomes sorted by reward and ``F`` the reference's CDF in
+    that order, ``P(best = i) = F_i^n - F_{i-1}^n``."""
+    pi_ref = _dist(pi_ref, "pi_ref")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"n: a positive number of samples (got {n!r})")
+    r = np.asarray(r, dtype=np.float64)
+    if r.shape != pi_ref.shape:
+        raise ConfigError(f"r: expected {pi_ref.size} rewards")
+    order = np.lexsort((-np.arange(r.size), r))  # ascending reward; among ties the lower index counts as higher
+    F = np.cumsum(pi_ref[order])
+    F = np.minimum(F / F[-1], 1.0)
+    prev = np.r_[0.0, F[:-1]]
+    out = np.empty_like(F)
+    out[order] = F**n - prev**n
+    return out
+
+
+def best_of_n_kl(n: int) -> float:
+    """``log n - (n - 1) / n``: the KL (nats) of best-of-n from the reference when no two outcomes tie."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"n: a positive number of samples (got {n!r})")
+    return math.log(n) - (n - 1) / n
+
+
+def _softmax(theta: np.ndarray) -> np.ndarray:
+    z = theta - theta.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def population_preference_fit(pi_ref, r, beta: float, loss: str = "dpo", weights=None,
+                              preference=None) -> np.ndarray:
+    """The policy (a free softmax over K answers) minimising the *expected* DPO or IPO loss over all ordered
+    pairs ``(i, j)``, pair ``(i, j)`` weighted by ``weights[i, j]`` (default ``pi_ref_i pi_ref_j``) and labelled
+    ``i > j`` with probability ``preference[i, j]`` (default Bradley–Terry, ``sigmoid(r_i - r_j)``).  Solved by
+    L-BFGS (scipy, gradient in closed form, gtol 1e-13).  Returns [K].  With a connected pair graph the DPO
+    optimum is ``pi*`` (:func:`kl_optimal_policy`; Rafailov et al. 2023, §5)."""
+    from scipy.optimize import minimize
+
+    pi_ref, b = _dist(pi_ref, "pi_ref"), _beta(beta)
+    K = pi_ref.size
+    r = np.asarray(r, dtype=np.float64)
+    if loss not in ("dpo", "ipo"):
+        raise ConfigError(f"loss: 'dpo' or 'ipo' (got {loss!r})")
+    W = np.outer(pi_ref, pi_ref) if weights is None else np.asarray(weights, dtype=np.float64)
+    P = 1.0 / (1.0 + np.exp(-(r[:, None] - r[None, :]))) if preference is None else np.asarray(preference, float)
+    if W.shape != (K, K) or P.shape != (K, K):
+        raise ConfigError(f"weights and preference must be [{K}, {K}]")
+    np.fill_diagonal(W := W.copy(), 0.0)
+    log_ref = np.log(pi_ref)
+
+    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        logp = theta - theta.max()
+        logp = logp - math.log(np.exp(logp).sum())
+        s = logp - log_ref
+        h = s[:, None] - s[None, :]  # margin of i over j
+        if loss == "dpo":
+            z = b * h
+            # P_ij * -log sig(z) + (1 - P_ij) * -log sig(-z)
+            lsp, lsm = -np.logaddexp(0, -z), -np.logaddexp(0, z)
+            val = -(W * (P * lsp + (1 - P) * lsm)).sum()
+            dh = -W * b * (P * (1 - np.exp(lsp)) - (1 - P) * (1 - np.exp(lsm)))
+        else:
+            target = 1.0 / (2.0 * b)
+            # labelled i > j with prob P: (h - t)^2; labelled j > i: (-h - t)^2
+            val = (W * (P * (h - target) ** 2 + (1 - P) * (h + target) ** 2)).sum()
+            dh = W * (2 * P * (h - target) + 2 * (1 - P) * (h + target))
+        ds = dh.sum(1) - dh.sum(0)
+        p = np.exp(logp)
+        grad = ds - p * ds.sum()  # through log-softmax
+        return float(val), grad
+
+    res = minimize(f, np.log(pi_ref), jac=True, method="L-BFGS-B", options={"gtol": 1e-13, "ftol": 1e-16,
+                                                                           "maxiter": 10_000})
+    return _softmax(res.x)
+
+
+def deterministic_pair_trajectory(beta: float, steps, loss: str = "dpo", lr: float | None = None) -> np.ndarray:
+    """Gradient descent (step ``lr``; default 1 for DPO, 0.1 for IPO, whose squared loss diverges for steps
+    above 1/2) on one pair with ``P(y_w > y_l) = 1``, a uniform reference over the two
+    answers and a softmax policy started at the reference: ``pi(y_l)`` after each of ``steps`` (sorted step
+    counts) as [len(steps)].  DPO has no finite optimum: its loss falls like 1/t and ``pi(y_l)`` like
+    ``t^(-1/beta)``; IPO settles at ``1 - sigmoid(1 / (2 beta))``."""
+    b = _beta(beta)
+    if loss not in ("dpo", "ipo"):
+        raise ConfigError(f"loss: 'dpo' or 'ipo' (got {loss!r})")
+    lr = (1.0 if loss == "dpo" else 0.1) if lr is None else lr
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ConfigError(f"lr: a positive step size (got {lr!r})")
+    marks = sorted(int(s) for s in steps)
+    if not marks or marks[0] < 0:
+        raise ConfigError("steps: non-negative step counts")
+    d = 0.0  # theta_w - theta_l; the margin h = log pi_w - log pi_l = d (uniform reference)
+    out, t = [], 0
+    for m in marks:
+        while t < m:
+            if loss == "dpo":  # d/dd of -log sigmoid(b d), through d = theta_w - theta_l (gradient 2x on d)
+                g = -b / (1.0 + math.exp(b * d))
+            else:
+                g = 2.0 * (d - 1.0 / (2.0 * b))
+            d -= 2.0 * lr * g
+            t += 1
+        out.append(1.0 / (1.0 + math.exp(d)))
+    return np.array(out)

@@ -154,3 +154,38 @@ def test_bad_input():
         best_of_n_kl(0)
     with pytest.raises(ConfigError):
         population_preference_fit([0.5, 0.5], [0, 1], 1.0, loss="kto")
+
+
+def test_a_reward_model_recovers_a_known_linear_reward():
+    from theorylab.measures.alignment import fit_bradley_terry
+
+    rng = np.random.default_rng(0)
+    w_true = np.array([1.5, -0.7, 0.3])
+    a, b = rng.normal(size=(20_000, 3)), rng.normal(size=(20_000, 3))
+    p = 1 / (1 + np.exp(-(a - b) @ w_true))
+    a_wins = rng.random(20_000) < p
+    phi_w = np.where(a_wins[:, None], a, b)
+    phi_l = np.where(a_wins[:, None], b, a)
+    w = fit_bradley_terry(phi_w, phi_l)
+    assert w == pytest.approx(w_true, abs=0.05)
+    with pytest.raises(ConfigError):
+        fit_bradley_terry(phi_w, phi_l[:, :2])
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_overoptimization_forms_are_recovered(form):
+    from theorylab.measures.alignment import fit_overoptimization
+
+    kl = np.linspace(0.1, 30, 25)
+    d = np.sqrt(kl)
+    alpha, beta = 1.2, 0.15
+    gold = d * (alpha - beta * (d if form == "bon" else np.log(d)))
+    noisy = gold + np.random.default_rng(0).normal(scale=0.01, size=gold.size)
+    f = fit_overoptimization(kl, noisy, form=form, bootstrap=200)
+    assert f.alpha == pytest.approx(alpha, abs=0.02) and f.beta == pytest.approx(beta, abs=0.01)
+    assert f.ci["alpha"][0] < alpha < f.ci["alpha"][1] and f.ci["beta"][0] < beta < f.ci["beta"][1]
+    assert f.predict(d) == pytest.approx(gold, abs=0.05)
+    # the gold reward peaks at d_star: rises before it, falls after
+    assert f.predict(f.d_star * 0.9) < f.predict(f.d_star) > f.predict(f.d_star * 1.1)
+    with pytest.raises(ConfigError):
+        fit_overoptimization([1.0, 0.0, 2.0], [0.1, 0.2, 0.3])

@@ -16,6 +16,11 @@ the {a, b}-string frontier and best-of-n.
 * **{a, b} strings** (:func:`ab_closed_form`): length-L strings, a reference that draws each token
   independently with ``P(a) = p_ref`` and the reward "count of a": ``pi*`` is i.i.d. with
   ``P*(a) = sigmoid(1/beta + logit(p_ref))``, ``E[r] = L P*(a)`` and ``KL = L KL(Bern(P*(a)) || Bern(p_ref))``.
+* **Reward models** (:func:`fit_bradley_terry`): a linear Bradley–Terry reward fitted to labelled pairs by
+  maximum likelihood.
+* **Over-optimisation** (:func:`fit_overoptimization`): Gao et al. 2023's functional forms of the gold
+  reward against ``d = sqrt(KL)``: ``d (alpha - beta d)`` for best-of-n and ``d (alpha - beta log d)`` for RL
+  (their eqs. 1-2), with bootstrap intervals.
 * **Best-of-n** (:func:`best_of_n_policy`, :func:`best_of_n_kl`): the exact distribution of the best of n
   samples from the reference, and its KL from the reference, which tends to ``log n - (n - 1) / n`` when
   no two outcomes tie (Stiennon et al. 2020, appendix; Gao et al. 2023, §2).
@@ -31,7 +36,7 @@ import numpy as np
 
 from theorylab.errors import ConfigError
 
-__all__ = ["kl_divergence", "kl_optimal_policy", "regularized_objective", "total_variation", "ipo_fixed_point",
+__all__ = ["fit_overoptimization", "OveroptimizationFit", "fit_bradley_terry", "kl_divergence", "kl_optimal_policy", "regularized_objective", "total_variation", "ipo_fixed_point",
            "ab_closed_form", "best_of_n_policy", "best_of_n_kl", "population_preference_fit",
            "deterministic_pair_trajectory"]
 
@@ -211,3 +216,81 @@ def deterministic_pair_trajectory(beta: float, steps, loss: str = "dpo", lr: flo
             t += 1
         out.append(1.0 / (1.0 + math.exp(d)))
     return np.array(out)
+
+
+def fit_bradley_terry(phi_w, phi_l, l2: float = 0.0) -> np.ndarray:
+    """A linear reward ``r(y) = w . phi(y)`` fitted to pairs by maximum likelihood under Bradley–Terry,
+    ``P(y_w > y_l) = sigmoid(w . (phi_w - phi_l))`` (logistic regression on feature differences; scipy
+    L-BFGS, gradient in closed form; ``l2`` a ridge penalty).  ``phi_w``, ``phi_l``: [n, d] features of the
+    preferred and the rejected answer.  Returns ``w`` [d] (a reward is identified only up to a constant, which
+    the differences remove).  Raises ConfigError for mismatched or non-finite features."""
+    from scipy.optimize import minimize
+
+    a, b = np.asarray(phi_w, dtype=np.float64), np.asarray(phi_l, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ConfigError(f"phi_w and phi_l: expected two finite [n, d] arrays of one shape (got {a.shape}, {b.shape})")
+    if not l2 >= 0:
+        raise ConfigError(f"l2: a penalty >= 0 (got {l2!r})")
+    x = a - b
+
+    def f(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ w
+        val = float(np.logaddexp(0, -z).sum() + 0.5 * l2 * w @ w)
+        g = -(x * (1.0 / (1.0 + np.exp(z)))[:, None]).sum(0) + l2 * w
+        return val, g
+
+    return minimize(f, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options={"gtol": 1e-10}).x
+
+
+class OveroptimizationFit:
+    """:func:`fit_overoptimization`'s result: ``form`` ("bon" or "rl"), ``alpha``, ``beta``, their bootstrap
+    95% intervals ``ci`` and ``predict(d)``; the peak ``d_star`` (``alpha / (2 beta)`` for best-of-n,
+    ``exp(alpha / beta - 1)`` for RL) where the gold reward turns down."""
+
+    def __init__(self, form: str, alpha: float, beta: float, ci: dict[str, tuple[float, float]]):
+        self.form, self.alpha, self.beta, self.ci = form, alpha, beta, ci
+
+    def predict(self, d) -> np.ndarray:
+        d = np.asarray(d, dtype=np.float64)
+        return d * (self.alpha - self.beta * (d if self.form == "bon" else np.log(d)))
+
+    @property
+    def d_star(self) -> float:
+        if not self.beta > 0:
+            return math.inf
+        return self.alpha / (2 * self.beta) if self.form == "bon" else math.exp(self.alpha / self.beta - 1)
+
+    def to_dict(self) -> dict:
+        return {"form": self.form, "alpha": self.alpha, "beta": self.beta, "ci": {k: list(v) for k, v in
+                                                                                  self.ci.items()},
+                "d_star": self.d_star}
+
+
+def fit_overoptimization(kl, gold, form: str = "bon", bootstrap: int = 200, seed: int = 0) -> OveroptimizationFit:
+    """Gao et al. (2023, "Scaling Laws for Reward Model Overoptimization", eqs. 1-2): the gold reward gained
+    over the reference against ``d = sqrt(KL(pi || pi_ref))``, ``R = d (alpha - beta d)`` (``form="bon"``,
+    best-of-n) or ``R = d (alpha - beta log d)`` (``form="rl"``).  Both are linear in (alpha, beta) once divided
+    by d, so the fit is least squares of ``R / d`` on ``(1, -d)`` or ``(1, -log d)``, weighted by ``d^2`` (so
+    that it minimises the error in R itself); 95% percentile-bootstrap intervals over points.  ``kl``, ``gold``:
+    [n] (KL in nats, > 0).  Raises ConfigError for fewer than 3 points, KL <= 0 or an unknown form."""
+    k, g = np.asarray(kl, dtype=np.float64).ravel(), np.asarray(gold, dtype=np.float64).ravel()
+    if form not in ("bon", "rl"):
+        raise ConfigError(f"form: 'bon' (best-of-n) or 'rl' (got {form!r})")
+    if k.size != g.size or k.size < 3 or not (np.all(np.isfinite(k)) and np.all(np.isfinite(g))) or np.any(k <= 0):
+        raise ConfigError("fit_overoptimization: needs 3 or more points with finite gold rewards and KL > 0")
+    d = np.sqrt(k)
+
+    def solve(idx: np.ndarray) -> tuple[float, float]:
+        dd = d[idx]
+        design = np.stack([dd, -dd * (dd if form == "bon" else np.log(dd))], 1)  # R = alpha d - beta d f(d)
+        coef, *_ = np.linalg.lstsq(design, g[idx], rcond=None)
+        return float(coef[0]), float(coef[1])
+
+    alpha, beta = solve(np.arange(d.size))
+    ci: dict[str, tuple[float, float]] = {}
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        draws = np.array([solve(rng.integers(0, d.size, d.size)) for _ in range(int(bootstrap))])
+        ci = {name: (float(np.quantile(draws[:, j], 0.025)), float(np.quantile(draws[:, j], 0.975)))
+              for j, name in enumerate(("alpha", "beta"))}
+    return OveroptimizationFit(form, alpha, beta, ci)

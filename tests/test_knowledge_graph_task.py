@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from theorylab.errors import ConfigError
+from theorylab.measures.emergence import er_giant_fraction
 from theorylab.models import Transformer
 from theorylab.models.config import TransformerConfig
 from theorylab.tasks import build_task_config, make_task
@@ -19,7 +20,6 @@ from theorylab.tasks.knowledge_graph import (
     answerable_fraction,
     check_walks,
     distances,
-    er_giant_theory,
     er_graph,
     giant_fraction,
     pairs_at_distance,
@@ -44,18 +44,18 @@ def test_er_graph_mean_degree_and_giant_component_follow_the_theory():
     # the largest component holds O(log n) nodes: ~ 16 / 4000 = 0.004 at c = 0.5.
     for c, tol in ((0.5, 0.02), (1.5, 0.05), (2.0, 0.05), (3.0, 0.05)):
         got = np.mean([giant_fraction(er_graph(n, c, seed)) for seed in range(3)])
-        assert got == pytest.approx(er_giant_theory(c), abs=tol), c
+        assert got == pytest.approx(er_giant_fraction(c), abs=tol), c
 
 
 def test_er_giant_theory_solves_the_fixed_point():
-    assert er_giant_theory(0.5) == 0.0 and er_giant_theory(1.0) == 0.0
-    assert er_giant_theory(2.0) == pytest.approx(0.7968, abs=1e-4)
+    assert er_giant_fraction(0.5) == 0.0 and er_giant_fraction(1.0) == 0.0
+    assert er_giant_fraction(2.0) == pytest.approx(0.7968, abs=1e-4)
     for c in (1.0001, 1.01, 1.5, 3.0, 10.0):
-        s = er_giant_theory(c)
+        s = er_giant_fraction(c)
         assert 0 < s <= 1 and s == pytest.approx(1 - math.exp(-c * s), abs=1e-12)
-    assert er_giant_theory(1.001) == pytest.approx(2 * 0.001, rel=0.01)  # S ~ 2(c - 1) just above 1
+    assert er_giant_fraction(1.001) == pytest.approx(2 * 0.001, rel=0.01)  # S ~ 2(c - 1) just above 1
     with pytest.raises(ConfigError):
-        er_giant_theory(-1.0)
+        er_giant_fraction(-1.0)
 
 
 def test_reveal_is_a_nested_subgraph_with_q_of_the_edges():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from theorylab.errors import ConfigError
+from theorylab.measures.emergence import bipartite_critical_density
 from theorylab.models import Transformer, TransformerConfig
 from theorylab.tasks import build_task_config, make_task
 from theorylab.tasks.base import IGNORE
@@ -21,7 +22,6 @@ from theorylab.tasks.percolation import (
     WORD_IDS,
     Uniforms,
     World,
-    critical_density,
     parses,
     pcfg,
     regular_match,
@@ -62,7 +62,7 @@ def test_graph_sizes_and_density_match_the_config():
     big = World.build(_cfg(), 0)  # the paper's base config: |E| = 900, |K| = 445 * 40
     assert big.n_entities == 900 and big.n_value_nodes == 17_800 and big.edge_density == pytest.approx(0.1)
     assert big.bipartite_density == pytest.approx(0.1 / 10, rel=0.01)
-    assert critical_density(900, 17_800) == pytest.approx(1 / math.sqrt(900 * 17_800))
+    assert bipartite_critical_density(900, 17_800) == pytest.approx(1 / math.sqrt(900 * 17_800))
 
 
 def test_sentences_parse_and_obey_the_types(small):

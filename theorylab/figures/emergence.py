@@ -11,16 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib
 import numpy as np
 
+matplotlib.use("Agg", force=False)
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 def metrics_vs_scale(curves: Mapping[Any, Mapping[str, Sequence[float]]],
@@ -32,7 +28,6 @@ def metrics_vs_scale(curves: Mapping[Any, Mapping[str, Sequence[float]]],
     ``{label: (key, scale)}`` (values multiplied by ``scale``, e.g. ``1 / L`` to put a per-answer quantity per
     token).  Where a seed's curves carry ``"sharp": {key: bool}``, the panel title says whether that metric
     was judged a step (in every seed, in none, or in some)."""
-    plt = _plt()
     items = list(metrics.items())
     cols = min(3, len(items))
     rows = -(-len(items) // cols)
@@ -68,7 +63,6 @@ def accuracies_vs_steps(curves: Mapping[str, tuple[Sequence[float], Sequence[flo
                         title: str = "", log_x: bool = True):
     """Several metrics along training: ``curves = {label: (steps, values)}``; ``markers = {label: step}`` draws
     vertical lines (e.g. the step at which the observed entity-property graph percolates)."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (label, (steps, vals)) in enumerate(curves.items()):
         s = np.asarray(steps, dtype=np.float64)
@@ -96,7 +90,6 @@ def accuracy_vs_fraction(q: Sequence[float], by_k: Mapping[int, Sequence[float]]
     """k-hop accuracy against the revealed fraction ``q``: one line per k (``by_k = {k: [len(q)]}``), the data's
     ceiling dashed (``ceiling = {k: [len(q)]}``, the fraction of test pairs connected in the revealed graph),
     the learned graph's giant-component fraction in grey and the percolation point ``q_c`` as a vertical line."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     qa = np.asarray(q, dtype=np.float64)
     order = np.argsort(qa)
@@ -126,7 +119,6 @@ def transition_vs_size(points: Mapping[Any, tuple[Sequence[float], Sequence[floa
     """Transition steps against a size on log-log axes: ``points = {seed: (sizes, steps)}``, one marker series
     per seed with its least-squares line (slope in the legend); ``reference_slope`` draws a line of that slope
     through the geometric mean of all points (e.g. 1/2 for Lubana et al.'s |K|^(1/2))."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     xs, ys = [], []
     for i, (seed, (x, y)) in enumerate(points.items()):

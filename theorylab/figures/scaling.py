@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import matplotlib
 import numpy as np
+
+matplotlib.use("Agg", force=False)
+
+import matplotlib.pyplot as plt  # noqa: E402
 
 Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _arr(x) -> np.ndarray:
@@ -36,7 +33,6 @@ def loss_vs_compute(N: Sequence[float], D: Sequence[float], loss: Sequence[float
     """Loss (nats/token) against C = 6ND (FLOP, log axis), each run coloured by log10 N; runs of one
     IsoFLOP budget joined; with ``predict`` and ``allocation`` (C -> (N_opt, D_opt)) the fitted
     compute-optimal frontier L(N_opt(C), D_opt(C)); with ``floor`` the source's floor."""
-    plt = _plt()
     N, D, loss = _arr(N), _arr(D), _arr(loss)
     C = 6 * N * D
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
@@ -72,7 +68,6 @@ def loss_vs_params(N: Sequence[float], D: Sequence[float], loss: Sequence[float]
                    title: str = "loss against parameters, per token budget"):
     """Loss (nats/token) against N (parameters, log axis), one line per token budget D; the fitted law
     dashed beside each."""
-    plt = _plt()
     N, D, loss = _arr(N), _arr(D), _arr(loss)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, d in enumerate(sorted(set(D.tolist()))):
@@ -98,7 +93,6 @@ def residuals(N: Sequence[float], D: Sequence[float], loss: Sequence[float], pre
               bound: float | None = None, title: str = "residuals of the fitted law"):
     """log L - log L_hat (the fit's residual, dimensionless) against C = 6ND (FLOP), coloured by log10 N;
     ``bound`` draws the declared +-bound."""
-    plt = _plt()
     N, D, loss = _arr(N), _arr(D), _arr(loss)
     r = np.log(loss) - np.log(predict(N, D))
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -120,7 +114,6 @@ def intercept_bias(widths: Sequence[float], fitted: Sequence[float], true: float
                    title: str = "Approach 2: intercept of log10 D* against grid width"):
     """The fitted intercept of log10 D* (Approach 2) against the grid's half-width (a factor, log axis),
     with the true intercept."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     ax.plot(widths, fitted, "o-", label="Approach 2 (noise-free points)")
     ax.axhline(true, color="k", ls="--", lw=1, label=f"true {true:.6f}")

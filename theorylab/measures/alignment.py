@@ -77,10 +77,7 @@ def kl_optimal_policy(pi_ref, r, beta: float) -> np.ndarray:
     if r.shape != pi_ref.shape or not np.all(np.isfinite(r)):
         raise ConfigError(f"r: expected {pi_ref.size} finite rewards")
     with np.errstate(divide="ignore"):
-        z = np.log(pi_ref) + r / b
-    z -= z.max()
-    e = np.exp(z)
-    return e / e.sum()
+        return _softmax(np.log(pi_ref) + r / b)
 
 
 def regularized_objective(pi, pi_ref, r, beta: float) -> float:

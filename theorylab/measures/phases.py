@@ -46,7 +46,8 @@ import numpy as np
 
 from theorylab.errors import TheoryLabError
 
-__all__ = ["Boundary", "Phases", "detect_phases", "first_crossing", "memorization_end", "tail_change"]
+__all__ = ["Boundary", "Phases", "detect_phases", "first_crossing", "interpolated_crossing", "memorization_end",
+           "tail_change"]
 
 
 @dataclass
@@ -94,6 +95,22 @@ def first_crossing(steps, values, threshold: float, above: bool = True, start: i
         if math.isfinite(v) and ((v >= threshold) if above else (v <= threshold)):
             return int(steps[i])
     return None
+
+
+def interpolated_crossing(x, y, level: float, log_x: bool = False) -> float:
+    """The first ``x`` at which ``y`` reaches ``level`` (``>=``), linearly interpolated between the two points
+    around the crossing (in ``log10 x`` with ``log_x``, for a scale axis such as parameters); ``x[0]`` when
+    ``y`` starts there, nan when it never does.  ``x``, ``y``: [n] in increasing ``x``."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    above = np.nonzero(ya >= level)[0]
+    if above.size == 0:
+        return math.nan
+    i = int(above[0])
+    if i == 0:
+        return float(xa[0])
+    u = np.log10(xa[i - 1: i + 1]) if log_x else xa[i - 1: i + 1]
+    t = float(u[0] + (level - ya[i - 1]) / (ya[i] - ya[i - 1]) * (u[1] - u[0]))
+    return 10**t if log_x else t
 
 
 def memorization_end(steps, excluded_loss, until: int | None = None) -> int | None:

@@ -245,26 +245,6 @@ def answerable_fraction(g: nx.Graph, g_q: nx.Graph, k: int, max_hops: int | None
     return float(np.mean((dq[s, t] >= 0) & (dq[s, t] <= max_hops)))
 
 
-def er_giant_theory(c: float) -> float:
-    """The giant-component fraction S of G(n, c/n) as n → ∞: the positive root of S = 1 − e^(−cS) for c > 1
-    (scipy's brentq on [(c − 1)/c, 1], a valid bracket since ln c < c − 1), and 0 for c <= 1 (Erdős & Rényi
-    1960; SETUPS §4.2).  Raises :class:`ConfigError` for a negative or non-finite c."""
-    from scipy.optimize import brentq
-
-    if not math.isfinite(c) or c < 0:
-        raise ConfigError(f"er_giant_theory: c must be a finite number >= 0 (got {c})")
-    if c <= 1:
-        return 0.0
-
-    def f(s: float) -> float:
-        return s + math.expm1(-c * s)
-
-    lo = (c - 1) / c
-    if f(lo) >= 0:  # c within rounding of 1
-        return lo
-    return float(brentq(f, lo, 1.0, xtol=1e-15, rtol=1e-14))
-
-
 def check_walks(adj: np.ndarray, pairs: np.ndarray, completions: np.ndarray | torch.Tensor, eos: int,
                 max_hops: int) -> np.ndarray:
     """Bool ``[M]``: completion row r (``[M, W]`` tokens after the prompt) is ``s v1 .. t <eos>`` for
@@ -488,6 +468,6 @@ class KnowledgeGraphTask(Task):
 
 __all__ = [
     "KnowledgeGraphConfig", "KnowledgeGraphTask", "er_graph", "sorted_edges", "reveal", "giant_fraction",
-    "adjacency", "distances", "component_labels", "pairs_at_distance", "answerable_fraction", "er_giant_theory",
+    "adjacency", "distances", "component_labels", "pairs_at_distance", "answerable_fraction",
     "check_walks",
 ]

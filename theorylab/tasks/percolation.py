@@ -68,7 +68,8 @@ model is trained on (the operands carry half of a T1 row's tokens) and hence the
 **Evaluations** (:meth:`PercolationTask.evaluate`; keys ``test/<name>``): see its docstring.  The data's own
 order parameter (the giant component of the graph of entity-value edges revealed so far by the training
 sentences) is :func:`revealed_graph_curve`; Lubana et al.'s percolation argument puts its transition at about
-``sqrt(|E| |K|)`` revealed edges (bipartite critical density ``1 / sqrt(|E| |K|)``, :func:`critical_density`).
+``sqrt(|E| |K|)`` revealed edges (bipartite critical density ``1 / sqrt(|E| |K|)``,
+:func:`theorylab.measures.emergence.bipartite_critical_density`).
 
 **Deviations from the official setup** (all deliberate, listed so that results are read correctly):
 
@@ -688,14 +689,6 @@ class World:
         return float(counts.max(1).sum() / n)
 
 
-def critical_density(n_e: int, n_k: int) -> float:
-    """Critical edge density of a bipartite Erdős–Rényi graph with parts of sizes ``n_e`` and ``n_k``:
-    ``1 / sqrt(n_e * n_k)`` (two-step branching factor ``q^2 n_e n_k = 1``; SETUPS 2.3)."""
-    if n_e <= 0 or n_k <= 0:
-        raise ConfigError(f"critical_density needs positive part sizes (got {n_e}, {n_k})")
-    return 1.0 / math.sqrt(n_e * n_k)
-
-
 # --------------------------------------------------------------------------- rows
 
 
@@ -1054,6 +1047,6 @@ def revealed_graph_curve(cfg: PercolationConfig, seed: int, steps: int, batch_si
 
 __all__ = [
     "GRAMMAR", "PercolationConfig", "PercolationTask", "World", "Sentence", "Check", "RevealedCurve", "Uniforms", "pcfg",
-    "pcfg_string", "parses", "regular_match", "sample_symbols", "format_row", "encode_rows", "critical_density",
+    "pcfg_string", "parses", "regular_match", "sample_symbols", "format_row", "encode_rows",
     "revealed_graph_curve",
 ]

@@ -106,6 +106,7 @@ def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any
     """Per-seed quantities of the q sweep: accuracies per k, the learned graph's mean degree and giant
     fraction, the data's ceilings, the bracket around the percolation point and the onset slopes."""
     from theorylab.measures.emergence import er_giant_fraction
+    from theorylab.measures.phases import interpolated_crossing
 
     K = int(tier["test_hops"])
     rows = []
@@ -139,24 +140,13 @@ def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any
         "false_edge_max": float(max(r["false_edges"] for r in rows)),
         "fitted_at_full": float(min(r[f"acc{k}"] for r in full for k in range(1, K + 1))) if full else math.nan,
         "gap_to_ceiling": float(max(abs(r[f"acc{k}"] - r[f"ceil{k}"]) for r in rows for k in range(2, K + 1))),
-        "q_percolation": _crossing(q, c, 1.0),
+        "q_percolation": interpolated_crossing(q, c, 1.0),
         "sweep": {"q": q.tolist(), "c": c.tolist(), "giant": [r["giant"] for r in rows],
                   "S2_theory": theory.tolist(),
                   **{f"acc{k}": [r[f"acc{k}"] for r in rows] for k in range(1, K + 1)},
                   **{f"ceil{k}": [r[f"ceil{k}"] for r in rows] for k in range(1, K + 1)}},
     })
     return out
-
-
-def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
-    """The first x at which y reaches ``level``, linearly interpolated; nan if it never does."""
-    i = np.nonzero(y >= level)[0]
-    if i.size == 0:
-        return math.nan
-    j = int(i[0])
-    if j == 0:
-        return float(x[0])
-    return float(x[j - 1] + (level - y[j - 1]) / (y[j] - y[j - 1]) * (x[j] - x[j - 1]))
 
 
 @register_claim

@@ -26,6 +26,8 @@ at step 0 and its highest value (:func:`transition_step`).
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from typing import Any
 
@@ -137,52 +139,70 @@ METRICS = ("grammar", "type_desc", "type_rel", "learned_giant", "learned_edges",
            "desc_admitted")
 
 
-def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any]:
-    """Per-seed quantities of the sweep (see the module docstring), the curves of every run and the revealed
-    graph's percolation step (the data's own order parameter, :func:`~theorylab.tasks.percolation.revealed_graph_curve`)."""
+def rise(values) -> float:
+    """How far a metric's smoothed curve (:func:`smooth`) climbs from its first evaluation to its highest."""
+    s = smooth(values)
+    return float(np.nanmax(s) - s[0]) if s.size else 0.0
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log10 y against log10 x over the points where y is a positive number; nan with
+    fewer than two."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(ya) & (ya > 0)
+    return float(np.polyfit(np.log10(xa[ok]), np.log10(ya[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
+
+
+@functools.lru_cache(maxsize=64)
+def revealed_graph(task_json: str, seed: int, steps: int, batch_size: int, every: int) -> dict[str, Any]:
+    """The data's own order parameter for one run (its task config as JSON, its seed and schedule): |K|, |E|,
+    the revealed graph's giant fraction every ``every`` steps and the first step at which it reaches 1/2
+    (:func:`~theorylab.tasks.percolation.revealed_graph_curve`).  Cached: the three claims read the same runs,
+    and the replay of every training sentence is the measure's costly part."""
+    from theorylab.tasks import build_task_config
     from theorylab.tasks.percolation import World, revealed_graph_curve
 
+    cfg = build_task_config(json.loads(task_json))
+    world = World.build(cfg, seed if cfg.data_seed is None else cfg.data_seed)
+    rev = revealed_graph_curve(cfg, seed, steps, batch_size, every=every, world=world)
+    crossed = np.nonzero(rev.giant >= 0.5)[0]
+    return {"K": world.n_value_nodes, "E": world.n_entities,
+            "t_revealed": float(rev.steps[crossed[0]]) if crossed.size else math.nan,
+            "revealed": {"steps": rev.steps.tolist(), "giant": rev.giant.tolist()}}
+
+
+def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any]:
+    """Per-seed quantities of the sweep (see the module docstring), the curves of every run and the revealed
+    graph's percolation step (the data's own order parameter, :func:`revealed_graph`)."""
     rows = []
     for P in tier["properties"]:
         v = runs.get(f"K{P}")
         if v is None or v.status != "finished":
             continue
         cfg = v.config
-        curves: dict[str, Any] = {}
-        for m in METRICS:
-            steps, vals = v.series("test", m)
-            curves["steps"] = [int(s) for s in steps] if steps else curves.get("steps", [])
-            curves[m] = vals
-        world = World.build(cfg.task, seed if cfg.task.data_seed is None else cfg.task.data_seed)
-        rev = revealed_graph_curve(cfg.task, seed, tier["steps"], tier["batch_size"], every=tier["eval_every"],
-                                   world=world)
-        k = world.n_value_nodes
-        crossed = np.nonzero(rev.giant >= 0.5)[0]
+        steps = v.series("test", METRICS[0])[0]
+        curves: dict[str, Any] = {"steps": [int(x) for x in steps], **{m: v.series("test", m)[1] for m in METRICS}}
+        g = revealed_graph(cfg.task.model_dump_json(), seed, tier["steps"], tier["batch_size"], tier["eval_every"])
         st = curves["steps"]
         rows.append({
-            "P": P, "K": k, "E": world.n_entities, "curves": curves,
+            "P": P, "K": g["K"], "E": g["E"], "curves": curves,
             "t_grammar": transition_step(st, curves["grammar"]),
             "t_desc": transition_step(st, curves["type_desc"]),
             "t_rel": transition_step(st, curves["type_rel"]),
             "grammar_max": float(np.nanmax(smooth(curves["grammar"]))) if st else math.nan,
-            "desc_rise": float(np.nanmax(smooth(curves["type_desc"])) - smooth(curves["type_desc"])[0]) if st else 0.0,
-            "rel_rise": float(np.nanmax(smooth(curves["type_rel"])) - smooth(curves["type_rel"])[0]) if st else 0.0,
+            "desc_rise": rise(curves["type_desc"]),
+            "rel_rise": rise(curves["type_rel"]),
             "settled": min(settled(curves["type_desc"]), settled(curves["type_rel"])) if st else math.nan,
-            "t_revealed": float(rev.steps[crossed[0]]) if crossed.size else math.nan,
-            "revealed": {"steps": rev.steps.tolist(), "giant": rev.giant.tolist()},
+            "t_revealed": g["t_revealed"], "revealed": g["revealed"],
         })
     out: dict[str, Any] = {"runs_finished": len(rows) / len(tier["properties"])}
     if not rows:
         return out
     order_ratio = [min(r["t_desc"], r["t_rel"]) / r["t_grammar"] for r in rows]
     together = [max(r["t_desc"] / r["t_rel"], r["t_rel"] / r["t_desc"]) for r in rows]
-    K = np.array([r["K"] for r in rows], dtype=np.float64)
+    K = [r["K"] for r in rows]
     t_desc = np.array([r["t_desc"] for r in rows])
-    ok = np.isfinite(t_desc) & (t_desc > 0)
-    slope = float(np.polyfit(np.log10(K[ok]), np.log10(t_desc[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
-    t_rel = np.array([r["t_rel"] for r in rows])
-    okr = np.isfinite(t_rel) & (t_rel > 0)
-    slope_rel = float(np.polyfit(np.log10(K[okr]), np.log10(t_rel[okr]), 1)[0]) if okr.sum() >= 2 else math.nan
+    slope, slope_rel = loglog_slope(K, t_desc), loglog_slope(K, [r["t_rel"] for r in rows])
     out.update({
         "grammar_learned": float(min(r["grammar_max"] for r in rows)),
         "types_rose": float(min(min(r["desc_rise"], r["rel_rise"]) for r in rows)),
@@ -190,7 +210,7 @@ def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any
         "types_after_grammar": float(np.min(order_ratio)),
         "types_apart": float(np.max(together)),
         "slope_desc": slope, "slope_rel": slope_rel,
-        "transition_steps_measured": float(ok.sum()),
+        "transition_steps_measured": float(np.sum(np.isfinite(t_desc) & (t_desc > 0))),
         **{f"t_desc_P{r['P']}": r["t_desc"] for r in rows},
         **{f"t_grammar_P{r['P']}": r["t_grammar"] for r in rows},
         "t_revealed_max": float(max(r["t_revealed"] for r in rows)),

@@ -100,17 +100,12 @@ def plan_for(tier: Tier, seed: int):
 
 
 def half_point(N: np.ndarray, y: np.ndarray, level: float = 0.5) -> float:
-    """The first N (parameters) at which ``y`` reaches ``level``, interpolated linearly in log10 N between the
-    two sizes around the crossing; nan if it never does, the smallest N if it starts there.  ``N``, ``y``: [n]
-    sorted by N."""
-    above = np.nonzero(y >= level)[0]
-    if above.size == 0:
-        return math.nan
-    i = int(above[0])
-    if i == 0:
-        return float(N[0])
-    u0, u1, y0, y1 = math.log10(N[i - 1]), math.log10(N[i]), float(y[i - 1]), float(y[i])
-    return float(10 ** (u0 + (level - y0) / (y1 - y0) * (u1 - u0)))
+    """The first N (parameters) at which ``y`` reaches ``level``, interpolated linearly in log10 N
+    (:func:`theorylab.measures.phases.interpolated_crossing`); nan if it never does.  ``N``, ``y``: [n] sorted
+    by N."""
+    from theorylab.measures.phases import interpolated_crossing
+
+    return interpolated_crossing(N, y, level, log_x=True)
 
 
 def sweep_measures(tier: Tier, seed: int, runs: dict[str, Any]) -> dict[str, Any]:

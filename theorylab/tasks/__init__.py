@@ -77,6 +77,7 @@ _BUILTIN = [
     "bietti",
     "knowledge_graph",
     "percolation",
+    "preference",
 ]
 
 __all__ = [

@@ -74,20 +74,21 @@ def _show(value: Any) -> str:
 
 
 def config_fields(name: str) -> list[dict[str, Any]]:
-    """Every field of ``name``'s run config (task, model, train, then seed and probes): key, value (the
+    """Every field of ``name``'s run config (task, model, train, objective, then seed, probes and parent): key, value (the
     preset's or the task's default), what it allows, its description."""
     from theorylab.runs import build_run_config
 
     cfg = build_run_config(name)
     data = cfg.to_dict()
     out = []
-    for section in ("task", "model", "train", None):
+    data.setdefault("objective", cfg.objective.to_dict())  # to_dict leaves out defaults the run id never saw
+    for section in ("task", "model", "train", "objective", None):
         obj = cfg if section is None else getattr(cfg, section)
         for k, f in type(obj).model_fields.items():
-            if section is None and k in ("task", "model", "train"):
+            if section is None and k in ("task", "model", "train", "objective"):
                 continue
             key = k if section is None else f"{section}.{k}"
-            value = data[k] if section is None else data[section][k]
+            value = data.get(k, getattr(cfg, k)) if section is None else data[section][k]
             out.append({"key": key, "value": value, "allowed": _allowed(f), "description": f.description or ""})
     return out
 
@@ -157,6 +158,11 @@ def train(
     device: str | None = typer.Option(None, "--device", help=DEVICE_HELP),
     threads: str | None = typer.Option(None, "--threads", help=THREADS_HELP + "; not part of the run's identity"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
+    from_run: str | None = typer.Option(None, "--from", help="fine-tune a stored run (id or unique prefix): start "
+                                                           "from its final weights, keep its model, and use it as "
+                                                           "the frozen reference of a preference objective"),
+    objective: str | None = typer.Option(None, "--objective", help="what the steps minimise: task (its own loss), "
+                                                                 "dpo, ipo or rlhf (same as objective.name=...)"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train one model on one task (or one per seed) and store the run."""
@@ -172,7 +178,13 @@ def train(
     seed_list = parse_seeds(seeds)
     n_threads = parse_threads(threads)
     extra = ["train.stepper=stacked"] if stack else []
-    cfgs = [build_run_config(task, (overrides or []) + extra, config, s)
+    if objective is not None:
+        extra.append(f"objective.name={objective}")
+    parent = None
+    if from_run is not None:
+        rec = store().find_run(from_run)
+        parent = (rec.id, rec.config)
+    cfgs = [build_run_config(task, (overrides or []) + extra, config, s, parent=parent)
             for s in (seed_list if seed_list is not None else [seed])]  # validates everything first
     if device is not None:
         from theorylab.sweep import on_device

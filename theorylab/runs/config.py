@@ -24,6 +24,7 @@ from theorylab.config import (
 )
 from theorylab.models.config import TransformerConfig
 from theorylab.models.size import MemoryEstimate, available_memory, fmt_bytes, training_memory
+from theorylab.runs.objectives import ObjectiveConfig, check_objective
 from theorylab.runs.presets import PRESETS
 from theorylab.tasks import TaskConfig, build_task_config, task_names
 
@@ -102,6 +103,11 @@ class RunConfig(Config):
                               description="measurements of the model's internals logged at every evaluation "
                                           "(theorylab.runs.probes)")
     tags: dict[str, str] = Field(default_factory=dict, description="free labels; not part of the run id")
+    parent: str | None = Field(None, description="a finished run whose final weights this run starts from (and, "
+                                                 "for preference objectives, its frozen reference); part of the "
+                                                 "run's identity")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
+                                       description="what the steps minimise (theorylab.runs.objectives)")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -133,9 +139,20 @@ class RunConfig(Config):
         check_probes(self.probes, self.task.name)
         return self
 
+    @model_validator(mode="after")
+    def _check_objective(self) -> RunConfig:
+        from theorylab.tasks import get_task
+
+        check_objective(self.objective, get_task(self.task.name), self.task, self.parent, self.train.stepper)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["task"] = self.task.to_dict()
+        if d.get("parent") is None:  # a run trained from scratch by its task's loss keeps the shorter dict
+            d.pop("parent", None)
+        if self.objective == ObjectiveConfig():
+            d.pop("objective", None)
         return d
 
     def run_id(self) -> str:
@@ -161,7 +178,7 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 # module and, for runs with probes, the measures are added per run.
 _RUN_CODE = ("models/transformer.py", "models/positions.py", "models/hooks.py", "models/config.py",
              "models/objectives.py", "tasks/__init__.py", "tasks/base.py", "runs/loop.py", "runs/steppers.py",
-             "runs/probes.py")
+             "runs/probes.py", "runs/objectives.py", "models/preference.py", "models/decoding.py")
 _FINGERPRINTS: dict[tuple[str, bool], str] = {}
 
 
@@ -270,11 +287,15 @@ def preset_names() -> list[str]:
 
 
 def build_run_config(name: str | None = None, overrides: str | list[str] | None = None,
-                     config_file: str | Path | None = None, seed: int | None = None) -> RunConfig:
-    """Preset (or bare task name) <- config file <- key=value overrides <- seed.
+                     config_file: str | Path | None = None, seed: int | None = None,
+                     parent: tuple[str, dict[str, Any]] | None = None) -> RunConfig:
+    """Preset (or bare task name) <- config file <- parent <- key=value overrides <- seed.
 
-    ``overrides`` is a list of ``"key=value"`` strings or one such string (one override).  A config whose
-    training would not fit in the memory ``train.device`` has free is refused (:func:`check_memory`)."""
+    ``overrides`` is a list of ``"key=value"`` strings or one such string (one override).  ``parent``: a stored
+    run's ``(run id, config dict)`` to fine-tune: the new run starts from it and keeps its model section, and
+    its task section when the task is the parent's (a preset's or config file's task fields go on top).  A
+    config whose training would not fit in the memory ``train.device`` has free is refused
+    (:func:`check_memory`)."""
     data: dict[str, Any] = {}
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"task: give a task or preset name (a string) or None (got a {type(name).__name__}); "
@@ -289,6 +310,12 @@ def build_run_config(name: str | None = None, overrides: str | list[str] | None 
             raise ConfigError(f"task: unknown task or preset {name!r}; known: {', '.join(preset_names())}")
     if config_file is not None:
         data = deep_merge(data, load_file(config_file))
+    if parent is not None:  # the parent's model, and its task when the task is the parent's
+        data = {**data, "model": dict(parent[1].get("model", {})), "parent": parent[0]}
+        ptask = parent[1].get("task", {})
+        if isinstance(data.get("task"), dict) and data["task"].get("name") == ptask.get("name"):
+            data["task"] = deep_merge(dict(ptask), {k: v for k, v in data["task"].items() if k != "name"}
+                                      if config_file is not None or (name in PRESETS) else {})
     data = apply_overrides(data, overrides)
     if seed is not None:
         data["seed"] = seed

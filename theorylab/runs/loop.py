@@ -59,6 +59,7 @@ from theorylab.errors import CheckpointError, ConfigError, StoreError, TheoryLab
 from theorylab.models import Transformer
 from theorylab.runs.config import RunConfig, TrainConfig
 from theorylab.runs.devices import DTYPES, precision, resolve_device
+from theorylab.runs.objectives import prepare
 from theorylab.runs.progress import Progress
 from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
 from theorylab.runs.threads import check_threads, set_threads, step_flops
@@ -442,6 +443,7 @@ class _Group:
         members: list[_Member] = []
         for cfg, rid, idx, f in zip(self.cfgs, self.run_ids, self.indices, found):
             task, model = build(cfg, device)
+            task = prepare(cfg, task, model, store, device, fresh=f is None)  # the parent's weights, the objective
             opt = make_optimizer(tc, model.parameters())
             m = _Member(cfg, rid, idx, task, model, opt)
             if f is not None:

@@ -237,17 +237,18 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
 
     ex = Execution(store, max_attempts, report)
     try:
-        if units:
-            n = min(workers or default_workers(), len(units))
+        for wave in waves(units):  # a fine-tuned run trains after the parent it starts from
+            n = min(workers or default_workers(), len(wave))
             if backend == "inprocess" or (backend == "local" and n == 1 and not _force_pool()):
-                result.backend, result.workers = "inprocess", 1
-                run_inprocess(units, ex, threads)
+                if result.workers <= 1:  # a wave on a pool says what ran the sweep's widest wave
+                    result.backend, result.workers = "inprocess", 1
+                run_inprocess(wave, ex, threads)
             elif backend == "local":
-                result.workers = n
-                run_pool(units, ex, n, lambda: bar.update(len(result.status), len(cfgs)), threads or 1)
+                result.backend, result.workers = backend, max(result.workers, n)
+                run_pool(wave, ex, n, lambda: bar.update(len(result.status), len(cfgs)), threads or 1)
             else:
-                result.workers = n
-                run_ray(units, ex, workers, lambda: bar.update(len(result.status), len(cfgs)), threads or 1)
+                result.backend, result.workers = backend, max(result.workers, n)
+                run_ray(wave, ex, workers, lambda: bar.update(len(result.status), len(cfgs)), threads or 1)
     finally:
         bar.close()
     for rid in ex.failed:
@@ -255,6 +256,31 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
     result.attempts, result.worker_deaths, result.errors = ex.attempts, ex.worker_deaths, ex.errors
     result.wall_seconds = time.perf_counter() - t0
     return result
+
+
+def waves(units: list[tuple[list[RunConfig], list[str]]]) -> list[list[tuple[list[RunConfig], list[str]]]]:
+    """``units`` in waves: a unit whose runs start from a parent (``RunConfig.parent``) trained by another unit
+    goes in a later wave than that unit, so that every parent has finished before its children start.  Raises
+    ConfigError on a cycle (a run that is its own ancestor)."""
+    where = {rid: k for k, (_, rids) in enumerate(units) for rid in rids}
+    depth: dict[int, int] = {}
+
+    def level(k: int, seen: frozenset[int] = frozenset()) -> int:
+        if k in depth:
+            return depth[k]
+        if k in seen:
+            raise ConfigError(f"parent: the runs {', '.join(units[k][1])} are their own ancestors")
+        parents = {where[c.parent] for c in units[k][0] if c.parent in where and where[c.parent] != k}
+        depth[k] = 1 + max((level(j, seen | {k}) for j in parents), default=-1)
+        return depth[k]
+
+    out: list[list[tuple[list[RunConfig], list[str]]]] = []
+    for k, unit in enumerate(units):
+        d = level(k)
+        while len(out) <= d:
+            out.append([])
+        out[d].append(unit)
+    return [w for w in out if w]
 
 
 def _force_pool() -> bool:

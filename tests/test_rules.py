@@ -129,6 +129,28 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
         {"multi_hop_below": 0.5, "multi_hop_above": 0.3, "onset_slope_ratio": 1.0, "runs_finished": 1.0,
          "fitted_at_full": 0.99, "subcritical_runs": 3.0, "supercritical_runs": 4.0, "false_edge_max": 0.02},
         "refuted"),
+    # Rafailov et al. 2023, Theorem 1 (SETUPS §6.2 measured TV 2.7e-12 on one problem); null: a fit that misses pi*
+    "rafailov2023.dpo_optimum_is_pi_star": (
+        {"tv_max": 2.7e-12, "tv_cut_min": 0.05}, {"tv_max": 0.2, "tv_cut_min": 0.05}, "refuted"),
+    # Rafailov et al. 2023, Figure 2: DPO's and PPO's policies on the reward-KL frontier; null: off it and off pi*
+    "rafailov2023.frontier": (
+        {"tv_max": 0.02, "gap_max": 0.01, "reference_fit": 1.0, "tail_max": 0.01},
+        {"tv_max": 0.3, "gap_max": 0.6, "reference_fit": 1.0, "tail_max": 0.01}, "refuted"),
+    # Azar et al. 2024, §4.2: DPO's loss ~ 1/t with no floor, IPO at sigmoid(1/(2 beta)); null: a finite optimum
+    "azar2024.dpo_has_no_finite_optimum": (
+        {"loss_slope_err_max": 0.01, "pi_l_decade_ratio_max": 0.1, "ipo_err_max": 1e-15, "pi_l_first_max": 1e-3},
+        {"loss_slope_err_max": 1.0, "pi_l_decade_ratio_max": 1.0, "ipo_err_max": 0.1, "pi_l_first_max": 1e-3},
+        "refuted"),
+    # Azar et al. 2024, §4.2 and §5: DPO ignores beta on deterministic labels, IPO does not; null: DPO regularised
+    "azar2024.ipo_stays_regularised": (
+        {"dpo_kl_frac_min": 0.95, "dpo_unsettled": 1.0, "ipo_kl_frac_max": 0.03, "reference_fit": 1.0},
+        {"dpo_kl_frac_min": 0.3, "dpo_unsettled": 0.0, "ipo_kl_frac_max": 0.03, "reference_fit": 1.0}, "refuted"),
+    # Gao et al. 2023, Figure 1: gold reward rises then falls while the proxy rises; null: the gold keeps rising
+    "gao2023.overoptimization": (
+        {"bon_drop": 0.5, "rl_drop": 0.5, "proxy_monotone": 1.0, "bon_beta_lo": 0.1, "rl_beta_lo": 0.1,
+         "proxy_rank": 0.8, "gold_rise_min": 0.3},
+        {"bon_drop": 0.0, "rl_drop": 0.0, "proxy_monotone": 1.0, "bon_beta_lo": -0.05, "rl_beta_lo": -0.05,
+         "proxy_rank": 0.8, "gold_rise_min": 0.3}, "refuted"),
     # Nanda et al. 2023, section 5: memorization ends near 1.4k epochs, test accuracy reaches 99% near 10k
     "nanda2023.grokking_delay": (
         {"test_reached_99": 1.0, "delay_ratio": 7.0, "memorized": 1.0},

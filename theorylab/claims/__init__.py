@@ -61,6 +61,9 @@ _BUILTIN: list[str] = [
     "theorylab.claims.papers.schaeffer2023",
     "theorylab.claims.papers.lubana2025",
     "theorylab.claims.papers.erdos1960",
+    "theorylab.claims.papers.rafailov2023",
+    "theorylab.claims.papers.azar2024",
+    "theorylab.claims.papers.gao2023",
 ]
 _loaded = False
 

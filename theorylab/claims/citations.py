@@ -154,3 +154,28 @@ ERDOS1960 = Citation(
     title="On the evolution of random graphs",
     venue="Publications of the Mathematical Institute of the Hungarian Academy of Sciences 5, 17-61",
 )
+
+RAFAILOV2023 = Citation(
+    authors="Rafael Rafailov, Archit Sharma, Eric Mitchell, Stefano Ermon, Christopher D. Manning and Chelsea Finn",
+    year=2023,
+    title="Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+    venue="NeurIPS",
+    arxiv="2305.18290",
+)
+
+AZAR2024 = Citation(
+    authors="Mohammad Gheshlaghi Azar, Mark Rowland, Bilal Piot, Daniel Guo, Daniele Calandriello, Michal Valko "
+            "and Rémi Munos",
+    year=2024,
+    title="A General Theoretical Paradigm to Understand Learning from Human Preferences",
+    venue="AISTATS",
+    arxiv="2310.12036",
+)
+
+GAO2023 = Citation(
+    authors="Leo Gao, John Schulman and Jacob Hilton",
+    year=2023,
+    title="Scaling Laws for Reward Model Overoptimization",
+    venue="ICML",
+    arxiv="2210.10760",
+)

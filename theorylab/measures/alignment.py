@@ -38,7 +38,7 @@ from theorylab.errors import ConfigError
 
 __all__ = ["fit_overoptimization", "OveroptimizationFit", "fit_bradley_terry", "kl_divergence", "kl_optimal_policy", "regularized_objective", "total_variation", "ipo_fixed_point",
            "ab_closed_form", "best_of_n_policy", "best_of_n_kl", "population_preference_fit",
-           "deterministic_pair_trajectory"]
+           "deterministic_pair_trajectory", "tilted_policy", "frontier_reward"]
 
 
 def _dist(p, name: str) -> np.ndarray:
@@ -84,6 +84,48 @@ def regularized_objective(pi, pi_ref, r, beta: float) -> float:
     """``E_pi[r] - beta KL(pi || pi_ref)`` (reward units)."""
     pi = _dist(pi, "pi")
     return float(pi @ np.asarray(r, dtype=np.float64)) - _beta(beta) * kl_divergence(pi, pi_ref)
+
+
+def tilted_policy(pi_ref, r, lam: float) -> np.ndarray:
+    """``pi_lam ∝ pi_ref exp(lam r)`` ([K]): the KL-regularised optimum for ``beta = 1 / lam`` (``lam = 0``: the
+    reference).  As ``lam`` grows from 0 it traces the exact reward-KL frontier (below)."""
+    pi_ref = _dist(pi_ref, "pi_ref")
+    if not (isinstance(lam, (int, float, np.floating)) and math.isfinite(lam) and lam >= 0):
+        raise ConfigError(f"lam: a finite inverse temperature >= 0 (got {lam!r})")
+    if lam == 0:
+        return pi_ref.copy()
+    return kl_optimal_policy(pi_ref, r, 1.0 / float(lam))
+
+
+def frontier_reward(pi_ref, r, kl: float) -> float:
+    """The largest expected reward of any policy within ``KL(pi || pi_ref) <= kl`` (nats): by the Lagrangian of
+    the KL-regularised problem the maximiser is a tilted reference ``pi_lam`` (:func:`tilted_policy`) whose KL is
+    ``kl`` (Rafailov et al. 2023, eq. 4; the frontier of their Figure 2), found by Brent's method on ``log lam``
+    (scipy).  ``kl`` beyond the KL of the reward's argmax set gives that set's reward.  Raises ConfigError for a
+    negative or non-finite ``kl``."""
+    from scipy.optimize import brentq
+
+    pi_ref = _dist(pi_ref, "pi_ref")
+    r = np.asarray(r, dtype=np.float64)
+    if r.shape != pi_ref.shape or not np.all(np.isfinite(r)):
+        raise ConfigError(f"r: expected {pi_ref.size} finite rewards")
+    if not (isinstance(kl, (int, float, np.floating)) and math.isfinite(kl) and kl >= 0):
+        raise ConfigError(f"kl: a finite KL >= 0 in nats (got {kl!r})")
+    if kl == 0:
+        return float(pi_ref @ r)
+    top = r >= r.max() - 1e-12 * max(1.0, abs(r.max()))
+    kl_top = -math.log(float(pi_ref[top].sum()))
+    if kl >= kl_top:
+        return float(r.max())
+
+    def gap(log_lam: float) -> float:
+        return kl_divergence(tilted_policy(pi_ref, r, math.exp(log_lam)), pi_ref) - kl
+
+    lo, hi = -20.0, 0.0
+    while gap(hi) < 0 and hi < 60:
+        hi += 5.0
+    lam = math.exp(brentq(gap, lo, hi, xtol=1e-12))
+    return float(tilted_policy(pi_ref, r, lam) @ r)
 
 
 def ipo_fixed_point(beta: float) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 from theorylab.claims import register_claim
 from theorylab.claims.base import Claim, Criterion, Evidence, Tier, all_of, fitted, happened, tiers_of
 from theorylab.claims.citations import AZAR2024
-from theorylab.claims.papers.rafailov2023 import REF_KL, finetune_config, reference_config
+from theorylab.claims.papers.rafailov2023 import REF_KL, FrontierTier, finetune_config, reference_config
 
 # --------------------------------------------------------------------------- one deterministic pair
 
@@ -137,19 +137,9 @@ class DPOHasNoFiniteOptimum(Claim):
 # --------------------------------------------------------------------------- the sequence version
 
 
-class HardTier(Tier):
-    """The reference of ``rafailov2023.frontier`` (``length``, ``d_model``, ``n_layers``, ``ref_steps``), fine-tuned
-    ``steps`` steps by DPO and by IPO on hard-labelled pairs at each beta in ``betas``."""
-
-    length: int = 8
-    betas: tuple[float, ...]
-    d_model: int = 32
-    n_layers: int = 1
-    n_heads: int = 2
-    ref_steps: int = 300
-    steps: int
-    batch_size: int = 64
-    lr: float = 3e-3
+class HardTier(FrontierTier):
+    """The sizes of ``rafailov2023.frontier``'s tiers: its reference (``length``, ``d_model``, ``n_layers``,
+    ``ref_steps``), fine-tuned ``steps`` steps by DPO and by IPO on hard-labelled pairs at each beta in ``betas``."""
 
 
 # Quick: in a one-seed pilot (beta 0.5, 400 steps) DPO put P(a) at 1.000 (KL 5.54 nats of the maximum 5.545) by the
@@ -173,7 +163,7 @@ RISE = 0.01  # nats over the second half of training: still moving, not at a fin
 @register_claim
 class IPOStaysRegularised(Claim):
     id = "azar2024.ipo_stays_regularised"
-    title = "On hard preference labels DPO collapses onto the preferred answer whatever beta; IPO does not"
+    title = "On hard preference labels DPO is driven to the preferred answer whatever beta; IPO is not"
     citation = AZAR2024
     statement = ("With deterministic preferences (the answer with more a always wins), DPO fine-tuning drives the "
                  "policy towards the single most preferred answer whatever beta is: its KL from the reference climbs "

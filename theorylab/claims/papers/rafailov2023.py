@@ -183,6 +183,16 @@ def finetune_config(t: Tier, seed: int, parent, objective: dict[str, Any], beta:
         "seed": seed, "tags": {"claim_setup": f"ab-{objective['name']}"}})
 
 
+def count_problem(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The {a, b} problem with the count reward as a tabular one: ``(pi_ref [2^L], r [2^L])`` over every string."""
+    from theorylab.tasks.preference import ABStringsConfig, reference_log_prob, reward_of, strings
+
+    cfg = ABStringsConfig(length=length)
+    Y = strings(length)
+    pi_ref = np.exp(reference_log_prob(Y, cfg.p_ref).numpy())
+    return pi_ref / pi_ref.sum(), reward_of(Y, cfg).numpy()
+
+
 def tail_of(run, name: str = "tv_to_optimum", frac: float = 0.2) -> float:
     """The absolute change of ``policy/<name>`` over the last ``frac`` of a run's evaluations."""
     from theorylab.measures.phases import tail_change
@@ -238,14 +248,9 @@ class Frontier(Claim):
 
     def measure(self, tier, seed, runs):
         from theorylab.measures.alignment import frontier_reward
-        from theorylab.tasks.preference import ABStringsConfig, reference_log_prob, reward_of, strings
 
         t = self.params(tier)
-        cfg = ABStringsConfig(length=t["length"])
-        Y = strings(t["length"])
-        pi_ref = np.exp(reference_log_prob(Y, cfg.p_ref).numpy())
-        pi_ref /= pi_ref.sum()
-        r = reward_of(Y, cfg).numpy()
+        pi_ref, r = count_problem(t["length"])
         ref_kl = float(runs["reference"].final["policy/kl"])
         out: dict[str, Any] = {"reference_kl": ref_kl, "reference_fit": float(ref_kl <= REF_KL)}
         tvs, gaps, tails, points = {"dpo": [], "rlhf": []}, {"dpo": [], "rlhf": []}, [], {}
@@ -269,17 +274,12 @@ class Frontier(Claim):
     def figures(self, evidence: Evidence) -> dict[str, Any]:
         from theorylab.figures.alignment import reward_kl_frontier
         from theorylab.measures.alignment import ab_closed_form, kl_divergence, tilted_policy
-        from theorylab.tasks.preference import ABStringsConfig, reference_log_prob, reward_of, strings
 
         t = self.params(evidence.tier)
         seeds = [s for s in evidence.seeds if "points" in evidence.series.get(s, {})]
         if not seeds:
             return {}
-        cfg = ABStringsConfig(length=t["length"])
-        Y = strings(t["length"])
-        pi_ref = np.exp(reference_log_prob(Y, cfg.p_ref).numpy())
-        pi_ref /= pi_ref.sum()
-        r = reward_of(Y, cfg).numpy()
+        pi_ref, r = count_problem(t["length"])
         curve = [tilted_policy(pi_ref, r, lam) for lam in np.geomspace(1e-3, 20, 80)]
         kls = [kl_divergence(p, pi_ref) for p in curve]
         rews = [float(p @ r) for p in curve]

@@ -314,8 +314,7 @@ def build_run_config(name: str | None = None, overrides: str | list[str] | None 
         data = {**data, "model": dict(parent[1].get("model", {})), "parent": parent[0]}
         ptask = parent[1].get("task", {})
         if isinstance(data.get("task"), dict) and data["task"].get("name") == ptask.get("name"):
-            data["task"] = deep_merge(dict(ptask), {k: v for k, v in data["task"].items() if k != "name"}
-                                      if config_file is not None or (name in PRESETS) else {})
+            data["task"] = deep_merge(ptask, data["task"])  # a preset's or file's task fields go on top
     data = apply_overrides(data, overrides)
     if seed is not None:
         data["seed"] = seed

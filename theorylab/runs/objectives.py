@@ -32,7 +32,7 @@ exactly).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from pydantic import Field, model_validator
@@ -43,13 +43,14 @@ from theorylab.models.preference import dpo_loss, ipo_loss
 from theorylab.tasks import Batch, Task
 from theorylab.tasks.base import torch_generator
 
-OBJECTIVES = ("task", "dpo", "ipo", "rlhf")
+Objective = Literal["task", "dpo", "ipo", "rlhf"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 class ObjectiveConfig(Config):
     """What a run's steps minimise (module doc)."""
 
-    name: Literal["task", "dpo", "ipo", "rlhf"] = Field("task", description="task (its own loss), dpo, ipo or "
+    name: Objective = Field("task", description="task (its own loss), dpo, ipo or "
                                                                           "rlhf (KL-regularised policy gradient)")
     beta: float | None = Field(None, gt=0, description="KL coefficient; none = the task's beta")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo only: the assumed rate of flipped labels "
@@ -199,18 +200,17 @@ def prepare(cfg: Any, task: Task, model: torch.nn.Module, store: Any, device: to
     """Give a run its parent's weights (when ``fresh``: not resumed from its own checkpoint) and wrap its
     task in its objective.  Raises ConfigError when the parent is not a finished run of the store, was made by
     other code, or has another model shape."""
+    kind = reference_kind(cfg.objective, cfg.parent)
     reference = None
     if cfg.parent is not None:
         parent = load_parent(cfg, store)
         if fresh:
             model.load_state_dict(parent.state_dict())
-        if cfg.objective.name != "task" and reference_kind(cfg.objective, cfg.parent) == "parent":
-            reference = parent.to(device).eval()
-            for p in reference.parameters():
-                p.requires_grad_(False)
+        if cfg.objective.name != "task" and kind == "parent":
+            reference = parent.to(device).eval().requires_grad_(False)
     if cfg.objective.name == "task":
         return task
-    return ObjectiveTask(task, cfg.objective, reference, reference_kind(cfg.objective, cfg.parent))
+    return ObjectiveTask(task, cfg.objective, reference, kind)
 
 
 def load_parent(cfg: Any, store: Any) -> torch.nn.Module:

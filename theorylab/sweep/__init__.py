@@ -260,27 +260,21 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
 
 def waves(units: list[tuple[list[RunConfig], list[str]]]) -> list[list[tuple[list[RunConfig], list[str]]]]:
     """``units`` in waves: a unit whose runs start from a parent (``RunConfig.parent``) trained by another unit
-    goes in a later wave than that unit, so that every parent has finished before its children start.  Raises
-    ConfigError on a cycle (a run that is its own ancestor)."""
+    goes in a later wave than that unit, so that every parent has finished before its children start (a
+    topological order by :class:`graphlib.TopologicalSorter`, one wave per batch of ready units).  A run id hashes
+    its parent's id, so the parent graph has no cycles."""
+    from graphlib import TopologicalSorter
+
     where = {rid: k for k, (_, rids) in enumerate(units) for rid in rids}
-    depth: dict[int, int] = {}
-
-    def level(k: int, seen: frozenset[int] = frozenset()) -> int:
-        if k in depth:
-            return depth[k]
-        if k in seen:
-            raise ConfigError(f"parent: the runs {', '.join(units[k][1])} are their own ancestors")
-        parents = {where[c.parent] for c in units[k][0] if c.parent in where and where[c.parent] != k}
-        depth[k] = 1 + max((level(j, seen | {k}) for j in parents), default=-1)
-        return depth[k]
-
-    out: list[list[tuple[list[RunConfig], list[str]]]] = []
-    for k, unit in enumerate(units):
-        d = level(k)
-        while len(out) <= d:
-            out.append([])
-        out[d].append(unit)
-    return [w for w in out if w]
+    order = TopologicalSorter({k: {where[c.parent] for c in cfgs if c.parent in where} - {k}
+                               for k, (cfgs, _) in enumerate(units)})
+    order.prepare()
+    out = []
+    while order.is_active():
+        ready = sorted(order.get_ready())
+        out.append([units[k] for k in ready])
+        order.done(*ready)
+    return out
 
 
 def _force_pool() -> bool:

@@ -97,6 +97,15 @@ def reference_log_prob(y: torch.Tensor, p_ref: float) -> torch.Tensor:
     return k * math.log(p_ref) + (y.shape[-1] - k) * math.log1p(-p_ref)
 
 
+def first_wins(d: np.ndarray, u: np.ndarray, labels: str) -> np.ndarray:
+    """Whether the first answer of each pair is preferred, given the reward gaps ``d = r_1 - r_2`` [n] and
+    uniform draws ``u`` [n]: with probability ``sigmoid(d)`` (``bt``, Bradley & Terry 1952), or when ``d > 0``
+    with ties by a fair coin (``hard``)."""
+    if labels == "bt":
+        return u < 1.0 / (1.0 + np.exp(-d))
+    return (d > 0) | ((d == 0) & (u < 0.5))
+
+
 def model_inputs(y: torch.Tensor) -> torch.Tensor:
     """What the model reads for responses ``y [n, L]``: ``[BOS, y_1 .. y_{L-1}]`` (``[n, L]`` int64)."""
     bos = torch.full((y.shape[0], 1), BOS, dtype=torch.long, device=y.device)
@@ -143,12 +152,7 @@ class ABStringsTask(Task):
         """``n`` reference pairs as (chosen, rejected), each ``[n, L]``, labelled as ``cfg.labels`` says."""
         y1, y2 = self._draw(rng, n), self._draw(rng, n)
         d = (reward_of(y1, self.cfg) - reward_of(y2, self.cfg)).numpy()
-        u = rng.random(n)
-        if self.cfg.labels == "bt":
-            first = u < 1.0 / (1.0 + np.exp(-d))
-        else:
-            first = (d > 0) | ((d == 0) & (u < 0.5))
-        first_t = torch.from_numpy(first).unsqueeze(1)
+        first_t = torch.from_numpy(first_wins(d, rng.random(n), self.cfg.labels)).unsqueeze(1)
         return torch.where(first_t, y1, y2), torch.where(first_t, y2, y1)
 
     def train_batch(self, step: int, batch_size: int | None) -> Batch:
@@ -259,6 +263,14 @@ def tabular_problem(rng: np.random.Generator, K: int = 6, prompts: int = 1, ref_
     return TabularProblem(pi_ref, reward_scale * rng.standard_normal((prompts, K)))
 
 
+def ab_tabular(cfg: ABStringsConfig) -> TabularProblem:
+    """The {a, b}-string problem as a tabular one: one prompt, every string of :func:`strings` a response, the
+    exact reference and the true reward (``pi_ref``, ``r`` [1, 2^L])."""
+    Y = strings(cfg.length)
+    pi_ref = np.exp(reference_log_prob(Y, cfg.p_ref).numpy())
+    return TabularProblem((pi_ref / pi_ref.sum())[None], reward_of(Y, cfg).numpy()[None])
+
+
 def sample_pairs(problem: TabularProblem, n: int, rng: np.random.Generator, labels: str = "bt"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` labelled pairs ``(prompt, chosen, rejected)`` (int arrays ``[n]``): a prompt uniformly, two
@@ -274,11 +286,10 @@ def sample_pairs(problem: TabularProblem, n: int, rng: np.random.Generator, labe
     while same.any():
         j[same] = [rng.choice(K, p=problem.pi_ref[p]) for p in x[same]]
         same = i == j
-    d = problem.r[x, i] - problem.r[x, j]
-    u = rng.random(n)
-    first = u < 1.0 / (1.0 + np.exp(-d)) if labels == "bt" else (d > 0) | ((d == 0) & (u < 0.5))
+    first = first_wins(problem.r[x, i] - problem.r[x, j], rng.random(n), labels)
     return x, np.where(first, i, j), np.where(first, j, i)
 
 
-__all__ = ["ABStringsConfig", "ABStringsTask", "TabularProblem", "tabular_problem", "sample_pairs", "strings",
+__all__ = ["ABStringsConfig", "ABStringsTask", "TabularProblem", "tabular_problem", "sample_pairs", "ab_tabular",
+           "first_wins", "strings",
            "reward_of", "reference_log_prob", "response_log_prob", "model_inputs"]

@@ -70,24 +70,14 @@ def curves(tier: Tier, seed: int) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from theorylab.measures.alignment import best_of_n_policy, fit_bradley_terry, kl_divergence, tilted_policy
-    from theorylab.tasks.preference import (
-        ABStringsConfig,
-        TabularProblem,
-        reference_log_prob,
-        reward_of,
-        sample_pairs,
-        strings,
-    )
+    from theorylab.tasks.preference import ABStringsConfig, ab_tabular, sample_pairs, strings
 
     t = tier
-    cfg = ABStringsConfig(length=t["length"], reward="peaked", peak=t["peak"])
-    Y = strings(t["length"])
-    gold = reward_of(Y, cfg).numpy()
-    pi_ref = np.exp(reference_log_prob(Y, cfg.p_ref).numpy())
-    pi_ref /= pi_ref.sum()
-    phi = (Y.numpy() == 0).astype(np.float64)
+    problem = ab_tabular(ABStringsConfig(length=t["length"], reward="peaked", peak=t["peak"]))
+    pi_ref, gold = problem.pi_ref[0], problem.r[0]
+    phi = (strings(t["length"]).numpy() == 0).astype(np.float64)  # the proxy's features: token i is a
     rng = np.random.default_rng([seed, 0x6A0])
-    _, w_i, l_i = sample_pairs(TabularProblem(pi_ref[None], gold[None]), t["n_pairs"], rng, "bt")
+    _, w_i, l_i = sample_pairs(problem, t["n_pairs"], rng, "bt")
     w = fit_bradley_terry(phi[w_i], phi[l_i], l2=t["l2"])
     proxy = phi @ w
     g0, p0 = float(pi_ref @ gold), float(pi_ref @ proxy)

@@ -184,13 +184,11 @@ def finetune_config(t: Tier, seed: int, parent, objective: dict[str, Any], beta:
 
 
 def count_problem(length: int) -> tuple[np.ndarray, np.ndarray]:
-    """The {a, b} problem with the count reward as a tabular one: ``(pi_ref [2^L], r [2^L])`` over every string."""
-    from theorylab.tasks.preference import ABStringsConfig, reference_log_prob, reward_of, strings
+    """The {a, b} problem with the count reward over every string: ``(pi_ref [2^L], r [2^L])``."""
+    from theorylab.tasks.preference import ABStringsConfig, ab_tabular
 
-    cfg = ABStringsConfig(length=length)
-    Y = strings(length)
-    pi_ref = np.exp(reference_log_prob(Y, cfg.p_ref).numpy())
-    return pi_ref / pi_ref.sum(), reward_of(Y, cfg).numpy()
+    prob = ab_tabular(ABStringsConfig(length=length))
+    return prob.pi_ref[0], prob.r[0]
 
 
 def tail_of(run, name: str = "tv_to_optimum", frac: float = 0.2) -> float:
@@ -287,8 +285,8 @@ class Frontier(Claim):
         for s in seeds:
             for label, pt in evidence.series[s]["points"].items():
                 points.setdefault(label, []).append(tuple(pt))
-        optimum = {f"pi* beta={b:g}": (ab_closed_form(t["length"], b)["kl"], ab_closed_form(t["length"], b)["reward"])
-                   for b in t["betas"]}
+        closed = {b: ab_closed_form(t["length"], b) for b in t["betas"]}
+        optimum = {f"pi* beta={b:g}": (cf["kl"], cf["reward"]) for b, cf in closed.items()}
         return {"frontier": reward_kl_frontier(kls, rews, points, optimum,
                                                title=f"ab_strings L={t['length']}, {evidence.tier} tier: fine-tuned "
                                                      "policies against the exact frontier")}

@@ -25,6 +25,11 @@ the {a, b}-string frontier and best-of-n.
   samples from the reference, and its KL from the reference, which tends to ``log n - (n - 1) / n`` when
   no two outcomes tie (Stiennon et al. 2020, appendix; Gao et al. 2023, §2).
 
+* **Monte Carlo** (:func:`monte_carlo_mean`, :func:`importance_sampled_optimum`): where the responses cannot
+  be enumerated, a policy's reward and KL are sample means with normal 95% intervals, and ``pi*`` is estimated by
+  self-normalised importance sampling from reference draws, with bootstrap intervals and its effective sample
+  size.
+
 Probabilities are float64 numpy arrays; KL in nats.  Every function raises ConfigError (one line) on bad input.
 """
 
@@ -38,7 +43,8 @@ from theorylab.errors import ConfigError
 
 __all__ = ["fit_overoptimization", "OveroptimizationFit", "fit_bradley_terry", "kl_divergence", "kl_optimal_policy", "regularized_objective", "total_variation", "ipo_fixed_point",
            "ab_closed_form", "best_of_n_policy", "best_of_n_kl", "population_preference_fit",
-           "deterministic_pair_trajectory", "tilted_policy", "frontier_reward"]
+           "deterministic_pair_trajectory", "tilted_policy", "frontier_reward", "monte_carlo_mean",
+           "importance_sampled_optimum"]
 
 
 def _dist(p, name: str) -> np.ndarray:
@@ -333,3 +339,56 @@ def fit_overoptimization(kl, gold, form: str = "bon", bootstrap: int = 200, seed
         ci = {name: (float(np.quantile(draws[:, j], 0.025)), float(np.quantile(draws[:, j], 0.975)))
               for j, name in enumerate(("alpha", "beta"))}
     return OveroptimizationFit(form, alpha, beta, ci)
+
+
+# --------------------------------------------------------------------------- Monte Carlo, where nothing enumerates
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: two-sided 95% normal intervals
+
+
+def monte_carlo_mean(values) -> tuple[float, float, float]:
+    """The sample mean of ``values`` [n] (n >= 2) with its normal-approximation 95% interval, ``(mean, lo, hi)``
+    = ``mean ± 1.96 s / sqrt(n)`` (the central limit theorem; ``s`` the sample standard deviation).  Used for a
+    policy's expected reward and for ``KL(pi || pi_ref) = E_pi[log pi(y) - log pi_ref(y)]`` from samples
+    ``y ~ pi``.  Raises ConfigError for fewer than 2 finite values."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size < 2 or not np.all(np.isfinite(v)):
+        raise ConfigError("monte_carlo_mean: needs 2 or more finite values")
+    m = float(v.mean())
+    h = Z95 * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return m, m - h, m + h
+
+
+def importance_sampled_optimum(rewards, beta: float, resamples: int = 200, seed: int = 0) -> dict[str, float]:
+    """The KL-regularised optimum ``pi* ∝ pi_ref exp(r / beta)`` (Rafailov et al. 2023, eq. 4) estimated by
+    self-normalised importance sampling from ``n`` draws ``y_i ~ pi_ref`` with rewards ``rewards [n]``: weights
+    ``w_i = exp(r_i / beta)``, ``E*[r] ≈ sum w r / sum w``, ``log Z ≈ log mean w`` and
+    ``KL(pi* || pi_ref) = E*[r] / beta - log Z`` (nats).  Returns ``reward``, ``kl`` with 95% percentile-bootstrap
+    bounds (``reward_lo``/``_hi``, ``kl_lo``/``_hi``; ``resamples`` resamples of the draws, generator ``seed``) and
+    the effective sample size ``ess = (sum w)^2 / sum w^2`` (Kong 1992): the estimate is trustworthy only when
+    ``ess`` is a fair fraction of ``n`` (a large ``1/beta`` times the reward's spread makes it collapse).
+    Raises ConfigError for fewer than 2 finite rewards or beta <= 0."""
+    r = np.asarray(rewards, dtype=np.float64).ravel()
+    b = _beta(beta)
+    if r.size < 2 or not np.all(np.isfinite(r)):
+        raise ConfigError("importance_sampled_optimum: needs 2 or more finite rewards")
+
+    def estimate(x: np.ndarray) -> tuple[float, float]:
+        lw = x / b
+        top = lw.max()
+        w = np.exp(lw - top)
+        er = float((w * x).sum() / w.sum())
+        log_z = top + math.log(w.mean())
+        return er, er / b - log_z
+
+    er, kl = estimate(r)
+    w = np.exp(r / b - (r / b).max())
+    out = {"reward": er, "kl": max(kl, 0.0), "ess": float(w.sum() ** 2 / (w ** 2).sum()), "n": float(r.size)}
+    rng = np.random.default_rng(seed)
+    draws = np.array([estimate(r[rng.integers(0, r.size, r.size)]) for _ in range(int(resamples))])
+    for j, name in enumerate(("reward", "kl")):
+        lo, hi = np.quantile(draws[:, j], [0.025, 0.975])
+        out[f"{name}_lo"], out[f"{name}_hi"] = float(lo), float(hi)
+    out["kl_lo"] = max(out["kl_lo"], 0.0)
+    return out
+

@@ -162,7 +162,11 @@ def train(
                                                            "from its final weights, keep its model, and use it as "
                                                            "the frozen reference of a preference objective"),
     objective: str | None = typer.Option(None, "--objective", help="what the steps minimise: task (its own loss), "
-                                                                 "dpo, ipo or rlhf (same as objective.name=...)"),
+                                                                 "dpo, ipo, rlhf or reward_model (same as "
+                                                                 "objective.name=...)"),
+    reward_model: str | None = typer.Option(None, "--reward-model", help="rlhf: optimise the value of this stored "
+                                                                       "reward_model run (id or unique prefix) "
+                                                                       "instead of the task's true reward"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train one model on one task (or one per seed) and store the run."""
@@ -180,6 +184,8 @@ def train(
     extra = ["train.stepper=stacked"] if stack else []
     if objective is not None:
         extra.append(f"objective.name={objective}")
+    if reward_model is not None:
+        extra.append(f"objective.reward_model={store().find_run(reward_model).id}")
     parent = None
     if from_run is not None:
         rec = store().find_run(from_run)

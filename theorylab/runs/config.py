@@ -128,7 +128,12 @@ class RunConfig(Config):
             data = {**data, "task": task}
         model = data.get("model", {})
         if isinstance(task, TaskConfig) and isinstance(model, dict):
-            model = {**task.model_defaults(), **model}
+            objective = data.get("objective")
+            name = objective.get("name") if isinstance(objective, dict) else getattr(objective, "name", None)
+            defaults = task.model_defaults()
+            if name == "reward_model" and hasattr(task, "reward_model_defaults"):  # a value head (objectives)
+                defaults = {**defaults, **task.reward_model_defaults()}
+            model = {**defaults, **model}
             data = {**data, "model": validate(TransformerConfig, model, prefix="model.")}
         return data
 
@@ -143,7 +148,8 @@ class RunConfig(Config):
     def _check_objective(self) -> RunConfig:
         from theorylab.tasks import get_task
 
-        check_objective(self.objective, get_task(self.task.name), self.task, self.parent, self.train.stepper)
+        check_objective(self.objective, get_task(self.task.name), self.task, self.parent, self.train.stepper,
+                        self.model)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,15 @@ A run's ``objective`` section names what its steps minimise (``objective.name``)
   al. 2017, eq. 7) ``-mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A))``, ``rho = pi(y) / pi_old(y)``, each
   sample batch used for ``ppo_epochs`` consecutive steps.
 
+* ``reward_model``: a Bradley–Terry reward model trained on the task's labelled pairs (Christiano et al. 2017;
+  Stiennon et al. 2020, eq. 1): the loss ``-log sigmoid(r(y_w) - r(y_l))``, where ``r(y)`` is the model's value
+  head, the unembedding with one output (``model.d_vocab_out = 1``) read at the last position of
+  :meth:`reward_model_inputs` (the prompt and the whole response), as a sequence-classification head reads the
+  last token.  It trains from scratch (no parent) and is evaluated on held-out pairs (``rm/...``).  An
+  ``rlhf`` run names it as ``objective.reward_model`` (a run id) to optimise this learned proxy instead of the
+  task's true reward; its evaluation then adds the proxy reward beside the true one (Gao et al. 2023's
+  over-optimisation).
+
 The reference ``pi_ref`` (``objective.reference``) is the frozen parent model (``parent``, a run id: the
 run's model starts from the parent's final weights), the task's exact reference (``task``: tasks that know
 it, such as ``ab_strings``), or none (``none``: the reference-free variants, ``log pi_ref = 0``); ``auto``
@@ -28,30 +37,38 @@ them, and ``preference_batch``, ``prompt_batch``, ``reward``, ``reference_log_pr
 ``response_log_prob``); they train with the single stepper.  A PPO run resumed in the middle of a block of
 ``ppo_epochs`` steps redraws that block's samples from the restored policy (documented; REINFORCE resumes
 exactly).
+
+**Evaluation.**  Tasks that enumerate their responses (``ab_strings``) report exact policy metrics; for the
+others (``pcfg_preference``) :meth:`ObjectiveTask.evaluate` adds Monte Carlo estimates from
+``n_eval_samples`` policy samples with 95% intervals: ``policy/kl_mc`` (``E_pi[log pi - log pi_ref]``),
+``policy/proxy_reward`` with a reward model, and the optimum's reward and KL estimated by self-normalised
+importance sampling from as many reference samples (``policy/optimum_reward_is``, ``policy/optimum_kl_is``,
+``policy/optimum_ess``; :func:`theorylab.measures.alignment.importance_sampled_optimum`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 
 from theorylab.config import Config, register_section
 from theorylab.errors import ConfigError
-from theorylab.models.preference import dpo_loss, ipo_loss
+from theorylab.models.preference import bradley_terry_loss, dpo_loss, ipo_loss
 from theorylab.tasks import Batch, Task
 from theorylab.tasks.base import torch_generator
 
-Objective = Literal["task", "dpo", "ipo", "rlhf"]
+Objective = Literal["task", "dpo", "ipo", "rlhf", "reward_model"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 class ObjectiveConfig(Config):
     """What a run's steps minimise (module doc)."""
 
-    name: Objective = Field("task", description="task (its own loss), dpo, ipo or "
-                                                                          "rlhf (KL-regularised policy gradient)")
+    name: Objective = Field("task", description="task (its own loss), dpo, ipo, rlhf (KL-regularised policy "
+                                                "gradient) or reward_model (a Bradley-Terry value head)")
     beta: float | None = Field(None, gt=0, description="KL coefficient; none = the task's beta")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo only: the assumed rate of flipped labels "
                                                                  "(conservative DPO); 0 = the original loss")
@@ -63,6 +80,9 @@ class ObjectiveConfig(Config):
     ppo_clip: float | None = Field(None, gt=0, lt=1, description="rlhf only: PPO's clip range eps; none = "
                                                                  "REINFORCE")
     ppo_epochs: int = Field(1, ge=1, description="rlhf with ppo_clip: steps each sample batch is used for")
+    reward_model: str | None = Field(None, description="rlhf only: a finished reward_model run of the same task "
+                                                      "whose value is the reward (a learned proxy); none = the "
+                                                      "task's true reward")
 
     @model_validator(mode="after")
     def _check(self) -> ObjectiveConfig:
@@ -71,6 +91,10 @@ class ObjectiveConfig(Config):
         if self.name != "rlhf" and (self.ppo_clip is not None or self.ppo_epochs != 1 or
                                     self.baseline != "leave_one_out"):
             raise ValueError("baseline, ppo_clip and ppo_epochs apply to rlhf only")
+        if self.name != "rlhf" and self.reward_model is not None:
+            raise ValueError("reward_model applies to rlhf only")
+        if self.name == "reward_model" and (self.beta is not None or self.reference != "auto"):
+            raise ValueError("beta and reference do not apply to a reward_model run")
         if self.ppo_epochs > 1 and self.ppo_clip is None:
             raise ValueError("ppo_epochs > 1 needs ppo_clip (REINFORCE uses each sample once)")
         return self
@@ -80,21 +104,32 @@ register_section(ObjectiveConfig, "objective")
 
 
 def check_objective(objective: ObjectiveConfig, task_cls: type[Task], task_cfg: Any, parent: str | None,
-                    stepper: str) -> None:
-    """Refuse (one ConfigError line) an objective the task cannot serve, a missing beta or reference, or the
-    stacked stepper with a preference objective."""
+                    stepper: str, model: Any = None) -> None:
+    """Refuse (one ConfigError line) an objective the task cannot serve, a missing beta or reference, a
+    reward model with a parent or without a one-output head, or the stacked stepper with a preference
+    objective."""
     if objective.name == "task":
         return
     supported = getattr(task_cls, "objectives", ())
     if objective.name not in supported:
         raise ConfigError(f"objective.name: {objective.name!r} needs a task with preference data; task "
                           f"{task_cfg.name!r} offers {', '.join(supported) or 'only its own loss (task)'}")
+    if stepper != "single":
+        raise ConfigError(f"train.stepper: objective {objective.name!r} trains with the single stepper")
+    if objective.name == "reward_model":
+        if parent is not None:
+            raise ConfigError("parent: a reward_model run trains its value head from scratch; drop the parent")
+        if model is not None and model.vocab_out != 1:
+            raise ConfigError(f"model.d_vocab_out: a reward model's value head has 1 output (got {model.vocab_out})")
+        return
+    if objective.reference == "task" or (objective.reference == "auto" and parent is None):
+        if not hasattr(task_cls, "reference_log_prob"):
+            raise ConfigError(f"objective.reference: task {task_cfg.name!r} has no exact reference; fine-tune from "
+                              "a parent run (--from RUN), whose frozen model is the reference, or set none")
     if objective.beta is None and getattr(task_cfg, "beta", None) is None:
         raise ConfigError("objective.beta: required (the task has no beta of its own)")
     if objective.reference == "parent" and parent is None:
         raise ConfigError("objective.reference: 'parent' needs a parent run (parent=RUN, or --from RUN)")
-    if stepper != "single":
-        raise ConfigError(f"train.stepper: objective {objective.name!r} trains with the single stepper")
 
 
 def reference_kind(objective: ObjectiveConfig, parent: str | None) -> str:
@@ -104,26 +139,36 @@ def reference_kind(objective: ObjectiveConfig, parent: str | None) -> str:
     return objective.reference
 
 
-class ObjectiveTask(Task):
-    """A task whose training loss is an alignment objective (module doc); evaluation is the inner task's."""
+def reward_value(model: torch.nn.Module, task: Task, y: torch.Tensor) -> torch.Tensor:
+    """A reward model's value of responses ``y [n, L]``: its one-output head at the last position of
+    ``task.reward_model_inputs(y)`` (float64 ``[n]``; module doc)."""
+    return model(task.reward_model_inputs(y))[:, -1, 0].double()
 
-    def __init__(self, inner: Task, objective: ObjectiveConfig, reference: torch.nn.Module | None, kind: str):
+
+class ObjectiveTask(Task):
+    """A task whose training loss is an alignment objective (module doc); evaluation is the inner task's, with
+    the additions the module doc lists."""
+
+    def __init__(self, inner: Task, objective: ObjectiveConfig, reference: torch.nn.Module | None, kind: str,
+                 reward_model: torch.nn.Module | None = None):
         super().__init__(inner.cfg, inner.seed)
         self.inner, self.objective, self.reference, self.kind = inner, objective, reference, kind
-        self.beta = float(objective.beta if objective.beta is not None else inner.cfg.beta)
+        self.reward_model = reward_model
+        beta = objective.beta if objective.beta is not None else getattr(inner.cfg, "beta", None)
+        self.beta = float(beta) if beta is not None else float("nan")
         self._ppo: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (block start, responses, old log pi)
+        self._optimum: dict[str, float] | None = None  # the importance-sampled optimum (the reference is frozen)
 
     # ---------------------------------------------------------------- data
     def train_batch(self, step: int, batch_size: int | None) -> Batch:
-        if self.objective.name in ("dpo", "ipo"):
+        if self.objective.name in ("dpo", "ipo", "reward_model"):
             return self.inner.preference_batch(step, batch_size)
         return self.inner.prompt_batch(step, batch_size)
 
     def eval_sets(self) -> dict[str, Batch]:
+        if self.objective.name == "reward_model":
+            return {}
         return self.inner.eval_sets()
-
-    def evaluate(self, model, device, dtype, eval_bs):
-        return self.inner.evaluate(model, device, dtype, eval_bs)
 
     def metrics(self, model, batch, out=None):
         return self.inner.metrics(model, batch, out)
@@ -137,9 +182,21 @@ class ObjectiveTask(Task):
         with torch.no_grad():
             return self.inner.response_log_prob(self.reference, y)
 
+    def reward(self, y: torch.Tensor) -> torch.Tensor:
+        """The reward the policy gradient optimises (float64 ``[n]``): the reward model's value when the run
+        names one, else the task's true reward."""
+        if self.reward_model is None:
+            return self.inner.reward(y).double()
+        with torch.no_grad():
+            return reward_value(self.reward_model, self.inner, y)
+
     def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The objective's mean loss over the batch (float64 scalar) and the policy's log-probabilities it
-        came from."""
+        """The objective's mean loss over the batch (float64 scalar) and the policy's log-probabilities (or the
+        reward model's values) it came from."""
+        if self.objective.name == "reward_model":
+            y_w, y_l = batch.targets, batch.extras["targets_l"]
+            r = reward_value(model, self.inner, torch.cat([y_w, y_l]))
+            return bradley_terry_loss(r[: len(y_w)], r[len(y_w):]).mean(), r
         if self.objective.name in ("dpo", "ipo"):
             y_w, y_l = batch.targets, batch.extras["targets_l"]
             logp = self.inner.response_log_prob(model, torch.cat([y_w, y_l]))
@@ -152,12 +209,12 @@ class ObjectiveTask(Task):
             return loss, logp
         return self._policy_gradient(model, batch)
 
-    def sample(self, model: torch.nn.Module, prompts: torch.Tensor, step: int) -> torch.Tensor:
+    def sample(self, model: torch.nn.Module, prompts: torch.Tensor, step: int, stream: int = 3) -> torch.Tensor:
         """Responses ``[B, L]`` sampled from ``model`` after ``prompts [B, P]`` with a generator derived from
-        (run seed, ``step``)."""
+        (run seed, ``stream``, ``step``)."""
         from theorylab.models.decoding import generate
 
-        gen = torch_generator(self.seed, 3, step)
+        gen = torch_generator(self.seed, stream, step)
         if prompts.device.type != "cpu":
             gen = torch.Generator(device=prompts.device).manual_seed(int(gen.initial_seed()))
         with torch.no_grad():
@@ -178,7 +235,7 @@ class ObjectiveTask(Task):
             old = logp.detach()
             if ppo:
                 self._ppo = (block, y, old)
-        r = self.inner.reward(y).double()
+        r = self.reward(y)
         ret = r - self.beta * (old - self._ref_log_prob(y))  # shaped return, from the sampling policy
         n = ret.numel()
         if self.objective.baseline == "leave_one_out" and n > 1:
@@ -194,12 +251,85 @@ class ObjectiveTask(Task):
         rho = torch.exp(logp - old)
         return -torch.minimum(rho * adv, rho.clamp(1 - eps, 1 + eps) * adv).mean(), logp
 
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, model, device, dtype, eval_bs):
+        """The inner task's evaluation, plus: a reward model's held-out metrics (``rm/...``) in place of the
+        inner task's; the proxy reward of a policy trained on a reward model; and, where the inner task cannot
+        enumerate its responses, Monte Carlo estimates with 95% intervals (module doc)."""
+        if self.objective.name == "reward_model":
+            return self._evaluate_reward_model(model, device, eval_bs)
+        out = self.inner.evaluate(model, device, dtype, eval_bs) or {}
+        if hasattr(self.inner, "policy"):  # exact: every response enumerated
+            if self.reward_model is not None:
+                pi = self.inner.policy(model, device, eval_bs)
+                proxy = self._values(self.reward_model, self.inner.all_strings.to(device or "cpu"), eval_bs)
+                out["policy/proxy_reward"] = float(pi @ proxy.cpu())
+            return out
+        out.update(self._monte_carlo(model, device))
+        return out
+
+    @torch.no_grad()
+    def _values(self, rm: torch.nn.Module, y: torch.Tensor, rows: int) -> torch.Tensor:
+        return torch.cat([reward_value(rm, self.inner, y[i:i + rows]) for i in range(0, len(y), rows)])
+
+    @torch.no_grad()
+    def _evaluate_reward_model(self, model, device, eval_bs) -> dict[str, float]:
+        """``rm/loss`` (Bradley–Terry, nats) and ``rm/accuracy`` (the labelled winner scores higher) on the task's
+        held-out pairs; ``rm/order_accuracy``: the same against the true reward's order, over pairs whose true
+        rewards differ; ``rm/corr``: the Pearson correlation of the value with the true reward over every
+        response, where the task enumerates them."""
+        pairs = self.inner.heldout_pairs()
+        y_w, y_l = pairs.targets.to(device or "cpu"), pairs.extras["targets_l"].to(device or "cpu")
+        r_w, r_l = self._values(model, y_w, eval_bs), self._values(model, y_l, eval_bs)
+        t_w, t_l = self.inner.reward(y_w).double(), self.inner.reward(y_l).double()
+        differ = t_w != t_l
+        order = ((r_w > r_l) == (t_w > t_l))[differ].double()
+        out = {"rm/loss": float(bradley_terry_loss(r_w, r_l).mean()),
+               "rm/accuracy": float((r_w > r_l).double().mean()),
+               "rm/order_accuracy": float(order.mean()) if order.numel() else float("nan")}
+        if hasattr(self.inner, "all_strings"):
+            v = self._values(model, self.inner.all_strings.to(device or "cpu"), eval_bs).cpu()
+            t = self.inner.all_rewards.double()
+            out["rm/corr"] = float(torch.corrcoef(torch.stack([v, t]))[0, 1]) if v.std() > 0 else 0.0
+        return out
+
+    def _monte_carlo(self, model, device) -> dict[str, float]:
+        """Monte Carlo estimates (module doc) from ``n_eval_samples`` samples of the policy and of the reference
+        (fixed generators: every evaluation of a run reads the same random numbers)."""
+        from theorylab.measures.alignment import importance_sampled_optimum, monte_carlo_mean
+
+        n = int(getattr(self.inner.cfg, "n_eval_samples", 512))
+        prompts = self.inner.prompt_batch(0, n).tokens.to(device or "cpu")
+        y = self.sample(model, prompts, 0, stream=11)
+        out: dict[str, float] = {}
+        if self.kind != "none":
+            with torch.no_grad():
+                gap = self.inner.response_log_prob(model, y) - self._ref_log_prob(y)
+            out["policy/kl_mc"], out["policy/kl_mc_lo"], out["policy/kl_mc_hi"] = monte_carlo_mean(gap.cpu().numpy())
+        if self.reward_model is not None:
+            m = monte_carlo_mean(self.reward(y).cpu().numpy())
+            out["policy/proxy_reward"], out["policy/proxy_reward_lo"], out["policy/proxy_reward_hi"] = m
+        if self._optimum is None and self.kind != "none":
+            if self.kind == "parent":
+                ref = self.sample(self.reference, prompts, 0, stream=12)
+            else:
+                ref = self.inner.sample_reference(n, np.random.default_rng([self.seed, 12])).to(prompts.device)
+            self._optimum = importance_sampled_optimum(self.inner.reward(ref).double().cpu().numpy(), self.beta,
+                                                       seed=self.seed % 2**32)
+        if self._optimum is not None:
+            o = self._optimum
+            out.update({"policy/optimum_reward_is": o["reward"], "policy/optimum_reward_is_lo": o["reward_lo"],
+                        "policy/optimum_reward_is_hi": o["reward_hi"], "policy/optimum_kl_is": o["kl"],
+                        "policy/optimum_kl_is_lo": o["kl_lo"], "policy/optimum_kl_is_hi": o["kl_hi"],
+                        "policy/optimum_ess": o["ess"]})
+        return out
+
 
 def prepare(cfg: Any, task: Task, model: torch.nn.Module, store: Any, device: torch.device, fresh: bool
             ) -> Task:
     """Give a run its parent's weights (when ``fresh``: not resumed from its own checkpoint) and wrap its
-    task in its objective.  Raises ConfigError when the parent is not a finished run of the store, was made by
-    other code, or has another model shape."""
+    task in its objective.  Raises ConfigError when the parent (or the reward model) is not a finished run of
+    the store, was made by other code, or does not fit (another model shape; a reward model of another task)."""
     kind = reference_kind(cfg.objective, cfg.parent)
     reference = None
     if cfg.parent is not None:
@@ -210,22 +340,44 @@ def prepare(cfg: Any, task: Task, model: torch.nn.Module, store: Any, device: to
             reference = parent.to(device).eval().requires_grad_(False)
     if cfg.objective.name == "task":
         return task
-    return ObjectiveTask(task, cfg.objective, reference, kind)
+    rm = None
+    if cfg.objective.reward_model is not None:
+        rm = load_reward_model(cfg, store).to(device).eval().requires_grad_(False)
+    return ObjectiveTask(task, cfg.objective, reference, kind, rm)
+
+
+def _finished_run(store: Any, run_id: str, field: str) -> Any:
+    """The store's record of a finished run made by this code (ConfigError naming ``field`` otherwise)."""
+    from theorylab.runs.config import is_stale
+
+    if store is None:
+        raise ConfigError(f"{field}: run {run_id} is read from a store; train with one")
+    rec = store.get_run(run_id) if store.db_path.exists() else None
+    if rec is None:
+        raise ConfigError(f"{field}: run {run_id} is not in the store {store.root}; train it first")
+    if rec.status != "finished":
+        raise ConfigError(f"{field}: run {run_id} is {rec.status}, not finished; finish it first")
+    if is_stale(rec.config, rec.id):
+        raise ConfigError(f"{field}: run {run_id} was made by other code than this; train it again")
+    return rec
+
+
+def load_reward_model(cfg: Any, store: Any) -> torch.nn.Module:
+    """The final model of the run named by ``cfg.objective.reward_model``: a finished ``reward_model`` run of
+    the same task (ConfigError otherwise)."""
+    rid = cfg.objective.reward_model
+    rec = _finished_run(store, rid, "objective.reward_model")
+    if rec.config.get("objective", {}).get("name") != "reward_model":
+        raise ConfigError(f"objective.reward_model: run {rid} is not a reward_model run")
+    if rec.config.get("task", {}).get("name") != cfg.task.name:
+        raise ConfigError(f"objective.reward_model: run {rid} scores task {rec.config['task'].get('name')!r}, "
+                          f"not {cfg.task.name!r}")
+    return store.load_model(rec.id)
 
 
 def load_parent(cfg: Any, store: Any) -> torch.nn.Module:
     """The parent run's final model (module doc)."""
-    from theorylab.runs.config import is_stale
-
-    if store is None:
-        raise ConfigError(f"parent: run {cfg.parent} is read from a store; train with one")
-    rec = store.get_run(cfg.parent) if store.db_path.exists() else None
-    if rec is None:
-        raise ConfigError(f"parent: run {cfg.parent} is not in the store {store.root}; train it first")
-    if rec.status != "finished":
-        raise ConfigError(f"parent: run {cfg.parent} is {rec.status}, not finished; finish it first")
-    if is_stale(rec.config, rec.id):
-        raise ConfigError(f"parent: run {cfg.parent} was made by other code than this; train it again")
+    rec = _finished_run(store, cfg.parent, "parent")
     if rec.config.get("model") != cfg.model.to_dict():
         raise ConfigError(f"model: differs from parent run {cfg.parent}'s model; a fine-tuned run keeps its "
                           "parent's model (use --from, which copies it)")
@@ -233,4 +385,4 @@ def load_parent(cfg: Any, store: Any) -> torch.nn.Module:
 
 
 __all__ = ["OBJECTIVES", "ObjectiveConfig", "ObjectiveTask", "check_objective", "prepare", "load_parent",
-           "reference_kind"]
+           "load_reward_model", "reference_kind", "reward_value"]

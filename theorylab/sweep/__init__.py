@@ -259,14 +259,16 @@ def run_sweep(configs: Sequence[Any], store: Store | None = None, backend: str =
 
 
 def waves(units: list[tuple[list[RunConfig], list[str]]]) -> list[list[tuple[list[RunConfig], list[str]]]]:
-    """``units`` in waves: a unit whose runs start from a parent (``RunConfig.parent``) trained by another unit
-    goes in a later wave than that unit, so that every parent has finished before its children start (a
+    """``units`` in waves: a unit whose runs start from a parent (``RunConfig.parent``) or read a reward model
+    (``objective.reward_model``) trained by another unit goes in a later wave than that unit, so that every
+    such run has finished before the runs that need it start (a
     topological order by :class:`graphlib.TopologicalSorter`, one wave per batch of ready units).  A run id hashes
     its parent's id, so the parent graph has no cycles."""
     from graphlib import TopologicalSorter
 
     where = {rid: k for k, (_, rids) in enumerate(units) for rid in rids}
-    order = TopologicalSorter({k: {where[c.parent] for c in cfgs if c.parent in where} - {k}
+    order = TopologicalSorter({k: {where[d] for c in cfgs for d in (c.parent, c.objective.reward_model)
+                                   if d in where} - {k}
                                for k, (cfgs, _) in enumerate(units)})
     order.prepare()
     out = []

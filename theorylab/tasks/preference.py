@@ -69,6 +69,10 @@ class ABStringsConfig(TaskConfig):
     def model_defaults(self) -> dict[str, Any]:
         return {"d_vocab": 3, "d_vocab_out": 2, "n_ctx": self.length}
 
+    def reward_model_defaults(self) -> dict[str, Any]:
+        """A reward model reads ``[BOS, y_1 .. y_L]`` and its value head has one output."""
+        return {"n_ctx": self.length + 1, "d_vocab_out": 1}
+
     def rows_per_step(self) -> int:
         return 64
 
@@ -112,6 +116,11 @@ def model_inputs(y: torch.Tensor) -> torch.Tensor:
     return torch.cat([bos, y[:, :-1]], dim=1)
 
 
+def reward_model_inputs(y: torch.Tensor) -> torch.Tensor:
+    """A reward model's input ``[n, L + 1]``: BOS then the whole response ``y [n, L]``."""
+    return torch.cat([torch.full_like(y[:, :1], BOS), y], 1)
+
+
 def response_log_prob(model: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
     """``log pi(y)`` (``[n]``, float64) of responses ``y [n, L]`` under a model of this task: the sum of the
     next-token log-probabilities over the two output tokens.  Differentiable."""
@@ -127,7 +136,7 @@ class ABStringsTask(Task):
     :meth:`prompt_batch` and :meth:`reward`."""
 
     Config = ABStringsConfig
-    objectives: ClassVar[tuple[str, ...]] = ("dpo", "ipo", "rlhf")
+    objectives: ClassVar[tuple[str, ...]] = ("dpo", "ipo", "rlhf", "reward_model")
 
     def __init__(self, cfg: ABStringsConfig, seed: int = 0):
         super().__init__(cfg, seed)
@@ -172,6 +181,19 @@ class ABStringsTask(Task):
                 idx = torch.from_numpy(np.sort(step_rng(self.seed, step, 1).choice(len(w), batch_size, replace=False)))
                 w, lo = w[idx], lo[idx]
         return Batch(tokens=model_inputs(w), targets=w, extras={"tokens_l": model_inputs(lo), "targets_l": lo})
+
+    def heldout_pairs(self, n: int = 1024) -> Batch:
+        """``n`` labelled reference pairs never trained on (a seed stream of their own), in
+        :meth:`preference_batch`'s layout: a reward model's test set."""
+        w, lo = self._labelled_pairs(np.random.default_rng([self.seed, 0xAB7]), n)
+        return Batch(tokens=model_inputs(w), targets=w, extras={"tokens_l": model_inputs(lo), "targets_l": lo})
+
+    def sample_reference(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        """``n`` strings ``[n, L]`` drawn from the exact reference."""
+        return self._draw(rng, n)
+
+    def reward_model_inputs(self, y: torch.Tensor) -> torch.Tensor:
+        return reward_model_inputs(y)
 
     def prompt_batch(self, step: int, batch_size: int | None) -> Batch:
         """``batch_size`` (default 64) prompts ``[B, 1]`` (the BOS token) for on-policy sampling at step
@@ -290,6 +312,6 @@ def sample_pairs(problem: TabularProblem, n: int, rng: np.random.Generator, labe
     return x, np.where(first, i, j), np.where(first, j, i)
 
 
-__all__ = ["ABStringsConfig", "ABStringsTask", "TabularProblem", "tabular_problem", "sample_pairs", "ab_tabular",
+__all__ = ["ABStringsConfig", "ABStringsTask", "TabularProblem", "tabular_problem", "sample_pairs", "ab_tabular", "reward_model_inputs",
            "first_wins", "strings",
            "reward_of", "reference_log_prob", "response_log_prob", "model_inputs"]

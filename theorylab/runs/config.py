@@ -200,6 +200,25 @@ def _normalized_source(path: Path) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
+def _task_modules(path: Path) -> set[Path]:
+    """``path`` and every module of ``theorylab.tasks`` it imports, directly or through another such module
+    (a task built on another task's grammar or sampler: ``pcfg_preference`` on ``percolation``)."""
+    seen: set[Path] = set()
+    todo = [path]
+    while todo:
+        f = todo.pop()
+        if f in seen or not f.exists():
+            continue
+        seen.add(f)
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("theorylab.tasks."):
+                    todo.append(_PACKAGE / "tasks" / f"{name.split('.')[2]}.py")
+    return seen
+
+
 def code_files(task: str, probes: bool) -> list[Path]:
     """The source files whose code decides the numbers of a run of ``task`` (with or without probes)."""
     import importlib
@@ -209,7 +228,7 @@ def code_files(task: str, probes: bool) -> list[Path]:
     files = {_PACKAGE / f for f in _RUN_CODE}
     module = importlib.import_module(get_task(task).__module__)
     if getattr(module, "__file__", None):
-        files.add(Path(module.__file__).resolve())
+        files |= _task_modules(Path(module.__file__).resolve())
     if probes:
         files |= set((_PACKAGE / "measures").glob("*.py"))
     return sorted(files)
@@ -217,7 +236,7 @@ def code_files(task: str, probes: bool) -> list[Path]:
 
 def code_fingerprint(task: str, probes: bool = False) -> str:
     """A hash of the code that decides a run's numbers: the model, the loop and steppers, the task's
-    family module and the task base (and the measures behind probes), each read as its AST without
+    family module with the task modules it imports, and the task base (and the measures behind probes), each read as its AST without
     comments and docstrings, so that editing prose changes nothing and editing code changes the run id.
     Computed once per process and task."""
     key = (task, probes)

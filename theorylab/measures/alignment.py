@@ -378,7 +378,7 @@ def importance_sampled_optimum(rewards, beta: float, resamples: int = 200, seed:
         top = lw.max()
         w = np.exp(lw - top)
         er = float((w * x).sum() / w.sum())
-        log_z = top + math.log(w.mean())
+        log_z = float(top) + math.log(float(w.mean()))
         return er, er / b - log_z
 
     er, kl = estimate(r)

@@ -24,6 +24,7 @@ TINY = {"modular": ["task.p=7"], "alpine": ["task.n=12", "task.p=0.3", "task.eva
         "knowledge_graph": ["task.n=12", "task.degree=3", "task.test_hops=2", "task.max_hops=4",
                             "task.n_test_pairs=8", "task.n_eval=8"],
         "ab_strings": ["task.length=4", "task.n_test=8"],
+        "pcfg_preference": ["task.max_len=8", "task.n_test=8", "task.n_eval_samples=8"],
         "percolation": ["task.n_descriptive_properties=30", "task.n_entities=5", "task.n_relative_properties=5",
                         "task.n_test=8", "task.n_generations=4", "task.n_unscramble=4", "task.max_len=32",
                         "task.batch=8"]}

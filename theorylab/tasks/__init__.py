@@ -78,6 +78,7 @@ _BUILTIN = [
     "knowledge_graph",
     "percolation",
     "preference",
+    "pcfg_preference",
 ]
 
 __all__ = [

@@ -124,8 +124,10 @@ def check_objective(objective: ObjectiveConfig, task_cls: type[Task], task_cfg: 
         return
     if objective.reference == "task" or (objective.reference == "auto" and parent is None):
         if not hasattr(task_cls, "reference_log_prob"):
-            raise ConfigError(f"objective.reference: task {task_cfg.name!r} has no exact reference; fine-tune from "
-                              "a parent run (--from RUN), whose frozen model is the reference, or set none")
+            fix = ("use the frozen parent (objective.reference=parent or auto)" if parent is not None else
+                   "fine-tune from a parent run (--from RUN), whose frozen model is the reference")
+            raise ConfigError(f"objective.reference: task {task_cfg.name!r} has no exact reference; {fix}, or set "
+                              "none")
     if objective.beta is None and getattr(task_cfg, "beta", None) is None:
         raise ConfigError("objective.beta: required (the task has no beta of its own)")
     if objective.reference == "parent" and parent is None:

@@ -161,6 +161,9 @@ def train(
     from_run: str | None = typer.Option(None, "--from", help="fine-tune a stored run (id or unique prefix): start "
                                                            "from its final weights, keep its model, and use it as "
                                                            "the frozen reference of a preference objective"),
+    from_step: int | None = typer.Option(None, "--from-step", help="with --from: start from the parent's "
+                                                                  "checkpoint at this step instead of its final "
+                                                                  "weights"),
     objective: str | None = typer.Option(None, "--objective", help="what the steps minimise: task (its own loss), "
                                                                  "dpo, ipo, rlhf or reward_model (same as "
                                                                  "objective.name=...)"),
@@ -187,6 +190,10 @@ def train(
     if reward_model is not None:
         extra.append(f"objective.reward_model={store().find_run(reward_model).id}")
     parent = None
+    if from_step is not None:
+        if from_run is None:
+            raise ConfigError("--from-step: picks a checkpoint of the --from run; give --from too")
+        extra.append(f"parent_step={from_step}")
     if from_run is not None:
         rec = store().find_run(from_run)
         parent = (rec.id, rec.config)

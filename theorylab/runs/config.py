@@ -106,6 +106,9 @@ class RunConfig(Config):
     parent: str | None = Field(None, description="a finished run whose final weights this run starts from (and, "
                                                  "for preference objectives, its frozen reference); part of the "
                                                  "run's identity")
+    parent_step: int | None = Field(None, ge=0, description="with parent: start from the parent's checkpoint at "
+                                                           "this step (kept with train.keep_checkpoints=all); none "
+                                                           "= its final weights; part of the run's identity")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
                                        description="what the steps minimise (theorylab.runs.objectives)")
 
@@ -150,13 +153,16 @@ class RunConfig(Config):
 
         check_objective(self.objective, get_task(self.task.name), self.task, self.parent, self.train.stepper,
                         self.model)
+        if self.parent_step is not None and self.parent is None:
+            raise ConfigError("parent_step: needs a parent run (parent=RUN, or --from RUN)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["task"] = self.task.to_dict()
-        if d.get("parent") is None:  # a run trained from scratch by its task's loss keeps the shorter dict
-            d.pop("parent", None)
+        for key in ("parent", "parent_step"):  # a run trained from scratch keeps the shorter dict
+            if d.get(key) is None:
+                d.pop(key, None)
         if self.objective == ObjectiveConfig():
             d.pop("objective", None)
         return d

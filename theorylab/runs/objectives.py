@@ -378,12 +378,19 @@ def load_reward_model(cfg: Any, store: Any) -> torch.nn.Module:
 
 
 def load_parent(cfg: Any, store: Any) -> torch.nn.Module:
-    """The parent run's final model (module doc)."""
+    """The parent run's model: its final weights, or its checkpoint at ``cfg.parent_step`` (module doc)."""
     rec = _finished_run(store, cfg.parent, "parent")
     if rec.config.get("model") != cfg.model.to_dict():
         raise ConfigError(f"model: differs from parent run {cfg.parent}'s model; a fine-tuned run keeps its "
                           "parent's model (use --from, which copies it)")
-    return store.load_model(rec.id)
+    step = getattr(cfg, "parent_step", None)
+    if step is not None:
+        have = [s for s, _ in store.checkpoints(rec.id)]
+        if step not in have:
+            raise ConfigError(f"parent_step: run {rec.id} has no checkpoint at step {step} (it keeps steps "
+                              f"{', '.join(map(str, have)) or 'none'}; train it with train.keep_checkpoints=all and "
+                              "train.checkpoint_every to keep more)")
+    return store.load_model(rec.id, step)
 
 
 __all__ = ["OBJECTIVES", "ObjectiveConfig", "ObjectiveTask", "check_objective", "prepare", "load_parent",

@@ -1,0 +1,79 @@
+"""Fine-tuning from a stored run at a chosen checkpoint (``parent_step``, ``--from-step``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from theorylab.errors import ConfigError
+from theorylab.runs import build_run_config, train
+from theorylab.runs.loop import build_model_for
+from theorylab.runs.objectives import prepare
+from theorylab.store import Store
+from theorylab.tasks import make_task
+
+SMALL = ["model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.d_mlp=32", "train.batch_size=32",
+         "task.length=4"]
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture()
+def parent(store):
+    cfg = build_run_config("ab_strings", SMALL + ["train.steps=60", "train.lr=3e-3", "train.checkpoint_every=20",
+                                                  "train.keep_checkpoints=all", "train.eval_every=20"])
+    return train(cfg, store, progress=False)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_a_child_starts_from_the_parents_checkpoint_at_the_chosen_step(store, parent):
+    assert [s for s, _ in store.checkpoints(parent.run_id)] == [20, 40, 60]
+    cfg = build_run_config("ab_strings", SMALL + [f"parent={parent.run_id}", "parent_step=20", "train.steps=5"])
+    model = build_model_for(cfg)
+    prepare(cfg, make_task(cfg.task, cfg.seed), model, store, torch.device("cpu"), fresh=True)
+    got, at20, final = _state(model), _state(store.load_model(parent.run_id, 20)), _state(store.load_model(parent.run_id))
+    assert all(torch.equal(got[k], at20[k].to(got[k].dtype)) for k in got)
+    assert not all(torch.equal(at20[k], final[k]) for k in at20)  # step 20 is not the final weights
+    # the step is part of the child's identity, and absent from the dict of a child of the final weights
+    plain = build_run_config("ab_strings", SMALL + [f"parent={parent.run_id}", "train.steps=5"])
+    assert plain.run_id() != cfg.run_id() and "parent_step" not in plain.to_dict()
+    assert cfg.to_dict()["parent_step"] == 20
+    res = train(cfg, store, progress=False)
+    assert res.status == "finished" and store.get_run(res.run_id).config["parent_step"] == 20
+
+
+def test_bad_parent_steps_are_one_line_errors(store, parent):
+    with pytest.raises(ConfigError, match="parent_step: needs a parent run"):
+        build_run_config("ab_strings", SMALL + ["parent_step=20"])
+    with pytest.raises(ConfigError, match="parent_step"):
+        build_run_config("ab_strings", SMALL + [f"parent={parent.run_id}", "parent_step=-1"])
+    before = {r.id for r in store.list_runs()}
+    cfg = build_run_config("ab_strings", SMALL + [f"parent={parent.run_id}", "parent_step=30", "train.steps=5"])
+    with pytest.raises(ConfigError, match=r"no checkpoint at step 30 \(it keeps steps 20, 40, 60"):
+        train(cfg, store, progress=False)
+    assert {r.id for r in store.list_runs()} == before  # nothing half-written
+
+
+def test_cli_from_step(tmp_path, monkeypatch, capsys):
+    from theorylab.cli import main
+
+    monkeypatch.setenv("THEORYLAB_HOME", str(tmp_path / "home"))
+    assert main(["train", "ab_strings", *SMALL, "train.steps=20", "train.checkpoint_every=10",
+                 "train.keep_checkpoints=all", "-q", "--json"]) == 0
+    pid = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["train", "ab_strings", "--from", pid[:16], "--from-step", "10", "train.steps=5", "-q", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["run_id"]
+    cfg = Store(tmp_path / "home").get_run(rid).config
+    assert cfg["parent"] == pid and cfg["parent_step"] == 10
+    assert main(["train", "ab_strings", "--from-step", "10"]) == 2
+    assert "give --from too" in capsys.readouterr().err
+    assert main(["train", "ab_strings", "--from", pid, "--from-step", "15", "train.steps=5"]) == 2
+    assert "no checkpoint at step 15" in capsys.readouterr().err

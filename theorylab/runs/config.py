@@ -23,6 +23,7 @@ from theorylab.config import (
     validate,
 )
 from theorylab.models.config import TransformerConfig
+from theorylab.models.lora import LoraConfig
 from theorylab.models.size import MemoryEstimate, available_memory, fmt_bytes, training_memory
 from theorylab.runs.objectives import ObjectiveConfig, check_objective
 from theorylab.runs.presets import PRESETS
@@ -111,6 +112,9 @@ class RunConfig(Config):
                                                            "= its final weights; part of the run's identity")
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig,
                                        description="what the steps minimise (theorylab.runs.objectives)")
+    lora: LoraConfig = Field(default_factory=LoraConfig,
+                             description="low-rank adapters of a fine-tuned run (theorylab.models.lora); off by "
+                                         "default (full fine-tuning)")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -155,6 +159,11 @@ class RunConfig(Config):
                         self.model)
         if self.parent_step is not None and self.parent is None:
             raise ConfigError("parent_step: needs a parent run (parent=RUN, or --from RUN)")
+        if self.lora.enabled:
+            if self.parent is None:
+                raise ConfigError("lora.rank: low-rank adapters fine-tune a parent run; give parent=RUN (or --from RUN)")
+            if self.train.stepper != "single":
+                raise ConfigError("train.stepper: a run with low-rank adapters trains with the single stepper")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +174,8 @@ class RunConfig(Config):
                 d.pop(key, None)
         if self.objective == ObjectiveConfig():
             d.pop("objective", None)
+        if self.lora == LoraConfig():
+            d.pop("lora", None)
         return d
 
     def run_id(self) -> str:
@@ -174,7 +185,7 @@ class RunConfig(Config):
         d = self.to_dict()
         d.pop("tags", None)
         d["train"].pop("device", None)
-        code = code_fingerprint(self.task.name, bool(self.probes))
+        code = code_fingerprint(self.task.name, bool(self.probes), self.lora.enabled)
         blob = json.dumps({"config": d, "code": code}, sort_keys=True, separators=(",", ":"))
         name = self.task.name
         return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
@@ -191,7 +202,7 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 _RUN_CODE = ("models/transformer.py", "models/positions.py", "models/hooks.py", "models/config.py",
              "models/objectives.py", "tasks/__init__.py", "tasks/base.py", "runs/loop.py", "runs/steppers.py",
              "runs/probes.py", "runs/objectives.py", "models/preference.py", "models/decoding.py")
-_FINGERPRINTS: dict[tuple[str, bool], str] = {}
+_FINGERPRINTS: dict[tuple[str, bool, bool], str] = {}
 
 
 def _normalized_source(path: Path) -> str:
@@ -225,8 +236,9 @@ def _task_modules(path: Path) -> set[Path]:
     return seen
 
 
-def code_files(task: str, probes: bool) -> list[Path]:
-    """The source files whose code decides the numbers of a run of ``task`` (with or without probes)."""
+def code_files(task: str, probes: bool, lora: bool = False) -> list[Path]:
+    """The source files whose code decides the numbers of a run of ``task`` (with or without probes, with or
+    without low-rank adapters)."""
     import importlib
 
     from theorylab.tasks import get_task
@@ -237,18 +249,20 @@ def code_files(task: str, probes: bool) -> list[Path]:
         files |= _task_modules(Path(module.__file__).resolve())
     if probes:
         files |= set((_PACKAGE / "measures").glob("*.py"))
+    if lora:
+        files.add(_PACKAGE / "models" / "lora.py")
     return sorted(files)
 
 
-def code_fingerprint(task: str, probes: bool = False) -> str:
+def code_fingerprint(task: str, probes: bool = False, lora: bool = False) -> str:
     """A hash of the code that decides a run's numbers: the model, the loop and steppers, the task's
     family module with the task modules it imports, and the task base (and the measures behind probes), each read as its AST without
     comments and docstrings, so that editing prose changes nothing and editing code changes the run id.
     Computed once per process and task."""
-    key = (task, probes)
+    key = (task, probes, lora)
     if key not in _FINGERPRINTS:
         h = hashlib.sha256()
-        for f in code_files(task, probes):
+        for f in code_files(task, probes, lora):
             h.update(f.relative_to(_PACKAGE).as_posix().encode() if f.is_relative_to(_PACKAGE) else f.name.encode())
             h.update(_normalized_source(f).encode())
         _FINGERPRINTS[key] = h.hexdigest()[:16]

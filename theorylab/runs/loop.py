@@ -444,7 +444,7 @@ class _Group:
         for cfg, rid, idx, f in zip(self.cfgs, self.run_ids, self.indices, found):
             task, model = build(cfg, device)
             task = prepare(cfg, task, model, store, device, fresh=f is None)  # the parent's weights, the objective
-            opt = make_optimizer(tc, model.parameters())
+            opt = make_optimizer(tc, [p for p in model.parameters() if p.requires_grad])  # LoRA: adapters only
             m = _Member(cfg, rid, idx, task, model, opt)
             if f is not None:
                 info = load_checkpoint(f[0], model, opt)

@@ -329,8 +329,8 @@ class ObjectiveTask(Task):
 
 def prepare(cfg: Any, task: Task, model: torch.nn.Module, store: Any, device: torch.device, fresh: bool
             ) -> Task:
-    """Give a run its parent's weights (when ``fresh``: not resumed from its own checkpoint) and wrap its
-    task in its objective.  Raises ConfigError when the parent (or the reward model) is not a finished run of
+    """Give a run its parent's weights (when ``fresh``: not resumed from its own checkpoint), its low-rank
+    adapters (``cfg.lora``; every other weight frozen), and wrap its task in its objective.  Raises ConfigError when the parent (or the reward model) is not a finished run of
     the store, was made by other code, or does not fit (another model shape; a reward model of another task)."""
     kind = reference_kind(cfg.objective, cfg.parent)
     reference = None
@@ -340,6 +340,11 @@ def prepare(cfg: Any, task: Task, model: torch.nn.Module, store: Any, device: to
             model.load_state_dict(parent.state_dict())
         if cfg.objective.name != "task" and kind == "parent":
             reference = parent.to(device).eval().requires_grad_(False)
+    lora = getattr(cfg, "lora", None)
+    if lora is not None and lora.enabled:  # after the parent's weights: the adapters start at zero update
+        from theorylab.models.lora import apply_lora
+
+        apply_lora(model, lora, torch_generator(cfg.seed, 0x10A))
     if cfg.objective.name == "task":
         return task
     rm = None

@@ -574,7 +574,8 @@ class Store:
 
     def load_model(self, run_ref: str, step: int | None = None):
         """A stored run's :class:`~theorylab.models.Transformer` in eval mode, from its checkpoint at
-        ``step`` (the last one when None).
+        ``step`` (the last one when None); a run with low-rank adapters comes back with them merged into its
+        weights (:func:`theorylab.models.lora.merge_lora`).
 
         Raises :class:`~theorylab.errors.StoreError` when the run has no such checkpoint and
         :class:`~theorylab.errors.CheckpointError` when the file is missing, corrupt or does not
@@ -595,7 +596,15 @@ class Store:
         # weights are stored as trained: float64 runs in float64, float32 and bf16 (float32 master weights) in float32
         dtype = torch.float64 if rec.config.get("train", {}).get("dtype") == "float64" else torch.float32
         model = model.to(dtype)
-        load_checkpoint(ckpts[-1][1], model)
+        lora = rec.config.get("lora")
+        if lora:  # a run with low-rank adapters stores base and adapters; hand back the merged model
+            from theorylab.models.lora import LoraConfig, apply_lora, merge_lora
+
+            apply_lora(model, LoraConfig(**lora))
+            load_checkpoint(ckpts[-1][1], model)
+            merge_lora(model)
+        else:
+            load_checkpoint(ckpts[-1][1], model)
         model.eval()
         return model
 

@@ -73,6 +73,17 @@ def test_cli_from_step(tmp_path, monkeypatch, capsys):
     rid = json.loads(capsys.readouterr().out)["run_id"]
     cfg = Store(tmp_path / "home").get_run(rid).config
     assert cfg["parent"] == pid and cfg["parent_step"] == 10
+    # the lineage: root first, then each child with how it was made
+    assert main(["train", "ab_strings", "--from", rid, "--objective", "dpo", "lora.rank=2", "train.steps=5", "-q",
+                 "--json"]) == 0
+    gid = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["show", gid, "--json"]) == 0
+    chain = json.loads(capsys.readouterr().out)["lineage"]
+    assert [x["id"] for x in chain] == [pid, rid, gid]
+    assert [(x["objective"], x["parent_step"], x["lora_rank"]) for x in chain] == \
+        [("task", None, None), ("task", 10, None), ("dpo", None, 2)]
+    assert main(["show", gid]) == 0
+    assert f"lineage: {pid} -> {rid} (from step 10) -> {gid} (dpo, LoRA r=2)" in capsys.readouterr().out
     assert main(["train", "ab_strings", "--from-step", "10"]) == 2
     assert "give --from too" in capsys.readouterr().err
     assert main(["train", "ab_strings", "--from", pid, "--from-step", "15", "train.steps=5"]) == 2

@@ -294,11 +294,12 @@ def runs(task: str | None = typer.Option(None, "--task", help="only runs of this
 
 @app.command(rich_help_panel=RUNS)
 def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json: bool = JSON_OPT) -> None:
-    """Show one run: config, status, final metrics, checkpoints."""
+    """Show one run: config, status, final metrics, checkpoints, and its lineage when it was fine-tuned."""
     st = store()
     rec = st.find_run(run)
     arts = st.artifacts(rec.id)
-    d = {**rec.to_dict(), "artifacts": arts}
+    chain = st.lineage(rec.id)
+    d = {**rec.to_dict(), "artifacts": arts, "lineage": chain}
 
     def human():
         import datetime
@@ -326,13 +327,29 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
             c.print(f"  {k:24s} {v:.6g}")
         for a in arts:
             c.print(f"  {a['kind']:10s} step {a['step']}: {a['path']}", soft_wrap=True, markup=False)
-        for section in ("task", "model", "train"):
-            c.print(f"  {section}: {json.dumps(rec.config.get(section), sort_keys=True)}", soft_wrap=True,
-                    markup=False, highlight=False)
+        if len(chain) > 1:
+            c.print("  lineage: " + " -> ".join(_lineage_step(x) for x in chain), soft_wrap=True, markup=False,
+                    highlight=False)
+        for section in ("task", "model", "train", "objective", "lora"):
+            if section in rec.config:
+                c.print(f"  {section}: {json.dumps(rec.config.get(section), sort_keys=True)}", soft_wrap=True,
+                        markup=False, highlight=False)
         c.print(f"  versions: {json.dumps(rec.versions, sort_keys=True)}  commit: {rec.git_commit}", soft_wrap=True,
                 markup=False, highlight=False)
 
     emit(d, as_json, human)
+
+
+def _lineage_step(x: dict[str, Any]) -> str:
+    """One run of a lineage as ``id (objective, from step K, LoRA r=R)``."""
+    if x.get("status") == "missing":
+        return f"{x['id']} (missing from the store)"
+    notes = [x["objective"]] if x["objective"] != "task" else []
+    if x.get("parent_step") is not None:
+        notes.append(f"from step {x['parent_step']}")
+    if x.get("lora_rank"):
+        notes.append(f"LoRA r={x['lora_rank']}")
+    return x["id"] + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _task_of(name: str) -> str:

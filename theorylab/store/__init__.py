@@ -608,6 +608,30 @@ class Store:
         model.eval()
         return model
 
+    def lineage(self, run_ref: str) -> list[dict[str, Any]]:
+        """A run's ancestry from its root to itself: each run's ``id``, ``task``, ``status``, ``objective`` (its
+        objective's name), ``parent_step`` (the parent's checkpoint it started from; None = the final weights)
+        and ``lora_rank``.  A parent missing from the store ends the chain with ``{"id": ..., "status":
+        "missing"}``."""
+        chain: list[dict[str, Any]] = []
+        rec = self.find_run(run_ref)
+        seen: set[str] = set()
+        while True:
+            cfg = rec.config
+            chain.append({"id": rec.id, "task": rec.task, "status": rec.status,
+                          "objective": cfg.get("objective", {}).get("name", "task"),
+                          "parent_step": cfg.get("parent_step"), "lora_rank": cfg.get("lora", {}).get("rank")})
+            seen.add(rec.id)
+            parent = cfg.get("parent")
+            if parent is None or parent in seen:
+                break
+            nxt = self.get_run(parent)
+            if nxt is None:
+                chain.append({"id": parent, "status": "missing"})
+                break
+            rec = nxt
+        return chain[::-1]
+
     def checkpoint_models(self, run_ref: str) -> list[tuple[int, Any]]:
         """``[(step, load)]`` for every checkpoint of a run: ``load()`` returns that step's model (loaded
         only when called, so a long series never sits in memory at once)."""

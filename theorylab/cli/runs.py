@@ -74,18 +74,20 @@ def _show(value: Any) -> str:
 
 
 def config_fields(name: str) -> list[dict[str, Any]]:
-    """Every field of ``name``'s run config (task, model, train, objective, then seed, probes and parent): key, value (the
-    preset's or the task's default), what it allows, its description."""
+    """Every field of ``name``'s run config (task, model, train, objective, lora, then seed, probes and parent):
+    key, value (the preset's or the task's default), what it allows, its description."""
     from theorylab.runs import build_run_config
 
     cfg = build_run_config(name)
     data = cfg.to_dict()
     out = []
-    data.setdefault("objective", cfg.objective.to_dict())  # to_dict leaves out defaults the run id never saw
-    for section in ("task", "model", "train", "objective", None):
+    sections = ("task", "model", "train", "objective", "lora")
+    for section in ("objective", "lora"):  # to_dict leaves out defaults the run id never saw
+        data.setdefault(section, getattr(cfg, section).to_dict())
+    for section in (*sections, None):
         obj = cfg if section is None else getattr(cfg, section)
         for k, f in type(obj).model_fields.items():
-            if section is None and k in ("task", "model", "train", "objective"):
+            if section is None and k in sections:
                 continue
             key = k if section is None else f"{section}.{k}"
             value = data.get(k, getattr(cfg, k)) if section is None else data[section][k]

@@ -27,7 +27,10 @@ TINY = {"modular": ["task.p=7"], "alpine": ["task.n=12", "task.p=0.3", "task.eva
         "pcfg_preference": ["task.max_len=8", "task.n_test=8", "task.n_eval_samples=8"],
         "percolation": ["task.n_descriptive_properties=30", "task.n_entities=5", "task.n_relative_properties=5",
                         "task.n_test=8", "task.n_generations=4", "task.n_unscramble=4", "task.max_len=32",
-                        "task.batch=8"]}
+                        "task.batch=8"],
+        "bios": ["task.n_people=16", "task.n_first=4", "task.n_middle=4", "task.n_last=4", "task.n_years=4",
+                 "task.n_cities=4", "task.n_universities=4", "task.n_majors=4", "task.n_employers=4", "task.n_eval=4",
+                 "task.stage=mixed", "task.batch=8"]}
 FORMAL = ["task.train_max_length=4", "task.test_max_length=6", "task.n_eval=4"]
 
 

@@ -79,6 +79,7 @@ _BUILTIN = [
     "percolation",
     "preference",
     "pcfg_preference",
+    "bios",
 ]
 
 __all__ = [

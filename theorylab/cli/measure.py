@@ -2,6 +2,7 @@
 
     theorylab measure fourier RUN [--every 2]     # Fourier progress measures (Nanda et al. 2023)
     theorylab measure planning RUN [--figures D]  # ALPINE read-outs and path accuracy (Wang et al. 2024)
+    theorylab measure bits RUN [--people N]       # knowledge stored in bits (Allen-Zhu & Li 2024, Part 3.3)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import typer
 from theorylab.cli.app import JSON_OPT, MEASURES, Group, app, console, emit, store
 from theorylab.errors import ConfigError, TheoryLabError
 
-measure_app = typer.Typer(cls=Group, help="Measure a stored run: fourier | planning.", no_args_is_help=True,
+measure_app = typer.Typer(cls=Group, help="Measure a stored run: fourier | planning | bits.", no_args_is_help=True,
                           context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(measure_app, name="measure", rich_help_panel=MEASURES)
 
@@ -114,5 +115,38 @@ def planning(
             c.print(f"  {k:28s} {'nan' if isinstance(v, float) and math.isnan(v) else format(v, '.4g')}")
         for p in saved:
             c.print(f"  figure {p}")
+
+    emit(result, as_json, human)
+
+
+@measure_app.command("bits")
+def bits(
+    run: str = typer.Argument(..., help="run id or unique prefix of a bios run"),
+    people: int | None = typer.Option(None, "--people", help="measure this many people (the first ones) and "
+                                                             "estimate for all; default everyone"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Bits of the biographies' attributes the model stores, and per parameter (Allen-Zhu & Li 2024, Part 3.3;
+    the definition is in theorylab.measures.knowledge)."""
+    from theorylab.measures.knowledge import bits_per_parameter, bits_stored
+
+    st = store()
+    rec = st.find_run(run)
+    if rec.task != "bios":
+        raise ConfigError(f"run {rec.id}: task {rec.task!r}; bits stored are measured on a bios run")
+    if people is not None and people < 1:
+        raise ConfigError("--people: must be >= 1")
+    model, task = st.load_model(rec.id), st.load_task(rec.id)
+    n = len(task.world) if people is None else min(people, len(task.world))
+    vals = bits_stored(model, task, people=range(n))
+    vals["parameters"] = float(model.num_params())
+    vals["bits_per_parameter"] = bits_per_parameter(vals["bits"], model)
+    result = {"run_id": rec.id, "values": vals}
+
+    def human():
+        c = console()
+        c.print(f"run [bold]{rec.id}[/bold] (bios, {len(task.world)} people; {n} measured)")
+        for k, v in vals.items():
+            c.print(f"  {k:22s} {v:.6g}")
 
     emit(result, as_json, human)

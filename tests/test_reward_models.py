@@ -97,10 +97,10 @@ def parent_and_rm(store):
 def test_rlhf_optimises_the_reward_model_and_reports_the_proxy_beside_the_true_reward(store, parent_and_rm):
     parent, rm = parent_and_rm
     cfg = build_run_config("ab_strings", SMALL + [f"parent={parent.run_id}", "objective.name=rlhf",
-                                                  f"objective.reward_model={rm.run_id}", "objective.beta=0.05",
+                                                  f"objective.reward_model={rm.run_id}", "task.beta=0.05",
                                                   "train.steps=40", "train.eval_every=20", "train.lr=3e-3"])
     assert cfg.run_id() != build_run_config("ab_strings", SMALL + [f"parent={parent.run_id}", "objective.name=rlhf",
-                                                                   "objective.beta=0.05", "train.steps=40",
+                                                                   "task.beta=0.05", "train.steps=40",
                                                                    "train.eval_every=20", "train.lr=3e-3"]).run_id()
     res = train(cfg, store, progress=False)
     proxy = store.metrics(res.run_id, "policy", "proxy_reward")["policy"]["proxy_reward"]
@@ -200,3 +200,49 @@ def test_monte_carlo_evaluation_agrees_with_the_exact_one_on_an_enumerable_task(
     assert mc["policy/kl_mc_lo"] <= exact["policy/kl"] <= mc["policy/kl_mc_hi"]
     assert mc["policy/optimum_kl_is_lo"] <= exact["policy/optimum_kl"] <= mc["policy/optimum_kl_is_hi"]
     assert mc["policy/optimum_reward_is_lo"] <= exact["policy/optimum_reward"] <= mc["policy/optimum_reward_is_hi"]
+
+
+# --------------------------------------------------------------------------- what a new user tried
+
+
+def test_runs_that_cannot_fit_their_parent_or_task_are_refused(store, parent_and_rm):
+    parent, rm = parent_and_rm
+    # a reward model is no policy to fine-tune: its one-output value head is not the task's output
+    with pytest.raises(ConfigError, match=r"task 'ab_strings' writes 2 output tokens; the model \(the model of parent "
+                                          r"run .*\) writes 1"):
+        build_run_config("ab_strings", ["objective.name=dpo"], parent=(rm.run_id, store.get_run(rm.run_id).config))
+    # a model copied from another task's run: its vocabulary is not the task's
+    pcfg = train(build_run_config("pcfg_preference", ["model.d_model=16", "model.n_layers=1", "model.n_heads=2",
+                                                      "train.steps=5", "task.max_len=5"]), store, progress=False)
+    with pytest.raises(ConfigError, match=r"model.d_vocab_out: task 'ab_strings' writes 2 output tokens; the "
+                                          r"model \(the model of parent run .*\) writes 12"):
+        build_run_config("ab_strings", ["task.length=4"],
+                         parent=(pcfg.run_id, store.get_run(pcfg.run_id).config))
+    with pytest.raises(ConfigError, match="model.d_vocab: task 'pcfg_preference' has 13 input tokens"):
+        build_run_config("pcfg_preference", ["model.d_vocab=3"])
+    # the {a, b} task reads its outputs as a distribution over strings: no other output size
+    with pytest.raises(ConfigError, match="model.d_vocab_out: task 'ab_strings' writes 2"):
+        build_run_config("ab_strings", SMALL + ["model.d_vocab_out=3"])
+    # beta belongs to the task, whose optimum metrics use it
+    with pytest.raises(ConfigError, match="set task.beta=0.3 instead"):
+        build_run_config("ab_strings", SMALL + ["objective.name=rlhf", "objective.beta=0.3"])
+    # a reward model of other response lengths, and a prefix where a full id is needed
+    with pytest.raises(ConfigError, match="reads 5-token inputs; this task's responses make 7"):
+        train(build_run_config("ab_strings", SMALL + ["task.length=6", "model.n_ctx=6",
+                                                      "objective.name=rlhf", f"objective.reward_model={rm.run_id}"]),
+              store, progress=False)
+    with pytest.raises(ConfigError, match="is a prefix; give the full run id"):
+        train(build_run_config("ab_strings", SMALL + [f"parent={parent.run_id[:15]}", "objective.name=dpo"]), store,
+              progress=False)
+
+
+def test_a_reward_model_does_not_generate(tmp_path, monkeypatch, capsys):
+    import json
+
+    from theorylab.cli import main
+
+    monkeypatch.setenv("THEORYLAB_HOME", str(tmp_path / "home"))
+    assert main(["train", "ab_strings", *SMALL, "--objective", "reward_model", "train.steps=2", "-q", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["generate", rid, "-p", "2 0", "-n", "2"]) == 2
+    assert "is a reward model" in capsys.readouterr().err

@@ -484,6 +484,9 @@ def generate(
     if num_samples < 1:
         raise ConfigError(f"--num-samples: {num_samples}; give a count >= 1")
     cfg, model = load_run_model(store(), run)
+    if cfg.objective.name == "reward_model":
+        raise ConfigError(f"run: {store().find_run(run).id} is a reward model (a value head scoring whole "
+                          "responses); it does not generate text")
     _check_generation_size(cfg, len(prompt) * (num_samples if strategy == "sample" else 1)
                            * (num_beams if strategy == "beam" else 1))
     from theorylab.tasks import make_task

@@ -157,6 +157,7 @@ class RunConfig(Config):
 
         check_objective(self.objective, get_task(self.task.name), self.task, self.parent, self.train.stepper,
                         self.model)
+        self._check_vocabulary()
         if self.parent_step is not None and self.parent is None:
             raise ConfigError("parent_step: needs a parent run (parent=RUN, or --from RUN)")
         if self.lora.enabled:
@@ -165,6 +166,27 @@ class RunConfig(Config):
             if self.train.stepper != "single":
                 raise ConfigError("train.stepper: a run with low-rank adapters trains with the single stepper")
         return self
+
+    def _check_vocabulary(self) -> None:
+        """Refuse a model that cannot read the task's tokens, or whose outputs are not the task's where that
+        matters: a model copied from a parent run (another task's, or a reward model's value head), a task whose
+        evaluation reads the output distribution as a distribution over its responses
+        (``exact_outputs``), a reward model."""
+        from theorylab.tasks import get_task
+
+        defaults = self.task.model_defaults()
+        if self.objective.name == "reward_model" and hasattr(self.task, "reward_model_defaults"):
+            defaults = {**defaults, **self.task.reward_model_defaults()}
+        whose = f" (the model of parent run {self.parent})" if self.parent is not None else ""
+        need = defaults.get("d_vocab")
+        if need is not None and self.model.d_vocab is not None and self.model.d_vocab < need:
+            raise ConfigError(f"model.d_vocab: task {self.task.name!r} has {need} input tokens; the model{whose} "
+                              f"reads {self.model.d_vocab}")
+        out = defaults.get("d_vocab_out", need)
+        exact = self.parent is not None or getattr(get_task(self.task.name), "exact_outputs", False)
+        if out is not None and exact and self.model.vocab_out != out:
+            raise ConfigError(f"model.d_vocab_out: task {self.task.name!r} writes {out} output tokens; the "
+                              f"model{whose} writes {self.model.vocab_out}")
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

@@ -30,7 +30,8 @@ A run's ``objective`` section names what its steps minimise (``objective.name``)
 The reference ``pi_ref`` (``objective.reference``) is the frozen parent model (``parent``, a run id: the
 run's model starts from the parent's final weights), the task's exact reference (``task``: tasks that know
 it, such as ``ab_strings``), or none (``none``: the reference-free variants, ``log pi_ref = 0``); ``auto``
-is the parent when there is one, else the task's.  ``beta`` defaults to the task's own ``beta``.
+is the parent when there is one, else the task's.  ``beta`` is the task's own ``beta`` (``task.beta``, which the
+task's optimum metrics use); ``objective.beta`` is for a task without one, and refused where the task has one.
 
 Preference and reward objectives need a task that provides them (a ``objectives`` class attribute naming
 them, and ``preference_batch``, ``prompt_batch``, ``reward``, ``reference_log_prob`` and
@@ -69,7 +70,9 @@ class ObjectiveConfig(Config):
 
     name: Objective = Field("task", description="task (its own loss), dpo, ipo, rlhf (KL-regularised policy "
                                                 "gradient) or reward_model (a Bradley-Terry value head)")
-    beta: float | None = Field(None, gt=0, description="KL coefficient; none = the task's beta")
+    beta: float | None = Field(None, gt=0, description="KL coefficient, for a task without a beta of its own "
+                                                       "(a task's beta is set as task.beta, which its optimum "
+                                                       "metrics use)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="dpo only: the assumed rate of flipped labels "
                                                                  "(conservative DPO); 0 = the original loss")
     reference: Literal["auto", "parent", "task", "none"] = Field(
@@ -130,6 +133,9 @@ def check_objective(objective: ObjectiveConfig, task_cls: type[Task], task_cfg: 
                               "none")
     if objective.beta is None and getattr(task_cfg, "beta", None) is None:
         raise ConfigError("objective.beta: required (the task has no beta of its own)")
+    if objective.beta is not None and getattr(task_cfg, "beta", None) is not None:
+        raise ConfigError(f"objective.beta: task {task_cfg.name!r} has its own beta, which its optimum metrics "
+                          f"use; set task.beta={objective.beta:g} instead")
     if objective.reference == "parent" and parent is None:
         raise ConfigError("objective.reference: 'parent' needs a parent run (parent=RUN, or --from RUN)")
 
@@ -361,6 +367,13 @@ def _finished_run(store: Any, run_id: str, field: str) -> Any:
         raise ConfigError(f"{field}: run {run_id} is read from a store; train with one")
     rec = store.get_run(run_id) if store.db_path.exists() else None
     if rec is None:
+        try:
+            full = store.find_run(run_id).id if store.db_path.exists() else None
+        except Exception:
+            full = None
+        if full is not None:
+            raise ConfigError(f"{field}: {run_id} is a prefix; give the full run id {full} (--from and "
+                              "--reward-model resolve prefixes)")
         raise ConfigError(f"{field}: run {run_id} is not in the store {store.root}; train it first")
     if rec.status != "finished":
         raise ConfigError(f"{field}: run {run_id} is {rec.status}, not finished; finish it first")
@@ -379,15 +392,24 @@ def load_reward_model(cfg: Any, store: Any) -> torch.nn.Module:
     if rec.config.get("task", {}).get("name") != cfg.task.name:
         raise ConfigError(f"objective.reward_model: run {rid} scores task {rec.config['task'].get('name')!r}, "
                           f"not {cfg.task.name!r}")
+    want = cfg.task.reward_model_defaults().get("n_ctx") if hasattr(cfg.task, "reward_model_defaults") else None
+    have = rec.config.get("model", {}).get("n_ctx")
+    if want is not None and have != want:
+        raise ConfigError(f"objective.reward_model: run {rid} reads {have}-token inputs; this task's responses make "
+                          f"{want} (a reward model of other response lengths)")
     return store.load_model(rec.id)
 
 
 def load_parent(cfg: Any, store: Any) -> torch.nn.Module:
     """The parent run's model: its final weights, or its checkpoint at ``cfg.parent_step`` (module doc)."""
     rec = _finished_run(store, cfg.parent, "parent")
+    if rec.config.get("objective", {}).get("name") == "reward_model":
+        raise ConfigError(f"parent: run {cfg.parent} is a reward_model run (a value head), not a model to fine-tune; "
+                          "give it to an rlhf run as objective.reward_model")
     if rec.config.get("model") != cfg.model.to_dict():
         raise ConfigError(f"model: differs from parent run {cfg.parent}'s model; a fine-tuned run keeps its "
-                          "parent's model (use --from, which copies it)")
+                          "parent's model (theorylab train --from copies it; elsewhere give the parent's model "
+                          "section)")
     step = getattr(cfg, "parent_step", None)
     if step is not None:
         have = [s for s, _ in store.checkpoints(rec.id)]

@@ -296,6 +296,7 @@ class PCFGPreferenceTask(Task):
 
     Config = PCFGPreferenceConfig
     objectives: ClassVar[tuple[str, ...]] = ("dpo", "ipo", "rlhf", "reward_model")
+    exact_outputs: ClassVar[bool] = True  # its evaluation reads the outputs as a distribution over responses
 
     def __init__(self, cfg: PCFGPreferenceConfig, seed: int = 0):
         super().__init__(cfg, seed)

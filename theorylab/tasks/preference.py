@@ -137,6 +137,7 @@ class ABStringsTask(Task):
 
     Config = ABStringsConfig
     objectives: ClassVar[tuple[str, ...]] = ("dpo", "ipo", "rlhf", "reward_model")
+    exact_outputs: ClassVar[bool] = True  # its evaluation reads the outputs as a distribution over responses
 
     def __init__(self, cfg: ABStringsConfig, seed: int = 0):
         super().__init__(cfg, seed)

@@ -187,5 +187,12 @@ def test_overoptimization_forms_are_recovered(form):
     assert f.predict(d) == pytest.approx(gold, abs=0.05)
     # the gold reward peaks at d_star: rises before it, falls after
     assert f.predict(f.d_star * 0.9) < f.predict(f.d_star) > f.predict(f.d_star * 1.1)
-    with pytest.raises(ConfigError):
+    # the reference's own point (KL 0, no gain) is left out rather than refused
+    g = fit_overoptimization(np.r_[0.0, kl], np.r_[0.0, noisy], form=form, bootstrap=0)
+    assert (g.alpha, g.beta) == pytest.approx((f.alpha, f.beta), rel=1e-12)
+    with pytest.raises(ConfigError, match="3 or more points with KL > 0"):
         fit_overoptimization([1.0, 0.0, 2.0], [0.1, 0.2, 0.3])
+    with pytest.raises(ConfigError, match="different lengths"):
+        fit_overoptimization([1.0, 2.0, 3.0], [0.1, 0.2])
+    with pytest.raises(ConfigError, match="KL >= 0"):
+        fit_overoptimization([1.0, -2.0, 3.0, 4.0], [0.1, 0.2, 0.3, 0.4])

@@ -274,6 +274,8 @@ def fit_bradley_terry(phi_w, phi_l, l2: float = 0.0) -> np.ndarray:
     a, b = np.asarray(phi_w, dtype=np.float64), np.asarray(phi_l, dtype=np.float64)
     if a.ndim != 2 or a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ConfigError(f"phi_w and phi_l: expected two finite [n, d] arrays of one shape (got {a.shape}, {b.shape})")
+    if a.shape[0] == 0:
+        raise ConfigError("phi_w and phi_l: no pairs to fit")
     if not l2 >= 0:
         raise ConfigError(f"l2: a penalty >= 0 (got {l2!r})")
     x = a - b
@@ -317,12 +319,19 @@ def fit_overoptimization(kl, gold, form: str = "bon", bootstrap: int = 200, seed
     best-of-n) or ``R = d (alpha - beta log d)`` (``form="rl"``).  Both are linear in (alpha, beta) once divided
     by d, so the fit is least squares of ``R / d`` on ``(1, -d)`` or ``(1, -log d)``, weighted by ``d^2`` (so
     that it minimises the error in R itself); 95% percentile-bootstrap intervals over points.  ``kl``, ``gold``:
-    [n] (KL in nats, > 0).  Raises ConfigError for fewer than 3 points, KL <= 0 or an unknown form."""
+    [n] (KL in nats, >= 0; points at KL = 0, the reference itself, are left out: both forms pass through the
+    origin).  Raises ConfigError for ``kl`` and ``gold`` of different lengths, non-finite values, a negative KL,
+    fewer than 3 points with KL > 0, or an unknown form."""
     k, g = np.asarray(kl, dtype=np.float64).ravel(), np.asarray(gold, dtype=np.float64).ravel()
     if form not in ("bon", "rl"):
         raise ConfigError(f"form: 'bon' (best-of-n) or 'rl' (got {form!r})")
-    if k.size != g.size or k.size < 3 or not (np.all(np.isfinite(k)) and np.all(np.isfinite(g))) or np.any(k <= 0):
-        raise ConfigError("fit_overoptimization: needs 3 or more points with finite gold rewards and KL > 0")
+    if k.size != g.size:
+        raise ConfigError(f"fit_overoptimization: kl and gold have different lengths ({k.size}, {g.size})")
+    if not (np.all(np.isfinite(k)) and np.all(np.isfinite(g))) or np.any(k < 0):
+        raise ConfigError("fit_overoptimization: KL and gold rewards must be finite, and KL >= 0")
+    k, g = k[k > 0], g[k > 0]
+    if k.size < 3:
+        raise ConfigError("fit_overoptimization: needs 3 or more points with KL > 0")
     d = np.sqrt(k)
 
     def solve(idx: np.ndarray) -> tuple[float, float]:

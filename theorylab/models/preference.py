@@ -40,7 +40,10 @@ def _beta(beta: float) -> None:
 def log_ratio_margin(logp_w: torch.Tensor, logp_l: torch.Tensor, ref_w: torch.Tensor | None = None,
                      ref_l: torch.Tensor | None = None) -> torch.Tensor:
     """``h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))``: [n] from four [n] tensors of
-    summed response log-probabilities (nats); ``ref_* = None``: reference-free (0)."""
+    summed response log-probabilities (nats); ``ref_w = ref_l = None``: reference-free (0).  Raises ConfigError
+    when only one of the two references is given, or for mismatched shapes."""
+    if (ref_w is None) != (ref_l is None):
+        raise ConfigError("ref_w and ref_l: give both reference log-probabilities, or neither (reference-free)")
     ref_w = torch.zeros_like(logp_w) if ref_w is None else ref_w
     ref_l = torch.zeros_like(logp_l) if ref_l is None else ref_l
     _pairs(logp_w, logp_l, ref_w, ref_l)

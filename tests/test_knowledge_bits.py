@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,47 @@ def test_cli_measure_bits(tmp_path, monkeypatch, capsys):
     other = json.loads(capsys.readouterr().out)["run_id"]
     assert main(["measure", "bits", other]) == 2
     assert "bits stored are measured on a bios run" in capsys.readouterr().err
+
+
+def test_a_linear_probe_reads_linearly_coded_labels_and_not_noise():
+    from theorylab.measures.knowledge import linear_probe_accuracy
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(5, size=400)
+    means = rng.normal(size=(5, 8)) * 3
+    x = means[y] + rng.normal(size=(400, 8))  # well-separated class means: a linear code
+    assert linear_probe_accuracy(x[:200], y[:200], x[200:], y[200:]) > 0.95
+    noise = rng.normal(size=(400, 8))  # features that carry nothing: chance (0.2)
+    assert linear_probe_accuracy(noise[:200], y[:200], noise[200:], y[200:]) < 0.35
+    with pytest.raises(ConfigError):
+        linear_probe_accuracy(x[:10], y[:9], x[10:20], y[10:20])
+
+
+def test_p_and_q_probes_on_a_model_that_writes_the_attributes_into_the_name():
+    from theorylab.measures.knowledge import PROBED, p_probe, q_probe
+
+    task = _task()
+    w = task.world
+
+    class Oracle(torch.nn.Module):
+        """Its final residual at a full name's last token is the one-hot code of that person's birth city (0
+        elsewhere): the birth city is decodable from the name, nothing else is."""
+
+        def forward(self, x, return_residual=False):
+            assert return_residual
+            names = {tuple(row): person for person, row in enumerate(task.values(np.arange(len(w)))[:, :3].tolist())}
+            h = torch.zeros(*x.shape, task.cfg.n_cities, dtype=torch.float64)
+            for b in range(x.shape[0]):
+                for t in range(2, x.shape[1]):
+                    person = names.get(tuple(x[b, t - 2:t + 1].tolist()))
+                    if person is not None:
+                        h[b, t, int(w.birth_city[person])] = 1.0
+            return h
+
+    for probe in (p_probe, q_probe):
+        got = probe(Oracle(), task)
+        assert set(got) == set(PROBED) | {"mean"}
+        assert got["birth_city"] == 1.0  # read off the name
+        assert got["major"] < 0.6  # not coded: near chance (1/6) on 20 test people
+    with pytest.raises(ConfigError, match="bios task"):
+        p_probe(Oracle(), make_task(build_task_config({"name": "modular", "p": 7}), 0))

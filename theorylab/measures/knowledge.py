@@ -15,6 +15,20 @@ paper's pools); one that guesses uniformly within each pool stores 0; a model wo
 negative term (kept: it is what the cross-entropy says).  The company city is left out: it follows from the
 employer, so it carries no bits of its own.  With a fixed attribute order (no ``permute``) the sum is, by the
 chain rule, the information about all attributes jointly given the name.
+
+**Where the knowledge sits** (Part 3.1, §5): linear probes on the final residual stream (after the final layer
+norm), trained on the ``p_train`` half of the people and scored on the ``p_test`` half, predict each attribute's
+first value token (the month of a birth date; the city, university, major, employer, company city).
+
+* P-probing (:func:`p_probe`): at the last token of the person's full name inside their first biography.
+  Allen-Zhu & Li find that without augmentation an attribute becomes decodable only just before it appears in
+  the text, and with it already at the name.
+* Q-probing (:func:`q_probe`): from the name alone (``<bos> first middle last``), at its last token: what a
+  question about the person can read.  Their Q-probes also train a rank-16 update of the embeddings; ours are
+  linear only.
+
+A probe is multinomial logistic regression with a small ridge, fitted by scipy's L-BFGS on standardised
+features (:func:`linear_probe_accuracy`).
 """
 
 from __future__ import annotations
@@ -86,4 +100,97 @@ def bits_per_parameter(bits: float, model: torch.nn.Module, non_embedding: bool 
     return bits / n
 
 
-__all__ = ["STORED", "bits_per_parameter", "bits_stored", "pool_sizes", "value_cross_entropy"]
+def linear_probe_accuracy(x_train, y_train, x_test, y_test, l2: float = 1e-3) -> float:
+    """Test accuracy of a multinomial logistic-regression probe ``softmax(x W + b)`` fitted to ``x_train [n, d]``
+    and labels ``y_train [n]`` (ints) by L-BFGS (scipy) with the ridge ``l2 |W|^2 / 2`` on the mean loss;
+    features are standardised with the training set's mean and deviation.  Raises ConfigError for empty or
+    mismatched inputs."""
+    from scipy.optimize import minimize
+
+    xa, xb = np.asarray(x_train, dtype=np.float64), np.asarray(x_test, dtype=np.float64)
+    ya, yb = np.asarray(y_train, dtype=np.int64).ravel(), np.asarray(y_test, dtype=np.int64).ravel()
+    if xa.ndim != 2 or xb.ndim != 2 or xa.shape[1] != xb.shape[1] or len(xa) != len(ya) or len(xb) != len(yb) \
+            or not len(xa) or not len(xb):
+        raise ConfigError("linear_probe_accuracy: expected features [n, d] with n labels for train and test")
+    mu, sd = xa.mean(0), xa.std(0) + 1e-8
+    xa, xb = (xa - mu) / sd, (xb - mu) / sd
+    k = int(max(ya.max(), yb.max())) + 1
+    n, d = xa.shape
+    onehot = np.eye(k)[ya]
+
+    def f(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        W, b = theta[: d * k].reshape(d, k), theta[d * k:]
+        z = xa @ W + b
+        z -= z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = -(onehot * logp).sum() / n + 0.5 * l2 * (W ** 2).sum()
+        g = (np.exp(logp) - onehot) / n
+        return loss, np.concatenate([(xa.T @ g + l2 * W).ravel(), g.sum(0)])
+
+    res = minimize(f, np.zeros(d * k + k), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+    W, b = res.x[: d * k].reshape(d, k), res.x[d * k:]
+    return float(((xb @ W + b).argmax(1) == yb).mean())
+
+
+PROBED = {"birth_date": "month", "birth_city": "birth_city", "university": "university", "major": "major",
+          "employer": "employer", "company_city": "company_city"}  # the World array of each first value token
+
+
+@torch.no_grad()
+def _final_residual(model: torch.nn.Module, tokens: torch.Tensor, at: torch.Tensor, rows: int) -> np.ndarray:
+    """The final residual stream ``[n, d_model]`` (after the final norm) at position ``at[i]`` of row ``i``."""
+    out = []
+    for i in range(0, len(tokens), rows):
+        h = model(tokens[i:i + rows], return_residual=True)
+        out.append(h[torch.arange(len(h)), at[i:i + rows]].double().cpu().numpy())
+    return np.concatenate(out)
+
+
+def _probe(task: Any, features_of, l2: float) -> dict[str, float]:
+    w = task.world
+    xa, xb = features_of(w.p_train), features_of(w.p_test)
+    out: dict[str, float] = {}
+    for a, arr in PROBED.items():
+        labels = getattr(w, arr)
+        out[a] = linear_probe_accuracy(xa, labels[w.p_train], xb, labels[w.p_test], l2)
+    out["mean"] = float(np.mean([out[a] for a in PROBED]))
+    return out
+
+
+def p_probe(model: torch.nn.Module, task: Any, rows: int = 256, l2: float = 1e-3) -> dict[str, float]:
+    """P-probing (module doc): test accuracy of a linear probe at the last token of each person's full name in
+    their first biography, per attribute of :data:`PROBED` and their ``mean``.  Raises ConfigError for a task
+    that is not ``bios``."""
+    _check_bios(task)
+
+    def features(people: np.ndarray) -> np.ndarray:
+        b = task.bio_rows(people, np.zeros(len(people), dtype=np.int64))
+        last = torch.from_numpy(task.values(people)[:, 2])  # the last-name token
+        at = (b.tokens == last[:, None]).int().argmax(1)  # its first occurrence: the end of the full name
+        return _final_residual(model, b.tokens, at, rows)
+
+    return _probe(task, features, l2)
+
+
+def q_probe(model: torch.nn.Module, task: Any, rows: int = 256, l2: float = 1e-3) -> dict[str, float]:
+    """Q-probing (module doc): test accuracy of a linear probe at the last token of ``<bos> first middle last``,
+    per attribute of :data:`PROBED` and their ``mean``.  Raises ConfigError for a task that is not ``bios``."""
+    _check_bios(task)
+
+    def features(people: np.ndarray) -> np.ndarray:
+        v = task.values(people)[:, :3]
+        tokens = torch.from_numpy(np.concatenate([np.full((len(people), 1), task.vocab.bos), v], 1))
+        return _final_residual(model, tokens, torch.full((len(people),), 3), rows)
+
+    return _probe(task, features, l2)
+
+
+def _check_bios(task: Any) -> None:
+    from theorylab.tasks.bios import BiosTask
+
+    if not isinstance(task, BiosTask):
+        raise ConfigError(f"knowledge measures read a bios task (got {type(task).__name__})")
+
+
+__all__ = ["PROBED", "STORED", "bits_per_parameter", "bits_stored", "linear_probe_accuracy", "p_probe", "pool_sizes",
+           "q_probe", "value_cross_entropy"]

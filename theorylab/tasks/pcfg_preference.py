@@ -44,7 +44,7 @@ Results are cached by the token tuple; strings the grammar's equivalent regular 
 **Preference pairs** ``(y_1, y_2)`` are drawn from the reference data and labelled ``y_1 > y_2`` with
 probability ``sigmoid(r(y_1) - r(y_2))`` (``labels = bt``, Bradley & Terry 1952, the preference model of
 Rafailov et al. 2023's DPO) or by the larger reward (``labels = hard``, ties by a fair coin), with
-:func:`theorylab.tasks.preference.first_wins`; ``n_pairs`` fixes a finite data set (per run seed), none draws
+:class:`theorylab.tasks.preference.PreferenceData`; ``n_pairs`` fixes a finite data set (per run seed), none draws
 fresh pairs every step.  The task's own loss (next-token cross-entropy on reference sentences, nothing taken
 after the first ``<eos>``) pretrains the reference model.
 
@@ -62,7 +62,7 @@ validity, reward and length of ``n_eval_samples`` responses sampled from the mod
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ from theorylab.models.objectives import IGNORE
 from theorylab.tasks import register_task
 from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng, token_metrics, torch_generator
 from theorylab.tasks.percolation import TERMINALS, Uniforms, _parser, regular_match, sample_symbols
-from theorylab.tasks.preference import first_wins
+from theorylab.tasks.preference import PreferenceData
 
 #: The token ids: ``SYMBOLS[i]`` is token ``i`` (every terminal of the grammar but ``[P]``, ``<eos>`` last).
 SYMBOLS: tuple[str, ...] = ("subjectID", "objectID", "relV", "descV", "is", "has", "on", "in", "to", "and", "or",
@@ -270,33 +270,19 @@ def response_log_prob(model: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
     return lp.masked_fill(after_eos(y), 0.0).sum(-1)
 
 
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) interval of a binomial rate from ``k`` successes in ``n`` trials: the
-    formula of :func:`theorylab.claims.statistics.clopper_pearson`, here because a task may not import the
-    claims layer (the tests check that both agree).  ``(0, 1)`` when ``n = 0``."""
-    from scipy.stats import beta
-
-    if n == 0:
-        return 0.0, 1.0
-    a = (1 - level) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
-
-
 # --------------------------------------------------------------------------- the task
 
 
 @register_task
-class PCFGPreferenceTask(Task):
+class PCFGPreferenceTask(PreferenceData, Task):
     """Preferences over the PCFG's sentences with a reward read from the parse (module doc).  Its own loss
     pretrains the reference (the parent of the preference runs); the objectives of
     :mod:`theorylab.runs.objectives` read :meth:`preference_batch`, :meth:`prompt_batch`, :meth:`reward` and
     :meth:`response_log_prob`."""
 
     Config = PCFGPreferenceConfig
-    objectives: ClassVar[tuple[str, ...]] = ("dpo", "ipo", "rlhf", "reward_model")
-    exact_outputs: ClassVar[bool] = True  # its evaluation reads the outputs as a distribution over responses
+    BOS = BOS
+    _PAIR_SALTS = (0x9CF7, 0x9CF8)
 
     def __init__(self, cfg: PCFGPreferenceConfig, seed: int = 0):
         super().__init__(cfg, seed)
@@ -304,57 +290,24 @@ class PCFGPreferenceTask(Task):
         test = sample_strings(np.random.default_rng([self.seed, 0x9CF6]), cfg.n_test, cfg.max_len)
         self.test_strings = test
         self._test = Batch(tokens=model_inputs(test), targets=test.masked_fill(after_eos(test), IGNORE))
-        self._pairs = None if cfg.n_pairs is None else self._labelled_pairs(np.random.default_rng([self.seed, 0x9CF7]),
-                                                                            cfg.n_pairs)
+        self._init_pairs()
         self._reference_reward: float | None = None
 
     # ---------------------------------------------------------------- data
     def _draw(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        """``n`` grammar sentences ``[n, L]`` (int64, canonical): the reference distribution, the grammar
+        conditioned on length ``<= max_len`` (for importance sampling; there is no exact log-probability)."""
         return sample_strings(rng, n, self.cfg.max_len)
 
-    def _labelled_pairs(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` reference pairs as (chosen, rejected), each ``[n, L]``, labelled as ``cfg.labels`` says."""
-        y1, y2 = self._draw(rng, n), self._draw(rng, n)
-        d = (reward_of(y1, self.cfg) - reward_of(y2, self.cfg)).numpy()
-        first = torch.from_numpy(first_wins(d, rng.random(n), self.cfg.labels)).unsqueeze(1)
-        return torch.where(first, y1, y2), torch.where(first, y2, y1)
-
-    def sample_reference(self, n: int, rng: np.random.Generator) -> torch.Tensor:
-        """``n`` responses ``[n, L]`` (int64, canonical) from the task's reference distribution, the grammar
-        conditioned on length ``<= max_len`` (for importance sampling; there is no exact log-probability)."""
-        return self._draw(rng, n)
+    @staticmethod
+    def _inputs(y: torch.Tensor) -> torch.Tensor:
+        return model_inputs(y)
 
     def train_batch(self, step: int, batch_size: int | None) -> Batch:
         """``batch_size`` (default 64) fresh grammar sentences for next-token training: ``tokens`` = ``[BOS,
         y_1 .. y_{L-1}]`` and ``targets`` = ``y`` with ``IGNORE`` after the first ``<eos>`` (``[B, L]`` each)."""
         y = self._draw(step_rng(self.seed, step), batch_size or 64)
         return Batch(tokens=model_inputs(y), targets=y.masked_fill(after_eos(y), IGNORE))
-
-    def preference_batch(self, step: int, batch_size: int | None) -> Batch:
-        """Labelled pairs for step ``step``: ``tokens``/``targets`` of the chosen responses and ``extras``
-        ``tokens_l``/``targets_l`` of the rejected ones (each ``[B, L]``; targets are the canonical responses,
-        not masked): fresh pairs (``batch_size``, default 64), or a minibatch (all when ``batch_size`` is none)
-        of the fixed data set."""
-        if self._pairs is None:
-            w, lo = self._labelled_pairs(step_rng(self.seed, step, 1), batch_size or 64)
-        else:
-            w, lo = self._pairs
-            if batch_size is not None and batch_size < len(w):
-                idx = torch.from_numpy(np.sort(step_rng(self.seed, step, 1).choice(len(w), batch_size, replace=False)))
-                w, lo = w[idx], lo[idx]
-        return Batch(tokens=model_inputs(w), targets=w, extras={"tokens_l": model_inputs(lo), "targets_l": lo})
-
-    def heldout_pairs(self, n: int = 1024) -> Batch:
-        """``n`` labelled reference pairs never trained on (a seed stream of their own), in
-        :meth:`preference_batch`'s layout: a reward model's test set."""
-        w, lo = self._labelled_pairs(np.random.default_rng([self.seed, 0x9CF8]), n)
-        return Batch(tokens=model_inputs(w), targets=w, extras={"tokens_l": model_inputs(lo), "targets_l": lo})
-
-    def prompt_batch(self, step: int, batch_size: int | None) -> Batch:
-        """``batch_size`` (default 64) prompts ``[B, 1]`` (the BOS token) for on-policy sampling at step
-        ``step``; ``extras["step"]`` carries the step, from which the sampler's generator is derived."""
-        n = batch_size or 64
-        return Batch(tokens=torch.full((n, 1), BOS, dtype=torch.long), extras={"step": torch.full((n,), step)})
 
     @property
     def response_length(self) -> int:
@@ -418,7 +371,12 @@ class PCFGPreferenceTask(Task):
         valid, _, _ = properties(y)
         r = reward_of(y, self.cfg).numpy()
         n = len(r)
-        lo, hi = clopper_pearson(int(valid.sum()), n)
+        if n == 0:
+            raise ConfigError("policy_metrics: no responses to measure")
+        from scipy.stats import binomtest
+
+        ci = binomtest(int(valid.sum()), n).proportion_ci(confidence_level=0.95, method="exact")  # Clopper-Pearson
+        lo, hi = float(ci.low), float(ci.high)
         mean = float(r.mean())
         half = 1.96 * float(r.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
         length = (~after_eos(y)).sum(-1).double().mean()
@@ -464,6 +422,6 @@ class PCFGPreferenceTask(Task):
 
 
 __all__ = ["BOS", "EOS", "SYMBOLS", "PCFGPreferenceConfig", "PCFGPreferenceTask", "after_eos", "canonical",
-           "clopper_pearson", "decode",
+           "decode",
            "encode", "model_inputs", "parse_properties", "properties", "response_log_prob", "reward_of",
            "sample_sentences", "sample_strings"]

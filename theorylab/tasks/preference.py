@@ -129,15 +129,72 @@ def response_log_prob(model: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
     return lp.gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
+class PreferenceData:
+    """The preference data of a task whose responses come from a reference sampler: labelled pairs (fresh or a
+    fixed set), held-out pairs and prompts, shared by :class:`ABStringsTask` and
+    :class:`theorylab.tasks.pcfg_preference.PCFGPreferenceTask`.  A task using it provides ``_draw(rng, n)``
+    (``n`` reference responses ``[n, L]``), ``reward(y)``, ``_inputs(y)`` (the model's inputs for responses),
+    ``BOS``, the seed streams ``_PAIR_SALTS`` = (fixed set, held-out pairs), and config fields ``labels`` and
+    ``n_pairs``; it calls :meth:`_init_pairs` in its constructor."""
+
+    BOS: ClassVar[int]
+    _PAIR_SALTS: ClassVar[tuple[int, int]]
+    objectives: ClassVar[tuple[str, ...]] = ("dpo", "ipo", "rlhf", "reward_model")
+    exact_outputs: ClassVar[bool] = True  # the evaluation reads the outputs as a distribution over responses
+
+    def _init_pairs(self) -> None:
+        n = self.cfg.n_pairs
+        self._pairs = None if n is None else self._labelled_pairs(np.random.default_rng([self.seed,
+                                                                                          self._PAIR_SALTS[0]]), n)
+
+    def _labelled_pairs(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` reference pairs as (chosen, rejected), each ``[n, L]``, labelled as ``cfg.labels`` says."""
+        y1, y2 = self._draw(rng, n), self._draw(rng, n)
+        d = (self.reward(y1) - self.reward(y2)).cpu().numpy()
+        first = torch.from_numpy(first_wins(d, rng.random(n), self.cfg.labels)).unsqueeze(1)
+        return torch.where(first, y1, y2), torch.where(first, y2, y1)
+
+    def _pair_batch(self, w: torch.Tensor, lo: torch.Tensor) -> Batch:
+        return Batch(tokens=self._inputs(w), targets=w, extras={"tokens_l": self._inputs(lo), "targets_l": lo})
+
+    def preference_batch(self, step: int, batch_size: int | None) -> Batch:
+        """Labelled pairs for step ``step``: ``tokens``/``targets`` of the chosen responses and ``extras``
+        ``tokens_l``/``targets_l`` of the rejected ones (each ``[B, L]``; the targets are the responses): fresh
+        pairs (``batch_size``, default 64), or a minibatch (all when ``batch_size`` is none) of the fixed set."""
+        if self._pairs is None:
+            w, lo = self._labelled_pairs(step_rng(self.seed, step, 1), batch_size or 64)
+        else:
+            w, lo = self._pairs
+            if batch_size is not None and batch_size < len(w):
+                idx = torch.from_numpy(np.sort(step_rng(self.seed, step, 1).choice(len(w), batch_size, replace=False)))
+                w, lo = w[idx], lo[idx]
+        return self._pair_batch(w, lo)
+
+    def heldout_pairs(self, n: int = 1024) -> Batch:
+        """``n`` labelled reference pairs never trained on (a seed stream of their own), in
+        :meth:`preference_batch`'s layout: a reward model's test set."""
+        return self._pair_batch(*self._labelled_pairs(np.random.default_rng([self.seed, self._PAIR_SALTS[1]]), n))
+
+    def prompt_batch(self, step: int, batch_size: int | None) -> Batch:
+        """``batch_size`` (default 64) prompts ``[B, 1]`` (the BOS token) for on-policy sampling at step
+        ``step``; ``extras["step"]`` carries the step, from which the sampler's generator is derived."""
+        n = batch_size or 64
+        return Batch(tokens=torch.full((n, 1), self.BOS, dtype=torch.long), extras={"step": torch.full((n,), step)})
+
+    def sample_reference(self, n: int, rng: np.random.Generator) -> torch.Tensor:
+        """``n`` responses ``[n, L]`` drawn from the task's reference distribution."""
+        return self._draw(rng, n)
+
+
 @register_task
-class ABStringsTask(Task):
+class ABStringsTask(PreferenceData, Task):
     """The {a, b}-string alignment problem (module doc).  Its own loss pretrains the reference; the
     preference objectives (:mod:`theorylab.runs.objectives`) read :meth:`preference_batch`,
     :meth:`prompt_batch` and :meth:`reward`."""
 
     Config = ABStringsConfig
-    objectives: ClassVar[tuple[str, ...]] = ("dpo", "ipo", "rlhf", "reward_model")
-    exact_outputs: ClassVar[bool] = True  # its evaluation reads the outputs as a distribution over responses
+    BOS = BOS
+    _PAIR_SALTS = (0xAB6, 0xAB7)
 
     def __init__(self, cfg: ABStringsConfig, seed: int = 0):
         super().__init__(cfg, seed)
@@ -145,8 +202,7 @@ class ABStringsTask(Task):
         rng = np.random.default_rng([self.seed, 0xAB5])
         test = self._draw(rng, cfg.n_test)
         self._test = Batch(tokens=model_inputs(test), targets=test)
-        self._pairs = None if cfg.n_pairs is None else self._labelled_pairs(np.random.default_rng([self.seed, 0xAB6]),
-                                                                            cfg.n_pairs)
+        self._init_pairs()
         self.all_strings = strings(cfg.length)
         self.all_rewards = reward_of(self.all_strings, cfg)
         self.ref_log_probs = reference_log_prob(self.all_strings, cfg.p_ref)
@@ -158,49 +214,17 @@ class ABStringsTask(Task):
         """``n`` reference strings ``[n, L]``."""
         return torch.from_numpy((rng.random((n, self.cfg.length)) >= self.cfg.p_ref).astype(np.int64))
 
-    def _labelled_pairs(self, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` reference pairs as (chosen, rejected), each ``[n, L]``, labelled as ``cfg.labels`` says."""
-        y1, y2 = self._draw(rng, n), self._draw(rng, n)
-        d = (reward_of(y1, self.cfg) - reward_of(y2, self.cfg)).numpy()
-        first_t = torch.from_numpy(first_wins(d, rng.random(n), self.cfg.labels)).unsqueeze(1)
-        return torch.where(first_t, y1, y2), torch.where(first_t, y2, y1)
-
     def train_batch(self, step: int, batch_size: int | None) -> Batch:
         """``batch_size`` (default 64) fresh reference strings for next-token training."""
         y = self._draw(step_rng(self.seed, step), batch_size or 64)
         return Batch(tokens=model_inputs(y), targets=y)
 
-    def preference_batch(self, step: int, batch_size: int | None) -> Batch:
-        """Labelled pairs for step ``step``: ``tokens``/``targets`` of the chosen responses and ``extras``
-        ``tokens_l``/``targets_l`` of the rejected ones (each ``[B, L]``): fresh pairs, or a minibatch (all
-        when ``batch_size`` is none) of the fixed data set."""
-        if self._pairs is None:
-            w, lo = self._labelled_pairs(step_rng(self.seed, step, 1), batch_size or 64)
-        else:
-            w, lo = self._pairs
-            if batch_size is not None and batch_size < len(w):
-                idx = torch.from_numpy(np.sort(step_rng(self.seed, step, 1).choice(len(w), batch_size, replace=False)))
-                w, lo = w[idx], lo[idx]
-        return Batch(tokens=model_inputs(w), targets=w, extras={"tokens_l": model_inputs(lo), "targets_l": lo})
-
-    def heldout_pairs(self, n: int = 1024) -> Batch:
-        """``n`` labelled reference pairs never trained on (a seed stream of their own), in
-        :meth:`preference_batch`'s layout: a reward model's test set."""
-        w, lo = self._labelled_pairs(np.random.default_rng([self.seed, 0xAB7]), n)
-        return Batch(tokens=model_inputs(w), targets=w, extras={"tokens_l": model_inputs(lo), "targets_l": lo})
-
-    def sample_reference(self, n: int, rng: np.random.Generator) -> torch.Tensor:
-        """``n`` strings ``[n, L]`` drawn from the exact reference."""
-        return self._draw(rng, n)
-
     def reward_model_inputs(self, y: torch.Tensor) -> torch.Tensor:
         return reward_model_inputs(y)
 
-    def prompt_batch(self, step: int, batch_size: int | None) -> Batch:
-        """``batch_size`` (default 64) prompts ``[B, 1]`` (the BOS token) for on-policy sampling at step
-        ``step``; ``extras["step"]`` carries the step, from which the sampler's generator is derived."""
-        n = batch_size or 64
-        return Batch(tokens=torch.full((n, 1), BOS, dtype=torch.long), extras={"step": torch.full((n,), step)})
+    @staticmethod
+    def _inputs(y: torch.Tensor) -> torch.Tensor:
+        return model_inputs(y)
 
     @property
     def response_length(self) -> int:
@@ -313,6 +337,6 @@ def sample_pairs(problem: TabularProblem, n: int, rng: np.random.Generator, labe
     return x, np.where(first, i, j), np.where(first, j, i)
 
 
-__all__ = ["ABStringsConfig", "ABStringsTask", "TabularProblem", "tabular_problem", "sample_pairs", "ab_tabular", "reward_model_inputs",
+__all__ = ["ABStringsConfig", "ABStringsTask", "PreferenceData", "TabularProblem", "tabular_problem", "sample_pairs", "ab_tabular", "reward_model_inputs",
            "first_wins", "strings",
            "reward_of", "reference_log_prob", "response_log_prob", "model_inputs"]

@@ -4,6 +4,7 @@ exact information content, the text of every variant, QA rows, the stages, the e
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -16,6 +17,9 @@ from theorylab.runs import build_run_config, train
 from theorylab.tasks import IGNORE, build_task_config, make_task
 from theorylab.tasks.bios import (
     ATTRIBUTES,
+    MANIPULATION_WORDS,
+    MONTHS,
+    QA_KINDS,
     QUESTIONS,
     TEMPLATE_WORDS,
     TEMPLATES,
@@ -413,3 +417,271 @@ def test_bad_inputs_to_the_helpers():
         task.facts(-1)
     with pytest.raises(ConfigError, match="do not fit width 10"):
         task.bio_rows(np.array([0]), np.array([0]), width=10)
+
+
+# --------------------------------------------------------------------------- knowledge manipulation (Part 3.2)
+
+
+def _answer(batch, r: int) -> list[int]:
+    return batch.targets[r][batch.targets[r] != IGNORE].tolist()
+
+
+def _question(task: BiosTask, batch, r: int) -> list[str]:
+    """The words of row r's question: after <bos>, up to and including the '?' (where the loss starts)."""
+    first = int((batch.targets[r] != IGNORE).nonzero()[0])
+    return [task.vocab.words[int(t)] for t in batch.tokens[r, 1:first + 1]]
+
+
+def _month(word: str) -> int:
+    """Calendar month number of a month name: January 1 .. December 12."""
+    return MONTHS.index(word) + 1
+
+
+def test_each_kind_of_question_states_the_facts_and_answers_them():
+    task = _task(0, n_people=150, qa_kinds=list(QA_KINDS))
+    v, w = task.vocab, task.world
+    word = v.words
+    people = np.arange(150)
+    assert set((w.month + 1).tolist()) == set(range(1, 13))  # every month, both parities
+    yes, no, eos = v.index["yes"], v.index["no"], v.eos
+    # inverse: every fact of the person in the question, the name as the answer
+    b = task.question_rows("inverse", people)
+    assert b.tokens.shape[1] == task.kind_width["inverse"]
+    for r in people:
+        facts, q = task.facts(int(r)), _question(task, b, r)
+        assert q[0] == "which" and q[-1] == "?"
+        for a in ATTRIBUTES[:-1]:  # the company city follows from the employer
+            assert all(word[t] in q for t in facts[a]), (a, q)
+        assert not {word[t] for t in facts["name"]} & set(q)
+        assert _answer(b, r) == facts["name"] + [eos]
+        assert b.extras["answer_part"][r][b.targets[r] != IGNORE].tolist() == [0, 0, 0, -1]
+    text = task.decode(task.question_rows("inverse", np.array([3])).tokens[0])
+    assert text.startswith("<bos> which person attended Univ") and text.endswith("? " + task.decode(
+        task.facts(3)["name"]))
+    # classify: yes iff the calendar month is even (January = 1: no); with CoT the month comes first
+    b, cot = task.question_rows("classify", people), task.question_rows("classify_cot", people)
+    verdicts = set()
+    for r in people:
+        name = [word[t] for t in task.facts(int(r))["name"]]
+        month = word[v.month0 + int(w.month[r])]
+        for batch in (b, cot):
+            q = _question(task, batch, r)
+            assert q[1:4] == name and "even" in q and month not in q
+        verdict = yes if _month(month) % 2 == 0 else no
+        verdicts.add((month, word[verdict]))
+        assert _answer(b, r) == [verdict, eos]
+        assert _answer(cot, r) == [v.month0 + int(w.month[r]), v.index[","], verdict, eos]
+        assert cot.extras["answer_part"][r][cot.targets[r] != IGNORE].tolist() == [0, 0, 1, -1]
+    assert ("January", "no") in verdicts and ("February", "yes") in verdicts and ("December", "yes") in verdicts
+    assert len(verdicts) == 12
+    # compare: yes iff A's calendar month is earlier than B's; with CoT both months first, A's then B's
+    mates = task.partners(people, w.p_train, np.random.default_rng(0))
+    assert bool((w.month[mates] != w.month[people]).all()) and set(mates.tolist()) <= set(w.p_train.tolist())
+    b, cot = task.question_rows("compare", people, partners=mates), task.question_rows("compare_cot", people,
+                                                                                     partners=mates)
+    answers = set()
+    for r in people:
+        a_name = [word[t] for t in task.facts(int(r))["name"]]
+        b_name = [word[t] for t in task.facts(int(mates[r]))["name"]]
+        q = _question(task, cot, r)
+        assert q[1:4] == a_name and q[-4:-1] == b_name and "earlier" in q
+        ma, mb = word[v.month0 + int(w.month[r])], word[v.month0 + int(w.month[mates[r]])]
+        verdict = yes if _month(ma) < _month(mb) else no
+        answers.add(verdict)
+        assert _answer(b, r) == [verdict, eos]
+        assert [word[t] for t in _answer(cot, r)] == [ma, mb, ",", word[verdict], "<eos>"]
+        assert int(b.extras["partner"][r]) == mates[r] and int(b.extras["attribute"][r]) == -2
+    assert answers == {yes, no}
+    # retrieval through question_rows is qa_rows
+    r = task.question_rows("retrieval", people[:6], np.arange(6))
+    assert torch.equal(r.tokens, task.qa_rows(people[:6], np.arange(6)).tokens)
+    # refused inputs
+    for call, needle in ((lambda: task.question_rows("compare", people[:2]), "need partners"),
+                         (lambda: task.question_rows("compare", people[:2], partners=people[:2]), "different months"),
+                         (lambda: task.question_rows("compare", people[:2], partners=people[:1]), "partners for"),
+                         (lambda: task.question_rows("guess", people[:2]), "unknown question kind"),
+                         (lambda: task.question_rows("retrieval", people[:2]), "need their attributes"),
+                         (lambda: task.question_rows("classify", np.array([150])), "people must lie"),
+                         (lambda: task.question_rows("inverse", people[:2], width=10), "do not fit width 10")):
+        with pytest.raises(ConfigError, match=needle):
+            call()
+    one_month = people[w.month == w.month[0]]
+    with pytest.raises(ConfigError, match="one birth month only"):
+        task.partners(one_month[:1], one_month, np.random.default_rng(0))
+
+
+def test_inverse_questions_can_be_ambiguous_in_small_worlds():
+    tiny = _task(0, n_people=150, n_years=1, n_cities=1, n_universities=1, n_majors=1, n_employers=1)
+    w = tiny.world
+    facts = [tuple(int(getattr(w, f)[i]) for f in ("year", "month", "day", "birth_city", "university", "major",
+                                                   "employer")) for i in range(150)]
+    shared = np.array([facts.count(f) > 1 for f in facts])
+    assert np.array_equal(w.inverse_ambiguous, shared) and shared.any()
+    assert w.inverse_collisions == pytest.approx(shared.mean())
+    assert _task(0).world.inverse_collisions == 0.0  # 40 people, about 1.1e7 profiles
+
+
+def test_stage_qa_draws_every_kind_about_training_people_only():
+    kinds = ["retrieval", "inverse", "classify_cot", "compare"]
+    task = _task(0, stage="qa", qa_kinds=kinds)
+    w = task.world
+    b = task.train_batch(0, 400)
+    assert b.tokens.shape[1] == max(task.kind_width[k] for k in kinds) == task.cfg.stage_width()
+    kind = b.extras["kind"].numpy()
+    share = np.bincount(kind, minlength=len(QA_KINDS))[[QA_KINDS.index(k) for k in kinds]] / 400
+    assert share == pytest.approx([0.25] * 4, abs=0.08)  # 400 rows: sd 0.022
+    person, partner = b.extras["person"].numpy(), b.extras["partner"].numpy()
+    assert set(person.tolist()) <= set(w.p_train.tolist())
+    is_cmp = kind == QA_KINDS.index("compare")
+    assert set(partner[is_cmp].tolist()) <= set(w.p_train.tolist()) and bool((partner[~is_cmp] == -1).all())
+    assert bool((w.month[partner[is_cmp]] != w.month[person[is_cmp]]).all())
+    assert bool(((b.extras["attribute"] >= 0).numpy() == (kind == 0)).all())  # -2 for the manipulations
+    for r in range(40):  # each row is its kind's question about its person, padded
+        k = QA_KINDS[kind[r]]
+        one = task.question_rows(k, person[r:r + 1], b.extras["attribute"][r:r + 1].numpy(),
+                                 partner[r:r + 1] if k.startswith("compare") else None)
+        t = one.tokens.shape[1]
+        assert torch.equal(b.tokens[r, :t], one.tokens[0]) and torch.equal(b.targets[r, :t], one.targets[0])
+        assert bool((b.tokens[r, t:] == task.vocab.pad).all()) and bool((b.targets[r, t:] == IGNORE).all())
+    # mixed: the questions only of the configured kinds, the biographies of kind -1
+    mixed = _task(0, stage="mixed", qa_kinds=["classify", "compare_cot"])
+    m = mixed.train_batch(1, 300)
+    is_q = m.extras["attribute"] != -1
+    assert set(m.extras["kind"][is_q].tolist()) == {QA_KINDS.index("classify"), QA_KINDS.index("compare_cot")}
+    assert bool((m.extras["kind"][~is_q] == -1).all()) and bool((m.tokens[~is_q, 0] == mixed.vocab.bos).all())
+    assert set(m.extras["person"][is_q].tolist()) <= set(mixed.world.p_train.tolist())
+    assert m.tokens.shape[1] == mixed.cfg.model_defaults()["n_ctx"]
+    # one vocabulary and one n_ctx whatever the kinds or the stage (a child keeps its parent's model)
+    d = _cfg(**SMALL).model_defaults()
+    for kw in (dict(qa_kinds=list(QA_KINDS)), dict(stage="qa", qa_kinds=["inverse"]), dict(stage="mixed")):
+        assert _cfg(**SMALL, **kw).model_defaults() == d
+    assert d["n_ctx"] >= max(task.kind_width.values())
+
+
+def test_evaluation_of_each_kind_on_an_untrained_model():
+    task = _task(1, qa_kinds=list(QA_KINDS), n_eval=8)
+    model = _model(task.cfg)
+    m = task.evaluate(model, "cpu", None, 5)
+    retrieval = {f"{s}/{k}" for s in ("qa_train", "qa_test", "bio") for k in ("accuracy", "loss", *ATTRIBUTES)}
+    kinds = {f"{s}/{k}" for s in ("qa_train", "qa_test") for k in (*QA_KINDS[1:], "classify_cot_final",
+                                                                      "compare_cot_final")}
+    assert set(m) == retrieval | kinds
+    for k, val in m.items():
+        assert (val > 0) if k.endswith("/loss") else (0 <= val <= 1), (k, val)
+    assert m == pytest.approx(task.evaluate(model, "cpu", None, 1000))  # chunks change nothing
+    w = task.world
+    for split in ("qa_train", "qa_test"):  # one fixed partner per evaluation person, of the same split
+        p, q = task.eval_people[split], task.eval_partners[split]
+        assert set(q.tolist()) <= set(p.tolist()) and bool((w.month[p] != w.month[q]).all())
+        assert len(task.eval_sets()[f"{split}/compare"]) == len(p)
+    # without retrieval, its keys are left out
+    only = _task(1, qa_kinds=["classify_cot"], n_eval=8)
+    assert set(only.evaluate(_model(only.cfg), "cpu", None, 64)) == (
+        {f"{s}/{k}" for s in ("qa_train", "qa_test") for k in ("classify_cot", "classify_cot_final")}
+        | {f"bio/{k}" for k in ("accuracy", "loss", *ATTRIBUTES)})
+    assert set(only.eval_sets()) == {"bio", "qa_train/classify_cot", "qa_test/classify_cot"}
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts a lookup of prefix -> next token (uniform logits elsewhere)."""
+
+    def __init__(self, lookup, d_vocab_out):
+        super().__init__()
+        self.lookup, self.d = lookup, d_vocab_out
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, tokens):
+        out = torch.zeros(*tokens.shape, self.d)
+        for r, row in enumerate(tokens.tolist()):
+            for t in range(len(row)):
+                nxt = self.lookup.get(tuple(row[:t + 1]))
+                if nxt is not None:
+                    out[r, t, nxt] = 1.0
+        return out
+
+
+def test_cot_final_reads_the_verdict_given_the_true_months():
+    task = _task(0, qa_kinds=["classify_cot", "compare_cot", "inverse"], n_eval=8)
+    lookup = {}
+    for b in task.eval_sets().values():
+        for row, tgt in zip(b.tokens.tolist(), b.targets.tolist()):
+            for t, y in enumerate(tgt):
+                if y != IGNORE:
+                    lookup[tuple(row[:t + 1])] = y
+    d = task.cfg.model_defaults()["d_vocab_out"]
+    m = task.evaluate(_Oracle(lookup, d), "cpu", None, 64)
+    assert all(m[k] == 1.0 for k in m if not k.endswith("loss"))
+    b = task.eval_sets()["qa_test/compare_cot"]
+    row, tgt = b.tokens[0].tolist(), b.targets[0].tolist()
+    start = min(t for t, y in enumerate(tgt) if y != IGNORE)
+    wrong_month = dict(lookup)
+    wrong_month[tuple(row[:start + 1])] = tgt[start] + 1 if tgt[start] + 1 < d else tgt[start] - 1  # A's month
+    m = task.evaluate(_Oracle(wrong_month, d), "cpu", None, 64)
+    assert m["qa_test/compare_cot"] == pytest.approx(7 / 8) and m["qa_test/compare_cot_final"] == 1.0
+    yes, no = task.vocab.index["yes"], task.vocab.index["no"]
+    wrong_verdict = dict(lookup)
+    wrong_verdict[tuple(row[:start + 3 + 1])] = yes + no - tgt[start + 3]  # the verdict, after "A B ,"
+    m = task.evaluate(_Oracle(wrong_verdict, d), "cpu", None, 64)
+    assert m["qa_test/compare_cot"] == m["qa_test/compare_cot_final"] == pytest.approx(7 / 8)
+    assert m["qa_train/compare_cot"] == m["qa_test/classify_cot"] == m["qa_test/inverse"] == 1.0
+
+
+# Rows of the default config, hashed with <pad> read as -1, saved from the code before the question kinds
+# existed: the kinds leave every row of a retrieval-only config as it was.  Only the vocabulary grew (the
+# manipulation words come after the pools, so the one id that moved is <pad>, the last: 2992 -> 3001).
+DEFAULT_ROWS = {"bio": "e2a8432af97307a2", "qa": "bbe1d9cd36f8e423", "mixed": "12833ddeb5d4085d",
+                "eval_bio": "d7780c20ec743288", "eval_qa_train": "1a7039126fa7c866", "eval_qa_test": "d647ead1f327c0e2"}
+
+
+def _digest(task: BiosTask, *tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        a = t.numpy().astype(np.int64)
+        a = np.where(a == task.vocab.pad, -1, a)
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_the_default_config_draws_the_rows_it_drew_before_the_kinds():
+    got = {}
+    for stage in ("bio", "qa", "mixed"):
+        task = make_task(_cfg(stage=stage), 0)
+        b = task.train_batch(0, 8)
+        got[stage] = _digest(task, b.tokens, b.targets, b.extras["person"], b.extras["attribute"])
+        assert bool((b.extras["kind"] == torch.where(b.extras["attribute"] >= 0, 0, -1)).all())
+    got |= {f"eval_{k}": _digest(task, v.tokens, v.targets, v.extras["value_attr"])
+            for k, v in task.eval_sets().items()}
+    assert got == DEFAULT_ROWS
+    d = task.cfg.model_defaults()
+    assert d["n_ctx"] == 58 and d["d_vocab"] == 2993 + len(MANIPULATION_WORDS)
+    assert MANIPULATION_WORDS == ("and", "earlier", "even", "have", "month", "no", "person", "than", "yes")
+    assert task.vocab.manipulation0 == task.vocab.employer0 + task.cfg.n_employers
+    assert _cfg().qa_kinds == ["retrieval"] and _cfg().to_dict()["qa_kinds"] == ["retrieval"]
+
+
+@pytest.mark.parametrize("kinds,needle", [
+    ([], r"task\.qa_kinds"), (["retrieval", "retrieval"], r"task: .*qa_kinds lists retrieval more than once"),
+    (["lookup"], r"task\.qa_kinds\.0"), ("classify", r"task\.qa_kinds"),
+])
+def test_bad_qa_kinds_are_one_line_errors(kinds, needle):
+    with pytest.raises(ConfigError, match=needle) as err:
+        _cfg(qa_kinds=kinds)
+    assert "\n" not in str(err.value)
+
+
+def test_a_bio_parent_then_a_child_on_retrieval_and_classification_with_cot(store):
+    # Measured on a CPU (seed 0), about 1 s: parent bio/accuracy 0.29 after 40 steps; child (40 steps) qa_train
+    # retrieval 0.11, classify_cot 0.0 (its verdict alone 0.56), qa_test 0.07, 0.0 (0.44).  No accuracy bound: the
+    # run is too short.  With 200 + 200 steps (about 5 s): parent 0.98; child qa_train retrieval 0.48,
+    # classify_cot 1.0 (1.0), qa_test 0.08, 0.03 (0.63): the test people's months are not extractable (bioS single).
+    parent = train(build_run_config("bios", WORLD + ["train.steps=40", "train.eval_every=40"]), store,
+                   progress=False)
+    assert parent.status == "finished"
+    child = train(build_run_config("bios", WORLD + [f"parent={parent.run_id}", "task.stage=qa",
+                                                    "task.qa_kinds=[retrieval,classify_cot]", "train.steps=40",
+                                                    "train.eval_every=40"]), store, progress=False)
+    assert child.status == "finished"
+    for split in ("qa_train", "qa_test"):
+        for k in ("accuracy", "classify_cot", "classify_cot_final"):
+            assert 0 <= child.metrics[f"{split}/{k}"] <= 1

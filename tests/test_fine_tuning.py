@@ -88,3 +88,25 @@ def test_cli_from_step(tmp_path, monkeypatch, capsys):
     assert "give --from too" in capsys.readouterr().err
     assert main(["train", "ab_strings", "--from", pid, "--from-step", "15", "train.steps=5"]) == 2
     assert "no checkpoint at step 15" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_parent_of_another_vocabulary_and_a_missing_parent(tmp_path, monkeypatch, capsys):
+    from theorylab.cli import main
+
+    monkeypatch.setenv("THEORYLAB_HOME", str(tmp_path / "home"))
+    world = ["task.n_people=20", "task.n_first=4", "task.n_middle=4", "task.n_last=4", "task.n_years=5",
+             "task.n_cities=5", "task.n_universities=5", "task.n_majors=5", "task.n_employers=5", "task.n_eval=4",
+             "model.d_model=16", "model.n_layers=1", "model.n_heads=2"]
+    assert main(["train", "bios", *world, "train.steps=3", "-q", "--json"]) == 0
+    pid = json.loads(capsys.readouterr().out)["run_id"]
+    home = Store(tmp_path / "home")
+    before = {r.id for r in home.list_runs()}
+    # more cities: more tokens than the parent's model reads
+    assert main(["train", "bios", "--from", pid, "task.stage=qa", "task.n_cities=6", "train.steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.d_vocab: task 'bios' has" in err and pid in err
+    assert main(["train", "bios", "--from", "bios-0000000000", "task.stage=qa"]) == 2
+    assert "bios-0000000000" in capsys.readouterr().err
+    assert {r.id for r in home.list_runs()} == before  # nothing stored
+    # the same world fine-tunes
+    assert main(["train", "bios", "--from", pid, "task.stage=qa", "train.steps=2", "-q", "--json"]) == 0

@@ -176,6 +176,31 @@ register_preset(
     "k-hop questions on a random knowledge graph with half its relations revealed (mean degree 2 of 4)",
 )
 
+# --------------------------------------------------------------------------- knowledge (Allen-Zhu & Li, Part 3.1)
+
+# A CPU-sized bioS (docs/knowledge.md): 200 people, every pool 10 values, a 2-layer width-64 decoder.  In a
+# one-seed pilot mixed training on the augmented biographies reached held-out QA accuracy 0.45 after 2,000
+# steps and was still rising (single biographies: 0.11, chance level); bios_mixed runs twice as long.
+_BIOS_WORLD = {"n_people": 200, "n_first": 10, "n_middle": 10, "n_last": 10, "n_years": 10, "n_cities": 10,
+               "n_universities": 10, "n_majors": 10, "n_employers": 10, "n_eval": 100}
+_BIOS_MODEL = {"n_layers": 2, "d_model": 64, "n_heads": 4}
+register_preset(
+    "bios_mixed",
+    {"task": {"name": "bios", **_BIOS_WORLD, "stage": "mixed", "multi": 5, "permute": True, "fullname": True},
+     "model": _BIOS_MODEL,
+     "train": {"steps": 4000, "batch_size": 64, "lr": 3e-3, "eval_every": 500, "checkpoint_every": 400}},
+    "Allen-Zhu & Li 3.1 mixed training: augmented biographies of 200 people with questions about half of them; "
+    "qa_test/accuracy reads the knowledge extracted for the other half",
+)
+register_preset(
+    "bios_pretrain",
+    {"task": {"name": "bios", **_BIOS_WORLD, "stage": "bio"}, "model": _BIOS_MODEL,
+     "train": {"steps": 2000, "batch_size": 64, "lr": 3e-3, "eval_every": 500, "checkpoint_every": 200}},
+    "Allen-Zhu & Li 3.1 pretraining on one biography per person (bioS single; add task.multi=5 "
+    "task.permute=true task.fullname=true to augment); then fine-tune: theorylab train bios --from RUN "
+    "task.stage=qa",
+)
+
 # --------------------------------------------------------------------------- formal languages (Delétang et al. 2023)
 
 for _name, _cls in FORMAL_TASKS.items():

@@ -130,22 +130,27 @@ def test_p_and_q_probes_on_a_model_that_writes_the_attributes_into_the_name():
     w = task.world
 
     class Oracle(torch.nn.Module):
-        """Its final residual at a full name's last token is the one-hot code of that person's birth city (0
-        elsewhere): the birth city is decodable from the name, nothing else is."""
+        """Its final residual, from the end of the name on (every row opens ``<bos> first middle last``), is the
+        one-hot code of that person's birth city: the birth city is decodable, nothing else is."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))  # a parameter, for the device
 
         def forward(self, x, return_residual=False):
-            assert return_residual
+            assert return_residual and not self.training
             names = {tuple(row): person for person, row in enumerate(task.values(np.arange(len(w)))[:, :3].tolist())}
             h = torch.zeros(*x.shape, task.cfg.n_cities, dtype=torch.float64)
             for b in range(x.shape[0]):
-                for t in range(2, x.shape[1]):
-                    person = names.get(tuple(x[b, t - 2:t + 1].tolist()))
-                    if person is not None:
-                        h[b, t, int(w.birth_city[person])] = 1.0
+                person = names.get(tuple(x[b, 1:4].tolist()))
+                if person is not None:
+                    h[b, 3:, int(w.birth_city[person])] = 1.0
             return h
 
     for probe in (p_probe, q_probe):
-        got = probe(Oracle(), task)
+        oracle = Oracle().train()
+        got = probe(oracle, task)
+        assert oracle.training  # the probe put it in eval mode and back
         assert set(got) == set(PROBED) | {"mean"}
         assert got["birth_city"] == 1.0  # read off the name
         assert got["major"] < 0.6  # not coded: near chance (1/6) on 20 test people

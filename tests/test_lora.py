@@ -89,6 +89,18 @@ def test_bad_adapters_are_one_line_errors():
         build_run_config("ab_strings", SMALL + ["parent=x", "lora.rank=2", "train.stepper=stacked"])
     with pytest.raises(ConfigError, match="lora.rank"):
         build_run_config("ab_strings", SMALL + ["parent=x", "lora.rank=0"])
+    with pytest.raises(ConfigError, match="alpha and targets need a rank"):
+        build_run_config("ab_strings", SMALL + ["parent=x", "lora.alpha=4"])
+    with pytest.raises(ConfigError, match="adapt W_E instead"):
+        apply_lora(_model(tied_embeddings=True, d_vocab_out=None), LoraConfig(rank=1, targets=["W_Q", "W_U"]))
+
+
+def test_lora_runs_hash_the_adapter_code_and_objective_runs_the_estimators():
+    from theorylab.runs.config import code_files
+
+    names = lambda *a: {f.name for f in code_files("ab_strings", False, *a)}  # noqa: E731
+    assert "lora.py" not in names() and "alignment.py" not in names()
+    assert "lora.py" in names(True) and "alignment.py" in names(False, True)
 
 
 # --------------------------------------------------------------------------- runs

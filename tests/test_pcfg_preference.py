@@ -315,6 +315,10 @@ def test_the_reference_is_the_parent_since_the_task_has_no_exact_one():
         build_run_config("pcfg_preference", TINY + ["objective.name=rlhf", "objective.reference=task"])
     # reference-free needs no reference at all
     assert build_run_config("pcfg_preference", TINY + ["objective.name=ipo", "objective.reference=none"])
+    # the Monte Carlo estimates need two samples or more
+    with pytest.raises(ConfigError, match="task.n_eval_samples: the Monte Carlo estimates"):
+        build_run_config("pcfg_preference", TINY + ["objective.name=ipo", "objective.reference=none",
+                                                    "task.n_eval_samples=1"])
 
 
 def test_a_reward_model_of_the_grammar_reward(store):

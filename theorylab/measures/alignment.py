@@ -376,7 +376,9 @@ def importance_sampled_optimum(rewards, beta: float, resamples: int = 200, seed:
     bounds (``reward_lo``/``_hi``, ``kl_lo``/``_hi``; ``resamples`` resamples of the draws, generator ``seed``) and
     the effective sample size ``ess = (sum w)^2 / sum w^2`` (Kong 1992): the estimate is trustworthy only when
     ``ess`` is a fair fraction of ``n`` (a large ``1/beta`` times the reward's spread makes it collapse).
-    Raises ConfigError for fewer than 2 finite rewards or beta <= 0."""
+    The estimated KL is that of the reweighted draws against the uniform distribution on them, so it can never
+    exceed ``log n`` (6.24 nats at n = 512): for a small beta it levels off there whatever the true KL, and a
+    small ``ess / n`` says so.  Raises ConfigError for fewer than 2 finite rewards or beta <= 0."""
     r = np.asarray(rewards, dtype=np.float64).ravel()
     b = _beta(beta)
     if r.size < 2 or not np.all(np.isfinite(r)):

@@ -20,12 +20,13 @@ chain rule, the information about all attributes jointly given the name.
 norm), trained on the ``p_train`` half of the people and scored on the ``p_test`` half, predict each attribute's
 first value token (the month of a birth date; the city, university, major, employer, company city).
 
-* P-probing (:func:`p_probe`): at the last token of the person's full name inside their first biography.
-  Allen-Zhu & Li find that without augmentation an attribute becomes decodable only just before it appears in
-  the text, and with it already at the name.
+* P-probing (:func:`p_probe`): inside the person's first biography, at the token just before each attribute's
+  value (where the model must already hold the value to write it).  Allen-Zhu & Li find that without
+  augmentation an attribute becomes decodable only there, and with it already at the name.
 * Q-probing (:func:`q_probe`): from the name alone (``<bos> first middle last``), at its last token: what a
-  question about the person can read.  Their Q-probes also train a rank-16 update of the embeddings; ours are
-  linear only.
+  question about the person can read.  Every biography opens with the full name, so in a causal model this is
+  also the P-probe at the name.  Their Q-probes also train a rank-16 update of the embeddings; ours are linear
+  only.
 
 A probe is multinomial logistic regression with a small ridge, fitted by scipy's L-BFGS on standardised
 features (:func:`linear_probe_accuracy`).
@@ -138,35 +139,43 @@ PROBED = {"birth_date": "month", "birth_city": "birth_city", "university": "univ
 
 @torch.no_grad()
 def _final_residual(model: torch.nn.Module, tokens: torch.Tensor, at: torch.Tensor, rows: int) -> np.ndarray:
-    """The final residual stream ``[n, d_model]`` (after the final norm) at position ``at[i]`` of row ``i``."""
-    out = []
-    for i in range(0, len(tokens), rows):
-        h = model(tokens[i:i + rows], return_residual=True)
-        out.append(h[torch.arange(len(h)), at[i:i + rows]].double().cpu().numpy())
+    """The final residual stream ``[n, d_model]`` (after the final norm) at position ``at[i]`` of row ``i``, in
+    eval mode, on the model's device."""
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    was = model.training
+    model.eval()
+    try:
+        out = []
+        for i in range(0, len(tokens), rows):
+            h = model(tokens[i:i + rows].to(device), return_residual=True)
+            out.append(h[torch.arange(len(h), device=h.device), at[i:i + rows].to(h.device)].double().cpu().numpy())
+    finally:
+        model.train(was)
     return np.concatenate(out)
 
 
 def _probe(task: Any, features_of, l2: float) -> dict[str, float]:
+    """Per attribute of :data:`PROBED`, the probe's test accuracy; ``features_of(people, a)`` gives ``[n, d]``."""
     w = task.world
-    xa, xb = features_of(w.p_train), features_of(w.p_test)
     out: dict[str, float] = {}
-    for a, arr in PROBED.items():
+    for k, (a, arr) in enumerate(PROBED.items()):
         labels = getattr(w, arr)
-        out[a] = linear_probe_accuracy(xa, labels[w.p_train], xb, labels[w.p_test], l2)
+        out[a] = linear_probe_accuracy(features_of(w.p_train, k), labels[w.p_train], features_of(w.p_test, k),
+                                       labels[w.p_test], l2)
     out["mean"] = float(np.mean([out[a] for a in PROBED]))
     return out
 
 
 def p_probe(model: torch.nn.Module, task: Any, rows: int = 256, l2: float = 1e-3) -> dict[str, float]:
-    """P-probing (module doc): test accuracy of a linear probe at the last token of each person's full name in
-    their first biography, per attribute of :data:`PROBED` and their ``mean``.  Raises ConfigError for a task
-    that is not ``bios``."""
+    """P-probing (module doc): test accuracy of a linear probe at the token just before each attribute's first
+    value token in each person's first biography, per attribute of :data:`PROBED` and their ``mean``.  Raises
+    ConfigError for a task that is not ``bios``."""
     _check_bios(task)
 
-    def features(people: np.ndarray) -> np.ndarray:
-        b = task.bio_rows(people, np.zeros(len(people), dtype=np.int64))
-        last = torch.from_numpy(task.values(people)[:, 2])  # the last-name token
-        at = (b.tokens == last[:, None]).int().argmax(1)  # its first occurrence: the end of the full name
+    def features(people: np.ndarray, attribute: int) -> np.ndarray:
+        b = task.bio_rows(people, np.zeros(len(people), dtype=np.int64), tags=True)
+        # the input position whose target is the attribute's first value token
+        at = (b.extras["value_attr"] == attribute).int().argmax(1)
         return _final_residual(model, b.tokens, at, rows)
 
     return _probe(task, features, l2)
@@ -176,11 +185,15 @@ def q_probe(model: torch.nn.Module, task: Any, rows: int = 256, l2: float = 1e-3
     """Q-probing (module doc): test accuracy of a linear probe at the last token of ``<bos> first middle last``,
     per attribute of :data:`PROBED` and their ``mean``.  Raises ConfigError for a task that is not ``bios``."""
     _check_bios(task)
+    cache: dict[int, np.ndarray] = {}
 
-    def features(people: np.ndarray) -> np.ndarray:
-        v = task.values(people)[:, :3]
-        tokens = torch.from_numpy(np.concatenate([np.full((len(people), 1), task.vocab.bos), v], 1))
-        return _final_residual(model, tokens, torch.full((len(people),), 3), rows)
+    def features(people: np.ndarray, attribute: int) -> np.ndarray:
+        key = id(people)
+        if key not in cache:
+            v = task.values(people)[:, :3]
+            tokens = torch.from_numpy(np.concatenate([np.full((len(people), 1), task.vocab.bos), v], 1))
+            cache[key] = _final_residual(model, tokens, torch.full((len(people),), 3), rows)
+        return cache[key]
 
     return _probe(task, features, l2)
 

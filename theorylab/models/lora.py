@@ -30,7 +30,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -51,6 +51,13 @@ class LoraConfig(Config):
     targets: list[Target] = Field(default_factory=lambda: ["W_Q", "W_V"],
                                   description="the weights adapted: W_Q, W_K, W_V, W_O (attention), W_in, W_out "
                                               "(MLP) in every block; W_E (token embedding), W_U (unembedding)")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraConfig:
+        if self.rank is None and (self.alpha is not None or self.targets != ["W_Q", "W_V"]):
+            raise ValueError("alpha and targets need a rank (lora.rank=R); without one the run fine-tunes every "
+                             "weight")
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -124,6 +131,9 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, generator: torch.Generator | N
         raise ConfigError("lora.rank: set a rank to apply adapters")
     for p in model.parameters():
         p.requires_grad_(False)
+    if "W_U" in cfg.targets and getattr(getattr(model, "cfg", None), "tied_embeddings", False):
+        raise ConfigError("lora.targets: W_U is the token embedding's transpose in a model with tied embeddings; "
+                          "adapt W_E instead")
     found = list(_targets(model, list(cfg.targets)))
     if not found:
         raise ConfigError(f"lora.targets: none of {', '.join(cfg.targets)} is a weight of this model")
@@ -133,7 +143,7 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, generator: torch.Generator | N
         d_in, d_out = _dims(name, W.shape)
         if cfg.rank > min(d_in, d_out):
             raise ConfigError(f"lora.rank: {cfg.rank} exceeds {name}'s smaller side ({min(d_in, d_out)}); a "
-                              "low-rank update must have a lower rank than its weight")
+                              "low-rank update's rank is at most its weight's smaller side")
         upd = LowRankUpdate(name, W.shape, cfg.rank, cfg.scale, W.dtype, generator).to(W.device)
         parametrize.register_parametrization(module, name, upd)
         out += [upd.A, upd.B]

@@ -207,7 +207,7 @@ class RunConfig(Config):
         d = self.to_dict()
         d.pop("tags", None)
         d["train"].pop("device", None)
-        code = code_fingerprint(self.task.name, bool(self.probes), self.lora.enabled)
+        code = code_fingerprint(self.task.name, bool(self.probes), self.lora.enabled, self.objective.name != "task")
         blob = json.dumps({"config": d, "code": code}, sort_keys=True, separators=(",", ":"))
         name = self.task.name
         return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
@@ -224,7 +224,7 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 _RUN_CODE = ("models/transformer.py", "models/positions.py", "models/hooks.py", "models/config.py",
              "models/objectives.py", "tasks/__init__.py", "tasks/base.py", "runs/loop.py", "runs/steppers.py",
              "runs/probes.py", "runs/objectives.py", "models/preference.py", "models/decoding.py")
-_FINGERPRINTS: dict[tuple[str, bool, bool], str] = {}
+_FINGERPRINTS: dict[tuple[str, bool, bool, bool], str] = {}
 
 
 def _normalized_source(path: Path) -> str:
@@ -258,9 +258,10 @@ def _task_modules(path: Path) -> set[Path]:
     return seen
 
 
-def code_files(task: str, probes: bool, lora: bool = False) -> list[Path]:
+def code_files(task: str, probes: bool, lora: bool = False, objective: bool = False) -> list[Path]:
     """The source files whose code decides the numbers of a run of ``task`` (with or without probes, with or
-    without low-rank adapters)."""
+    without low-rank adapters, with or without an alignment objective, whose evaluation reads the Monte Carlo
+    estimators of :mod:`theorylab.measures.alignment`)."""
     import importlib
 
     from theorylab.tasks import get_task
@@ -273,18 +274,20 @@ def code_files(task: str, probes: bool, lora: bool = False) -> list[Path]:
         files |= set((_PACKAGE / "measures").glob("*.py"))
     if lora:
         files.add(_PACKAGE / "models" / "lora.py")
+    if objective:
+        files.add(_PACKAGE / "measures" / "alignment.py")
     return sorted(files)
 
 
-def code_fingerprint(task: str, probes: bool = False, lora: bool = False) -> str:
+def code_fingerprint(task: str, probes: bool = False, lora: bool = False, objective: bool = False) -> str:
     """A hash of the code that decides a run's numbers: the model, the loop and steppers, the task's
     family module with the task modules it imports, and the task base (and the measures behind probes), each read as its AST without
     comments and docstrings, so that editing prose changes nothing and editing code changes the run id.
     Computed once per process and task."""
-    key = (task, probes, lora)
+    key = (task, probes, lora, objective)
     if key not in _FINGERPRINTS:
         h = hashlib.sha256()
-        for f in code_files(task, probes, lora):
+        for f in code_files(task, probes, lora, objective):
             h.update(f.relative_to(_PACKAGE).as_posix().encode() if f.is_relative_to(_PACKAGE) else f.name.encode())
             h.update(_normalized_source(f).encode())
         _FINGERPRINTS[key] = h.hexdigest()[:16]

@@ -44,7 +44,8 @@ others (``pcfg_preference``) :meth:`ObjectiveTask.evaluate` adds Monte Carlo est
 ``n_eval_samples`` policy samples with 95% intervals: ``policy/kl_mc`` (``E_pi[log pi - log pi_ref]``),
 ``policy/proxy_reward`` with a reward model, and the optimum's reward and KL estimated by self-normalised
 importance sampling from as many reference samples (``policy/optimum_reward_is``, ``policy/optimum_kl_is``,
-``policy/optimum_ess``; :func:`theorylab.measures.alignment.importance_sampled_optimum`).
+``policy/optimum_ess``; :func:`theorylab.measures.alignment.importance_sampled_optimum`): the optimum for the
+task's true reward, also when the run optimises a reward model.
 """
 
 from __future__ import annotations
@@ -138,6 +139,10 @@ def check_objective(objective: ObjectiveConfig, task_cls: type[Task], task_cfg: 
                           f"use; set task.beta={objective.beta:g} instead")
     if objective.reference == "parent" and parent is None:
         raise ConfigError("objective.reference: 'parent' needs a parent run (parent=RUN, or --from RUN)")
+    n = getattr(task_cfg, "n_eval_samples", None)
+    if n is not None and n < 2:
+        raise ConfigError(f"task.n_eval_samples: the Monte Carlo estimates of a {objective.name} run need at least 2 "
+                          f"samples (got {n})")
 
 
 def reference_kind(objective: ObjectiveConfig, parent: str | None) -> str:
@@ -147,10 +152,15 @@ def reference_kind(objective: ObjectiveConfig, parent: str | None) -> str:
     return objective.reference
 
 
+MC_ROWS = 1024  # responses sampled at a time in the Monte Carlo evaluation (fixed: the numbers do not depend on it)
+
+
 def reward_value(model: torch.nn.Module, task: Task, y: torch.Tensor) -> torch.Tensor:
     """A reward model's value of responses ``y [n, L]``: its one-output head at the last position of
     ``task.reward_model_inputs(y)`` (float64 ``[n]``; module doc)."""
-    return model(task.reward_model_inputs(y))[:, -1, 0].double()
+    x = task.reward_model_inputs(y)
+    with torch.autocast(x.device.type, enabled=False):  # rewards in the model's own precision, not bf16's
+        return model(x)[:, -1, 0].double()
 
 
 class ObjectiveTask(Task):
@@ -307,22 +317,36 @@ class ObjectiveTask(Task):
         from theorylab.measures.alignment import importance_sampled_optimum, monte_carlo_mean
 
         n = int(getattr(self.inner.cfg, "n_eval_samples", 512))
-        prompts = self.inner.prompt_batch(0, n).tokens.to(device or "cpu")
-        y = self.sample(model, prompts, 0, stream=11)
+        device = device or next(model.parameters()).device
+        rows = MC_ROWS
         out: dict[str, float] = {}
-        if self.kind != "none":
-            with torch.no_grad():
-                gap = self.inner.response_log_prob(model, y) - self._ref_log_prob(y)
-            out["policy/kl_mc"], out["policy/kl_mc_lo"], out["policy/kl_mc_hi"] = monte_carlo_mean(gap.cpu().numpy())
-        if self.reward_model is not None:
-            m = monte_carlo_mean(self.reward(y).cpu().numpy())
+        gaps, proxies = [], []
+        with torch.no_grad():
+            for k, i in enumerate(range(0, n, rows)):  # chunk k draws from its own generator (stream 11, k)
+                prompts = self.inner.prompt_batch(0, min(rows, n - i)).tokens.to(device)
+                y = self.sample(model, prompts, k, stream=11)
+                if self.kind != "none":
+                    gaps.append(self.inner.response_log_prob(model, y) - self._ref_log_prob(y))
+                if self.reward_model is not None:
+                    proxies.append(self.reward(y))
+        if gaps:
+            out["policy/kl_mc"], out["policy/kl_mc_lo"], out["policy/kl_mc_hi"] = monte_carlo_mean(
+                torch.cat(gaps).cpu().numpy())
+        if proxies:
+            m = monte_carlo_mean(torch.cat(proxies).cpu().numpy())
             out["policy/proxy_reward"], out["policy/proxy_reward_lo"], out["policy/proxy_reward_hi"] = m
         if self._optimum is None and self.kind != "none":
-            if self.kind == "parent":
-                ref = self.sample(self.reference, prompts, 0, stream=12)
-            else:
-                ref = self.inner.sample_reference(n, np.random.default_rng([self.seed, 12])).to(prompts.device)
-            self._optimum = importance_sampled_optimum(self.inner.reward(ref).double().cpu().numpy(), self.beta,
+            rewards = []
+            with torch.no_grad():
+                for k, i in enumerate(range(0, n, rows)):
+                    m_k = min(rows, n - i)
+                    if self.kind == "parent":
+                        prompts = self.inner.prompt_batch(0, m_k).tokens.to(device)
+                        ref = self.sample(self.reference, prompts, k, stream=12)
+                    else:
+                        ref = self.inner.sample_reference(m_k, np.random.default_rng([self.seed, 12, k])).to(device)
+                    rewards.append(self.inner.reward(ref).double().cpu())
+            self._optimum = importance_sampled_optimum(torch.cat(rewards).numpy(), self.beta,
                                                        seed=self.seed % 2**32)
         if self._optimum is not None:
             o = self._optimum

@@ -596,11 +596,11 @@ class Store:
         # weights are stored as trained: float64 runs in float64, float32 and bf16 (float32 master weights) in float32
         dtype = torch.float64 if rec.config.get("train", {}).get("dtype") == "float64" else torch.float32
         model = model.to(dtype)
-        lora = rec.config.get("lora")
-        if lora:  # a run with low-rank adapters stores base and adapters; hand back the merged model
+        lora = rec.config.get("lora") or {}
+        if lora.get("rank"):  # a run with low-rank adapters stores base and adapters; hand back the merged model
             from theorylab.models.lora import LoraConfig, apply_lora, merge_lora
 
-            apply_lora(model, LoraConfig(**lora))
+            apply_lora(model, LoraConfig(**lora), torch.Generator().manual_seed(0))  # values replaced by the load
             load_checkpoint(ckpts[-1][1], model)
             merge_lora(model)
         else:

@@ -110,3 +110,33 @@ def test_cli_refuses_a_parent_of_another_vocabulary_and_a_missing_parent(tmp_pat
     assert {r.id for r in home.list_runs()} == before  # nothing stored
     # the same world fine-tunes
     assert main(["train", "bios", "--from", pid, "task.stage=qa", "train.steps=2", "-q", "--json"]) == 0
+
+
+def test_a_child_keeps_its_parents_world_whatever_its_seed(store):
+    world = ["task.n_people=20", "task.n_first=4", "task.n_middle=4", "task.n_last=4", "task.n_years=5",
+             "task.n_cities=5", "task.n_universities=5", "task.n_majors=5", "task.n_employers=5", "task.n_eval=8",
+             "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "train.lr=1e-2", "train.batch_size=32"]
+    parent = train(build_run_config("bios", world + ["train.steps=120", "train.eval_every=120"]), store, progress=False)
+    rec = store.get_run(parent.run_id)
+    child = build_run_config("bios", ["task.stage=qa", "train.steps=1", "train.lr=1e-9"], seed=1,
+                             parent=(parent.run_id, rec.config))
+    assert child.task.world_seed == 0 and child.seed == 1  # the parent's world, drawn from the parent's seed
+    first = train(child, store, progress=False).metrics  # one step at lr 1e-9: the parent's function
+    assert first["bio/accuracy"] == pytest.approx(parent.metrics["bio/accuracy"])
+    # an explicit world seed on the child wins
+    other = build_run_config("bios", ["task.world_seed=5"], seed=1, parent=(parent.run_id, rec.config))
+    assert other.task.world_seed == 5
+
+
+def test_from_step_at_the_final_step_is_plain_from(tmp_path, monkeypatch, capsys):
+    from theorylab.cli import main
+
+    monkeypatch.setenv("THEORYLAB_HOME", str(tmp_path / "home"))
+    assert main(["train", "ab_strings", *SMALL, "train.steps=20", "train.checkpoint_every=10",
+                 "train.keep_checkpoints=all", "-q", "--json"]) == 0
+    pid = json.loads(capsys.readouterr().out)["run_id"]
+    ids = []
+    for extra in ([], ["--from-step", "20"]):
+        assert main(["train", "ab_strings", "--from", pid, *extra, "train.steps=3", "-q", "--json"]) == 0
+        ids.append(json.loads(capsys.readouterr().out)["run_id"])
+    assert ids[0] == ids[1]

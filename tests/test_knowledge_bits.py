@@ -71,6 +71,8 @@ def test_a_uniform_model_stores_below_zero_and_subsets_estimate_the_whole():
     assert half["n_measured"] == 20 and half["bits"] == pytest.approx(bits_stored(Known(V, 0.5), task)["bits"])
     with pytest.raises(ConfigError, match="bios task"):
         bits_stored(Uniform(), make_task(build_task_config({"name": "modular", "p": 7}), 0))
+    with pytest.raises(ConfigError, match="one or more people"):
+        bits_stored(Uniform(), task, people=[])
 
 
 def test_a_trained_model_stores_bits(tmp_path):

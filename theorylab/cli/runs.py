@@ -199,6 +199,8 @@ def train(
     if from_run is not None:
         rec = store().find_run(from_run)
         parent = (rec.id, rec.config)
+        if from_step is not None and from_step == rec.step and rec.status == "finished":
+            extra.remove(f"parent_step={from_step}")  # the final weights: the same run as plain --from
     cfgs = [build_run_config(task, (overrides or []) + extra, config, s, parent=parent)
             for s in (seed_list if seed_list is not None else [seed])]  # validates everything first
     if device is not None:

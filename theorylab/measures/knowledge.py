@@ -62,6 +62,8 @@ def value_cross_entropy(model: torch.nn.Module, task: Any, people=None, bio: int
     if not isinstance(task, BiosTask):
         raise ConfigError(f"knowledge measures read a bios task (got {type(task).__name__})")
     p = np.arange(len(task.world)) if people is None else np.asarray(people, dtype=np.int64)
+    if p.ndim != 1 or not len(p):
+        raise ConfigError("people: give one or more people to measure")
     out = {a: np.zeros(len(p)) for a in ATTRIBUTES}
     for i in range(0, len(p), rows):
         part = task.bio_rows(p[i:i + rows], np.full(len(p[i:i + rows]), bio), tags=True).to(device or "cpu")

@@ -363,7 +363,9 @@ def build_run_config(name: str | None = None, overrides: str | list[str] | None 
 
     ``overrides`` is a list of ``"key=value"`` strings or one such string (one override).  ``parent``: a stored
     run's ``(run id, config dict)`` to fine-tune: the new run starts from it and keeps its model section, and
-    its task section when the task is the parent's (a preset's or config file's task fields go on top).  A
+    its task section when the task is the parent's (a preset's or config file's task fields go on top; a task
+    field ``*_seed`` left at none, meaning "the run seed" (``bios.world_seed``, ``knowledge_graph.graph_seed``),
+    becomes the parent's seed, so the child sees the parent's world whatever its own seed).  A
     config whose training would not fit in the memory ``train.device`` has free is refused
     (:func:`check_memory`)."""
     data: dict[str, Any] = {}
@@ -382,8 +384,10 @@ def build_run_config(name: str | None = None, overrides: str | list[str] | None 
         data = deep_merge(data, load_file(config_file))
     if parent is not None:  # the parent's model, and its task when the task is the parent's
         data = {**data, "model": dict(parent[1].get("model", {})), "parent": parent[0]}
-        ptask = parent[1].get("task", {})
+        ptask = dict(parent[1].get("task", {}))
         if isinstance(data.get("task"), dict) and data["task"].get("name") == ptask.get("name"):
+            for key in [k for k, v in ptask.items() if k.endswith("_seed") and v is None]:
+                ptask[key] = parent[1].get("seed", 0)  # the parent's world (none = the run seed), whatever the child's
             data["task"] = deep_merge(ptask, data["task"])  # a preset's or file's task fields go on top
     data = apply_overrides(data, overrides)
     if seed is not None:

@@ -602,7 +602,9 @@ class Store:
 
             apply_lora(model, LoraConfig(**lora), torch.Generator().manual_seed(0))  # values replaced by the load
             load_checkpoint(ckpts[-1][1], model)
-            merge_lora(model)
+            merged = merge_lora(model).state_dict()
+            model = Transformer(TransformerConfig(**rec.config["model"])).to(dtype)  # the usual parameter order
+            model.load_state_dict(merged)
         else:
             load_checkpoint(ckpts[-1][1], model)
         model.eval()

@@ -333,34 +333,20 @@ def test_evaluation_reads_exact_answers():
     """A model that returns the true next token as its argmax scores 1 everywhere; shifting one answer breaks it."""
     task = _task(0, n_eval=8)
 
-    class Oracle(torch.nn.Module):
-        def __init__(self, lookup):
-            super().__init__()
-            self.lookup = lookup  # tuple(prefix) -> next token
-            self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, tokens):
-            out = torch.zeros(*tokens.shape, task.cfg.model_defaults()["d_vocab_out"])
-            for r, row in enumerate(tokens.tolist()):
-                for t in range(len(row)):
-                    nxt = self.lookup.get(tuple(row[:t + 1]))
-                    if nxt is not None:
-                        out[r, t, nxt] = 1.0
-            return out
-
     lookup = {}
     for b in task.eval_sets().values():
         for row, tgt in zip(b.tokens.tolist(), b.targets.tolist()):
             for t, y in enumerate(tgt):
                 if y != IGNORE:
                     lookup[tuple(row[:t + 1])] = y
-    m = task.evaluate(Oracle(lookup), "cpu", None, 64)
+    d_out = task.cfg.model_defaults()["d_vocab_out"]
+    m = task.evaluate(_Oracle(lookup, d_out), "cpu", None, 64)
     assert all(m[k] == 1.0 for k in m if not k.endswith("loss"))
     qa = task.eval_sets()["qa_test"]
     row, tgt = qa.tokens[0].tolist(), qa.targets[0].tolist()  # the first test person's birth date
     last = max(t for t, y in enumerate(tgt) if y != IGNORE) - 1  # the year
     lookup[tuple(row[:last + 1])] = tgt[last] + 1
-    m = task.evaluate(Oracle(lookup), "cpu", None, 64)
+    m = task.evaluate(_Oracle(lookup, d_out), "cpu", None, 64)
     assert m["qa_test/accuracy"] == pytest.approx(1 - 1 / 48) and m["qa_test/birth_date"] == pytest.approx(7 / 8)
     assert m["qa_train/accuracy"] == 1.0
 

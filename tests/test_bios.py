@@ -332,13 +332,7 @@ def test_task_code_follows_the_device():
 def test_evaluation_reads_exact_answers():
     """A model that returns the true next token as its argmax scores 1 everywhere; shifting one answer breaks it."""
     task = _task(0, n_eval=8)
-
-    lookup = {}
-    for b in task.eval_sets().values():
-        for row, tgt in zip(b.tokens.tolist(), b.targets.tolist()):
-            for t, y in enumerate(tgt):
-                if y != IGNORE:
-                    lookup[tuple(row[:t + 1])] = y
+    lookup = _true_next(task)
     d_out = task.cfg.model_defaults()["d_vocab_out"]
     m = task.evaluate(_Oracle(lookup, d_out), "cpu", None, 64)
     assert all(m[k] == 1.0 for k in m if not k.endswith("loss"))
@@ -568,6 +562,17 @@ def test_evaluation_of_each_kind_on_an_untrained_model():
     assert set(only.eval_sets()) == {"bio", "qa_train/classify_cot", "qa_test/classify_cot"}
 
 
+def _true_next(task) -> dict[tuple[int, ...], int]:
+    """Every evaluation prefix (a tuple of tokens) -> the true next token, where the loss is taken."""
+    lookup = {}
+    for b in task.eval_sets().values():
+        for row, tgt in zip(b.tokens.tolist(), b.targets.tolist()):
+            for t, y in enumerate(tgt):
+                if y != IGNORE:
+                    lookup[tuple(row[:t + 1])] = y
+    return lookup
+
+
 class _Oracle(torch.nn.Module):
     """Predicts a lookup of prefix -> next token (uniform logits elsewhere)."""
 
@@ -588,12 +593,7 @@ class _Oracle(torch.nn.Module):
 
 def test_cot_final_reads_the_verdict_given_the_true_months():
     task = _task(0, qa_kinds=["classify_cot", "compare_cot", "inverse"], n_eval=8)
-    lookup = {}
-    for b in task.eval_sets().values():
-        for row, tgt in zip(b.tokens.tolist(), b.targets.tolist()):
-            for t, y in enumerate(tgt):
-                if y != IGNORE:
-                    lookup[tuple(row[:t + 1])] = y
+    lookup = _true_next(task)
     d = task.cfg.model_defaults()["d_vocab_out"]
     m = task.evaluate(_Oracle(lookup, d), "cpu", None, 64)
     assert all(m[k] == 1.0 for k in m if not k.endswith("loss"))

@@ -369,3 +369,20 @@ def test_measure_fourier_of_a_stored_run(cli, store):
     assert rc == 2 and "--every" in err
     rc, _, err = cli("measure", "nosuch", d["run_id"])
     assert rc == 2
+
+
+def test_a_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    import sys
+    import types
+
+    import theorylab.__main__ as main_module
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt  # as if Ctrl-C arrived while torch was importing
+
+    monkeypatch.setitem(sys.modules, "theorylab.cli", Loading("theorylab.cli"))
+    with pytest.raises(SystemExit) as exc:
+        main_module.entry()
+    assert exc.value.code == 130
+    assert capsys.readouterr().err == "theorylab: interrupted (SIGINT) while starting; nothing ran\n"

@@ -139,7 +139,10 @@ def _first_line(err: BaseException) -> str:
 
 def _pool_worker(conn) -> None:
     """A local-pool worker: trains each unit it receives on ``conn`` and sends back ``("ok", outcomes)``, or
-    ``("error", message)`` when the run raised, until it receives None or its parent goes away."""
+    ``("error", message)`` when the run raised, until it receives None or its parent goes away.  The worker
+    started with SIGINT ignored (so that a Ctrl-C while it imported printed no traceback); from here on Ctrl-C
+    stops its run as it stops a run in the parent (a checkpoint, status stopped)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     while True:
         try:
             job = conn.recv()
@@ -162,7 +165,15 @@ class _Worker:
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_pool_worker, args=(child,), name="theorylab-sweep-worker")
-        self.proc.start()
+        try:  # the worker starts with SIGINT ignored (Python keeps an inherited SIG_IGN) until _pool_worker runs:
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C while it imports torch prints nothing
+        except ValueError:  # not the main thread: start as is
+            old = None
+        try:
+            self.proc.start()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
         child.close()
         self.unit: tuple[Unit, list[str]] | None = None
 

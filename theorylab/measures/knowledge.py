@@ -41,14 +41,9 @@ import numpy as np
 import torch
 
 from theorylab.errors import ConfigError
+from theorylab.tasks.bios import pool_sizes
 
-STORED = ("birth_date", "birth_city", "university", "major", "employer")  # the company city follows the employer
-
-
-def pool_sizes(cfg: Any) -> dict[str, int]:
-    """``K_a`` of each attribute in :data:`STORED` for a :class:`~theorylab.tasks.bios.BiosConfig`."""
-    return {"birth_date": cfg.n_years * 12 * 28, "birth_city": cfg.n_cities, "university": cfg.n_universities,
-            "major": cfg.n_majors, "employer": cfg.n_employers}
+STORED = ("birth_date", "birth_city", "university", "major", "employer")  # pool_sizes' keys: no company city
 
 
 @torch.no_grad()
@@ -143,7 +138,8 @@ PROBED = {"birth_date": "month", "birth_city": "birth_city", "university": "univ
 def _final_residual(model: torch.nn.Module, tokens: torch.Tensor, at: torch.Tensor, rows: int) -> np.ndarray:
     """The final residual stream ``[n, d_model]`` (after the final norm) at position ``at[i]`` of row ``i``, in
     eval mode, on the model's device."""
-    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     was = model.training
     model.eval()
     try:
@@ -157,7 +153,8 @@ def _final_residual(model: torch.nn.Module, tokens: torch.Tensor, at: torch.Tens
 
 
 def _probe(task: Any, features_of, l2: float) -> dict[str, float]:
-    """Per attribute of :data:`PROBED`, the probe's test accuracy; ``features_of(people, a)`` gives ``[n, d]``."""
+    """Per attribute of :data:`PROBED`, the probe's test accuracy; ``features_of(people, k)`` gives the
+    ``[n, d]`` features of ``people`` for attribute ``k`` (a probe trains on ``p_train``, scores on ``p_test``)."""
     w = task.world
     out: dict[str, float] = {}
     for k, (a, arr) in enumerate(PROBED.items()):
@@ -187,15 +184,17 @@ def q_probe(model: torch.nn.Module, task: Any, rows: int = 256, l2: float = 1e-3
     """Q-probing (module doc): test accuracy of a linear probe at the last token of ``<bos> first middle last``,
     per attribute of :data:`PROBED` and their ``mean``.  Raises ConfigError for a task that is not ``bios``."""
     _check_bios(task)
-    cache: dict[int, np.ndarray] = {}
+
+    def at_name(people: np.ndarray) -> np.ndarray:
+        v = task.values(people)[:, :3]
+        tokens = torch.from_numpy(np.concatenate([np.full((len(people), 1), task.vocab.bos), v], 1))
+        return _final_residual(model, tokens, torch.full((len(people),), 3), rows)
+
+    w = task.world
+    train, test = at_name(w.p_train), at_name(w.p_test)  # one read per split: the name serves every attribute
 
     def features(people: np.ndarray, attribute: int) -> np.ndarray:
-        key = id(people)
-        if key not in cache:
-            v = task.values(people)[:, :3]
-            tokens = torch.from_numpy(np.concatenate([np.full((len(people), 1), task.vocab.bos), v], 1))
-            cache[key] = _final_residual(model, tokens, torch.full((len(people),), 3), rows)
-        return cache[key]
+        return train if people is w.p_train else test
 
     return _probe(task, features, l2)
 

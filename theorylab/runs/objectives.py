@@ -176,6 +176,7 @@ class ObjectiveTask(Task):
         self.beta = float(beta) if beta is not None else float("nan")
         self._ppo: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (block start, responses, old log pi)
         self._optimum: dict[str, float] | None = None  # the importance-sampled optimum (the reference is frozen)
+        self._proxy_all: torch.Tensor | None = None  # a frozen reward model's value of every response
 
     # ---------------------------------------------------------------- data
     def train_batch(self, step: int, batch_size: int | None) -> Batch:
@@ -276,13 +277,15 @@ class ObjectiveTask(Task):
         enumerate its responses, Monte Carlo estimates with 95% intervals (module doc)."""
         if self.objective.name == "reward_model":
             return self._evaluate_reward_model(model, device, eval_bs)
-        out = self.inner.evaluate(model, device, dtype, eval_bs) or {}
         if hasattr(self.inner, "policy"):  # exact: every response enumerated
+            extra = None
             if self.reward_model is not None:
-                pi = self.inner.policy(model, device, eval_bs)
-                proxy = self._values(self.reward_model, self.inner.all_strings.to(device or "cpu"), eval_bs)
-                out["policy/proxy_reward"] = float(pi @ proxy.cpu())
-            return out
+                if self._proxy_all is None:  # the reward model is frozen: its value of every response, once
+                    strings = self.inner.all_strings.to(device or "cpu")
+                    self._proxy_all = self._values(self.reward_model, strings, eval_bs).cpu()
+                extra = {"proxy_reward": self._proxy_all}
+            return self.inner.evaluate(model, device, dtype, eval_bs, extra_rewards=extra)
+        out = self.inner.evaluate(model, device, dtype, eval_bs) or {}
         out.update(self._monte_carlo(model, device))
         return out
 
@@ -427,9 +430,6 @@ def load_reward_model(cfg: Any, store: Any) -> torch.nn.Module:
 def load_parent(cfg: Any, store: Any) -> torch.nn.Module:
     """The parent run's model: its final weights, or its checkpoint at ``cfg.parent_step`` (module doc)."""
     rec = _finished_run(store, cfg.parent, "parent")
-    if rec.config.get("objective", {}).get("name") == "reward_model":
-        raise ConfigError(f"parent: run {cfg.parent} is a reward_model run (a value head), not a model to fine-tune; "
-                          "give it to an rlhf run as objective.reward_model")
     if rec.config.get("model") != cfg.model.to_dict():
         raise ConfigError(f"model: differs from parent run {cfg.parent}'s model; a fine-tuned run keeps its "
                           "parent's model (theorylab train --from copies it; elsewhere give the parent's model "

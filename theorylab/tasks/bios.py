@@ -423,14 +423,20 @@ class BiosConfig(TaskConfig):
 # --------------------------------------------------------------------------- information content
 
 
+def pool_sizes(cfg: BiosConfig) -> dict[str, int]:
+    """The number of values of each independent attribute (the company city follows from the employer, so it
+    has none of its own): the birth date's ``n_years x 12 x 28``, then the birth-city, university, major and
+    employer pools."""
+    return {"birth_date": cfg.n_years * N_MONTHS * N_DAYS, "birth_city": cfg.n_cities,
+            "university": cfg.n_universities, "major": cfg.n_majors, "employer": cfg.n_employers}
+
+
 def attribute_bits(cfg: BiosConfig) -> float:
-    """Bits of attribute knowledge per person in bioS with independent uniform attributes: log2 of the
-    birth-date count (n_years x 12 x 28) plus log2 of the birth-city, university, major and employer pool sizes;
-    the company city adds nothing (it follows from the employer).  46.59 bits at the paper's pools.  The
-    quantity of Allen-Zhu & Li 2024, "Physics of Language Models: Part 3.3, Knowledge Capacity Scaling Laws"
-    (arXiv 2404.05405), as worked out in SETUPS §5.3."""
-    return (math.log2(cfg.n_years * N_MONTHS * N_DAYS) + math.log2(cfg.n_cities) + math.log2(cfg.n_universities)
-            + math.log2(cfg.n_majors) + math.log2(cfg.n_employers))
+    """Bits of attribute knowledge per person in bioS with independent uniform attributes: the sum of log2 of
+    :func:`pool_sizes`; the company city adds nothing (it follows from the employer).  46.59 bits at the paper's
+    pools.  The quantity of Allen-Zhu & Li 2024, "Physics of Language Models: Part 3.3, Knowledge Capacity
+    Scaling Laws" (arXiv 2404.05405), as worked out in SETUPS §5.3."""
+    return sum(math.log2(k) for k in pool_sizes(cfg).values())
 
 
 def name_bits(cfg: BiosConfig, n_people: int | None = None) -> float:
@@ -984,4 +990,4 @@ class BiosTask(Task):
 
 __all__ = ["ATTRIBUTES", "BiosConfig", "BiosTask", "MANIPULATIONS", "MANIPULATION_WORDS", "MONTHS", "QA_KINDS",
            "QUESTIONS", "SLOTS", "TEMPLATES", "TEMPLATE_WORDS", "VALUE_SLOTS", "VERDICTS", "Vocabulary", "World",
-           "attribute_bits", "exposures", "make_world", "name_bits"]
+           "attribute_bits", "exposures", "make_world", "name_bits", "pool_sizes"]

@@ -252,11 +252,13 @@ class ABStringsTask(PreferenceData, Task):
         lp = torch.cat([response_log_prob(model, y[i:i + rows]) for i in range(0, len(y), rows)])
         return torch.exp(lp).cpu()
 
-    def evaluate(self, model: torch.nn.Module, device: Any, dtype: Any, eval_bs: int) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, device: Any, dtype: Any, eval_bs: int,
+                 extra_rewards: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
         """Next-token metrics on held-out reference strings (``test/...``) and the exact policy metrics
         (``policy/reward``, ``policy/kl`` from the reference in nats, ``policy/tv_to_optimum``, ``policy/p_a``:
         the mean probability of a per token, and the optimum's ``policy/optimum_reward`` and
-        ``policy/optimum_kl``)."""
+        ``policy/optimum_kl``); ``extra_rewards``: ``{name: [2^L] values}`` also averaged over the policy, as
+        ``policy/<name>`` (a reward model's proxy reward)."""
         out = {f"test/{k}": v for k, v in self.metrics(model, self._test.to(device or "cpu")).items()}
         pi = self.policy(model, device, eval_bs)
         ref = torch.exp(self.ref_log_probs)
@@ -272,6 +274,8 @@ class ABStringsTask(PreferenceData, Task):
             "policy/optimum_kl": float((opt * (torch.log(opt) - self.ref_log_probs)).sum()),
             "policy/reference_reward": float(ref @ self.all_rewards),
         })
+        for name, values in (extra_rewards or {}).items():
+            out[f"policy/{name}"] = float(pi @ values.cpu().double())
         return out
 
     @torch.no_grad()

@@ -218,7 +218,7 @@ def test_every_float_option_of_every_verb_refuses_non_finite(cli, store, bad):
                 refused(cli, store, *_argv(path, cmd, p, bad), needle=f"{p.opts[0]}: must be a finite number")
                 seen.append(" ".join([*path, p.opts[0]]))
     assert {"generate --temperature", "generate --length-penalty", "generate --top-p",
-            "construct --layernorm-eps", "measure planning --temperature"} <= set(seen), seen
+            "construct parity --layernorm-eps", "measure planning --temperature"} <= set(seen), seen
 
 
 @pytest.mark.parametrize("bad", ["-3", str(2**63), "99999999999999999999999"])
@@ -229,7 +229,7 @@ def test_every_seed_option_refuses_negative_and_huge(cli, store, bad):
             if p.name == "seed":
                 refused(cli, store, *_argv(path, cmd, p, bad), needle="--seed")
                 seen.append(" ".join(path))
-    assert {"train", "generate", "construct", "measure planning"} <= set(seen), seen
+    assert {"train", "generate", "construct parity", "measure planning"} <= set(seen), seen
 
 
 # --------------------------------------------------------------------------- 7. no arguments; 10. flags

@@ -334,8 +334,8 @@ def test_help_lists_verbs_by_group_and_version(cli):
     rc, out, _ = cli("--help")
     assert rc == 0
     groups = [ln for ln in out.splitlines() if "─ " in ln and "Options" not in ln]
-    assert [g.split("─ ")[1].split(" ")[0] for g in groups] == ["Runs", "Claims", "Sweeps", "Constructions",
-                                                                 "Measures"]
+    assert [g.split("─ ")[1].split(" ")[0] for g in groups] == ["Runs", "Claims", "Sweeps", "Measures",
+                                                                 "Constructions"]
     for verb in ("train", "resume", "runs", "show", "generate", "claims", "check", "report", "sweep", "measure",
                  "construct"):
         assert f" {verb} " in out, verb

@@ -84,6 +84,13 @@ def test_cli_from_step(tmp_path, monkeypatch, capsys):
         [("task", None, None), ("task", 10, None), ("dpo", None, 2)]
     assert main(["show", gid]) == 0
     assert f"lineage: {pid} -> {rid} (from step 10) -> {gid} (dpo, LoRA r=2)" in capsys.readouterr().out
+    # the report's runs table shows the same lineage (from the config alone when the store is not at hand)
+    from theorylab.report.html import _lineage
+
+    st = Store(tmp_path / "home")
+    assert _lineage(st, gid, None) == f"{pid} -> {rid} (from step 10) -> {gid} (dpo, LoRA r=2)"
+    assert _lineage(st, pid, None) == ""
+    assert _lineage(None, rid, st.get_run(rid).config) == f"{pid} (from step 10) -> {rid}"
     assert main(["train", "ab_strings", "--from-step", "10"]) == 2
     assert "give --from too" in capsys.readouterr().err
     assert main(["train", "ab_strings", "--from", pid, "--from-step", "15", "train.steps=5"]) == 2

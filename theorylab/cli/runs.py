@@ -332,7 +332,7 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
         for a in arts:
             c.print(f"  {a['kind']:10s} step {a['step']}: {a['path']}", soft_wrap=True, markup=False)
         if len(chain) > 1:
-            c.print("  lineage: " + " -> ".join(_lineage_step(x) for x in chain), soft_wrap=True, markup=False,
+            c.print("  lineage: " + st.lineage_text(rec.id), soft_wrap=True, markup=False,
                     highlight=False)
         for section in ("task", "model", "train", "objective", "lora"):
             if section in rec.config:
@@ -342,18 +342,6 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
                 markup=False, highlight=False)
 
     emit(d, as_json, human)
-
-
-def _lineage_step(x: dict[str, Any]) -> str:
-    """One run of a lineage as ``id (objective, from step K, LoRA r=R)``."""
-    if x.get("status") == "missing":
-        return f"{x['id']} (missing from the store)"
-    notes = [x["objective"]] if x["objective"] != "task" else []
-    if x.get("parent_step") is not None:
-        notes.append(f"from step {x['parent_step']}")
-    if x.get("lora_rank"):
-        notes.append(f"LoRA r={x['lora_rank']}")
-    return x["id"] + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _task_of(name: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from theorylab import __version__
+from theorylab.errors import StoreError
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1150px;
@@ -123,7 +124,25 @@ def _summary(rs: list[Any], unchecked: list[Any]) -> str:
             + "".join(rows) + "</tbody></table>" + note)
 
 
-def _claim_section(r: Any) -> str:
+def _lineage(store: Any, run_id: str, cfg: dict[str, Any] | None) -> str:
+    """A run's lineage as ``theorylab show`` prints it (``a -> b (from step 10) -> c (dpo)``), read from the store;
+    without a store (or when the run is gone from it) the parent its config names; empty for a run trained from
+    scratch."""
+    if store is not None:
+        try:
+            chain = store.lineage(run_id)
+        except StoreError:  # a run missing from this store: fall back to its config
+            chain = None
+        if chain is not None:
+            return store.lineage_text(run_id) if len(chain) > 1 else ""
+    parent = (cfg or {}).get("parent")
+    if not parent:
+        return ""
+    step = (cfg or {}).get("parent_step")
+    return f"{parent}{f' (from step {step})' if step is not None else ''} -> {run_id}"
+
+
+def _claim_section(r: Any, store: Any = None) -> str:
     parts = [f'<section id="{anchor(r.claim_id, r.tier)}">',
              f"<h2><code>{esc(r.claim_id)}</code> [{esc(r.tier)}] {verdict_badge(r.verdict)}</h2>",
              f"<p><strong>{esc(r.title)}</strong></p>",
@@ -211,10 +230,12 @@ def _claim_section(r: Any) -> str:
 
     parts.append("<h3>Runs and configs</h3>")
     if r.run_ids and any(r.run_ids.values()):
-        parts.append("<table><thead><tr><th>seed</th><th>run</th><th>run id</th></tr></thead><tbody>")
+        parts.append("<table><thead><tr><th>seed</th><th>run</th><th>run id</th><th>lineage (fine-tuned from)</th>"
+                     "</tr></thead><tbody>")
         for s in sorted(r.run_ids):
             for name, rid in r.run_ids[s].items():
-                parts.append(f'<tr><td class="num">{esc(s)}</td><td>{esc(name)}</td><td><code>{esc(rid)}</code></td></tr>')
+                parts.append(f'<tr><td class="num">{esc(s)}</td><td>{esc(name)}</td><td><code>{esc(rid)}</code></td>'
+                             f"<td>{esc(_lineage(store, rid, (r.configs.get(s) or {}).get(name)))}</td></tr>")
         parts.append("</tbody></table>")
         first = min(r.configs) if r.configs else None
         for name, cfg in (r.configs.get(first) or {}).items():
@@ -253,6 +274,6 @@ def render_html(rs: list[Any], unchecked: list[Any], store: Any = None) -> str:
         "<main><h2>Summary</h2>",
         _summary(rs, unchecked),
     ]
-    body += [_claim_section(r) for r in rs]
+    body += [_claim_section(r, store) for r in rs]
     body.append("</main></body></html>")
     return "\n".join(body) + "\n"

@@ -634,6 +634,11 @@ class Store:
             rec = nxt
         return chain[::-1]
 
+    def lineage_text(self, run_ref: str) -> str:
+        """A run's lineage on one line, root first: ``a -> b (from step 10) -> c (dpo, LoRA r=2)``; just the
+        run's id when it has no parent."""
+        return " -> ".join(lineage_step(x) for x in self.lineage(run_ref))
+
     def checkpoint_models(self, run_ref: str) -> list[tuple[int, Any]]:
         """``[(step, load)]`` for every checkpoint of a run: ``load()`` returns that step's model (loaded
         only when called, so a long series never sits in memory at once)."""
@@ -690,3 +695,15 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def lineage_step(x: dict[str, Any]) -> str:
+    """One run of :meth:`Store.lineage` as ``id (objective, from step K, LoRA r=R)``."""
+    if x.get("status") == "missing":
+        return f"{x['id']} (missing from the store)"
+    notes = [x["objective"]] if x["objective"] != "task" else []
+    if x.get("parent_step") is not None:
+        notes.append(f"from step {x['parent_step']}")
+    if x.get("lora_rank"):
+        notes.append(f"LoRA r={x['lora_rank']}")
+    return x["id"] + (f" ({', '.join(notes)})" if notes else "")

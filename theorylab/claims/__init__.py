@@ -64,6 +64,9 @@ _BUILTIN: list[str] = [
     "theorylab.claims.papers.rafailov2023",
     "theorylab.claims.papers.azar2024",
     "theorylab.claims.papers.gao2023",
+    "theorylab.claims.papers.allenzhu2023a",
+    "theorylab.claims.papers.allenzhu2023b",
+    "theorylab.claims.papers.allenzhu2024",
 ]
 _loaded = False
 

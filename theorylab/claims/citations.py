@@ -179,3 +179,27 @@ GAO2023 = Citation(
     venue="ICML",
     arxiv="2210.10760",
 )
+
+ALLENZHU2023A = Citation(
+    authors="Zeyuan Allen-Zhu and Yuanzhi Li",
+    year=2023,
+    title="Physics of Language Models: Part 3.1, Knowledge Storage and Extraction",
+    venue="ICML 2024",
+    arxiv="2309.14316",
+)
+
+ALLENZHU2023B = Citation(
+    authors="Zeyuan Allen-Zhu and Yuanzhi Li",
+    year=2023,
+    title="Physics of Language Models: Part 3.2, Knowledge Manipulation",
+    venue="ICLR 2025",
+    arxiv="2309.14402",
+)
+
+ALLENZHU2024 = Citation(
+    authors="Zeyuan Allen-Zhu and Yuanzhi Li",
+    year=2024,
+    title="Physics of Language Models: Part 3.3, Knowledge Capacity Scaling Laws",
+    venue="ICLR 2025",
+    arxiv="2404.05405",
+)

@@ -208,3 +208,61 @@ def _check_bios(task: Any) -> None:
 
 __all__ = ["PROBED", "STORED", "bits_per_parameter", "bits_stored", "linear_probe_accuracy", "p_probe", "pool_sizes",
            "q_probe", "value_cross_entropy"]
+
+
+# --------------------------------------------------------------------------- baselines and capacity
+
+
+def _answers(world: Any, attribute: str, people: np.ndarray) -> np.ndarray:
+    """``[R]`` int64: a code of each person's answer to the retrieval question about ``attribute`` (a birth
+    date's year, month and day together)."""
+    if attribute == "birth_date":
+        return (world.year[people] * 12 + world.month[people]) * 28 + world.day[people]
+    return np.asarray(getattr(world, attribute))[people]
+
+
+def guess_accuracy(task: Any, split: str = "qa_test") -> float:
+    """The retrieval accuracy of the best answer that knows nobody: for each attribute the most common answer
+    among the ``p_train`` people (what a model learns from the questions alone), scored like
+    ``<split>/accuracy`` (every attribute of each evaluated person of ``split``, equally weighted).  The chance
+    level a claim about extraction compares with: at pools of K values about 1/K per attribute, a little more
+    in a small world (the training half's mode is also the held-out half's more often than 1/K).
+    Raises ConfigError for a task that is not ``bios`` or an unknown split."""
+    from theorylab.tasks.bios import ATTRIBUTES
+
+    _check_bios(task)
+    if split not in task.eval_people or split == "bio":
+        raise ConfigError(f"split: {split!r}; allowed: qa_train, qa_test")
+    w = task.world
+    people = task.eval_people[split]
+    hits = []
+    for a in ATTRIBUTES:
+        train = _answers(w, a, w.p_train)
+        values, counts = np.unique(train, return_counts=True)
+        hits.append(_answers(w, a, people) == values[np.argmax(counts)])
+    return float(np.mean(hits))
+
+
+def capacity_ratio(bits: np.ndarray, params: np.ndarray, near: float = 0.8) -> dict[str, float]:
+    """The knowledge capacity ratio of one sweep: the most bits stored per parameter.
+
+    Allen-Zhu & Li, Part 3.3 (arXiv 2404.05405), Result 1: across data sizes N and model sizes P trained with
+    enough exposures, the bits a model stores never exceed about 2 P; models too small for their data sit on
+    that line, larger ones store all N * 46.59 bits and lie below it.  ``bits`` ``[M]`` and ``params`` ``[M]`` are
+    the sweep's points (one per (N, model)).  ``ratio`` is the largest bits/P; ``slope`` the least-squares line
+    through the origin (bits = slope * P) of the points at capacity, those whose ratio is within ``near`` of the
+    largest (a model far from full says nothing about the capacity).  A claim repeats the sweep per seed and
+    reports the interval over seeds.  Returns ``{"ratio", "slope", "n_points", "n_at_capacity"}``.
+    Raises ConfigError for no points, mismatched lengths, a non-positive parameter count or non-finite bits."""
+    b = np.asarray(bits, dtype=np.float64).reshape(-1)
+    p = np.asarray(params, dtype=np.float64).reshape(-1)
+    if len(b) != len(p) or len(b) < 1:
+        raise ConfigError(f"capacity_ratio: needs >= 1 point of (bits, params) of equal length (got {len(b)}, "
+                          f"{len(p)})")
+    if not np.all(p > 0) or not np.all(np.isfinite(b)):
+        raise ConfigError("capacity_ratio: parameter counts must be positive and bits finite")
+    r = b / p
+    top = float(r.max())
+    at = r >= near * top if top > 0 else r == top
+    slope = float((b[at] * p[at]).sum() / (p[at] ** 2).sum())
+    return {"ratio": top, "slope": slope, "n_points": float(len(b)), "n_at_capacity": float(at.sum())}

@@ -1,0 +1,44 @@
+"""Figures of knowledge capacity (Allen-Zhu & Li 2024, Part 3.3): bits stored against parameters.
+
+Plain data in (per exposure count, the grid's points with their parameters and bits), a matplotlib Figure out
+(Agg); the caller saves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg", force=False)
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def bits_vs_params(points: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "bits stored vs parameters"):
+    """Bits stored (log axis) against parameters (log axis), one marker series per exposure count (the keys of
+    ``points``; each point a mapping with ``params``, ``bits`` and ``bound``, the data's bits), with the lines
+    bits = 1 and 2 x parameters (the paper's ratios at 100 and 1,000 exposures) and each point's data bound as a
+    faint tick."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    allp = []
+    for e, pts in sorted(points.items(), key=lambda x: float(x[0])):
+        p = np.array([float(x["params"]) for x in pts])
+        b = np.array([max(float(x["bits"]), 1e-9) for x in pts])
+        allp += list(p)
+        ax.scatter(p, b, s=30, zorder=3, label=f"{e} exposures")
+        ax.scatter(p, [float(x["bound"]) for x in pts], marker="_", s=120, color="0.6", zorder=2)
+    if allp:
+        xs = np.geomspace(min(allp) / 1.5, max(allp) * 1.5, 20)
+        for r, style in ((2.0, "--"), (1.0, ":")):
+            ax.plot(xs, r * xs, style, color="k", lw=1, label=f"{r:g} bits / parameter")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters (all, embeddings included)")
+    ax.set_ylabel("knowledge stored (bits)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -117,6 +117,40 @@ def test_cli_refuses_a_parent_of_another_vocabulary_and_a_missing_parent(tmp_pat
     assert {r.id for r in home.list_runs()} == before  # nothing stored
     # the same world fine-tunes
     assert main(["train", "bios", "--from", pid, "task.stage=qa", "train.steps=2", "-q", "--json"]) == 0
+    capsys.readouterr()
+    # ... unless the child takes the task's vocabulary: embedding and unembedding resized
+    assert main(["train", "bios", "--from", pid, "task.stage=qa", "task.n_cities=6", "vocabulary=task",
+                 "train.steps=2", "-q", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["run_id"]
+    assert home.get_run(rid).config["vocabulary"] == "task"
+    assert main(["train", "bios", "task.stage=qa", "vocabulary=task"]) == 2
+    assert "vocabulary: 'task' resizes a parent run's vocabulary" in capsys.readouterr().err
+
+
+def test_vocabulary_task_keeps_the_parents_rows_and_initialises_the_new_ones(store):
+    world = ["task.n_people=20", "task.n_first=4", "task.n_middle=4", "task.n_last=4", "task.n_years=5",
+             "task.n_cities=5", "task.n_universities=5", "task.n_majors=5", "task.n_employers=5", "task.n_eval=4",
+             "model.d_model=16", "model.n_layers=1", "model.n_heads=2"]
+    parent = train(build_run_config("bios", world + ["train.steps=5"]), store, progress=False)
+    rec = store.get_run(parent.run_id)
+    cfg = build_run_config("bios", ["task.n_cities=7", "vocabulary=task", "train.steps=3"], parent=(parent.run_id,
+                                                                                                   rec.config))
+    old = rec.config["model"]["d_vocab"]
+    assert cfg.model.d_vocab == old + 2 and cfg.model.d_vocab == make_task(cfg.task, 0).cfg.vocab_size()
+    fresh = _state(build_model_for(cfg))
+    model = build_model_for(cfg)
+    prepare(cfg, make_task(cfg.task, cfg.seed), model, store, torch.device("cpu"), fresh=True)
+    got, theirs = _state(model), _state(store.load_model(parent.run_id))
+    assert torch.equal(got["embed.W_E"][:old], theirs["embed.W_E"])
+    assert torch.equal(got["embed.W_E"][old:], fresh["embed.W_E"][old:])  # as a fresh model of this seed
+    out = theirs["unembed.W_U"].shape[1]  # the outputs (bios writes no <pad>)
+    assert got["unembed.W_U"].shape[1] == out + 2
+    assert torch.equal(got["unembed.W_U"][:, :out], theirs["unembed.W_U"])
+    assert torch.equal(got["unembed.b_U"][:out], theirs["unembed.b_U"])
+    assert all(torch.equal(got[k], theirs[k]) for k in theirs if k not in ("embed.W_E", "unembed.W_U", "unembed.b_U"))
+    assert train(cfg, store, progress=False).status == "finished"
+    with pytest.raises(ConfigError, match="plain fine-tuning"):
+        build_run_config("bios", ["vocabulary=task", "lora.rank=2"], parent=(parent.run_id, rec.config))
 
 
 def test_a_child_keeps_its_parents_world_whatever_its_seed(store):

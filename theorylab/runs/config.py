@@ -115,6 +115,10 @@ class RunConfig(Config):
     lora: LoraConfig = Field(default_factory=LoraConfig,
                              description="low-rank adapters of a fine-tuned run (theorylab.models.lora); off by "
                                          "default (full fine-tuning)")
+    vocabulary: Literal["parent", "task"] = Field(
+        "parent", description="with parent: keep the parent model's vocabulary (its embedding and unembedding), or "
+                              "take the task's: both are resized to the task's tokens, the parent's rows kept for "
+                              "the ids they share and new ones initialised as in a fresh model")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -141,6 +145,8 @@ class RunConfig(Config):
             if name == "reward_model" and hasattr(task, "reward_model_defaults"):  # a value head (objectives)
                 defaults = {**defaults, **task.reward_model_defaults()}
             model = {**defaults, **model}
+            if data.get("vocabulary") == "task":  # the task's tokens, whatever the parent's model read
+                model = {**model, "d_vocab": defaults.get("d_vocab"), "d_vocab_out": defaults.get("d_vocab_out")}
             data = {**data, "model": validate(TransformerConfig, model, prefix="model.")}
         return data
 
@@ -160,6 +166,13 @@ class RunConfig(Config):
         self._check_vocabulary()
         if self.parent_step is not None and self.parent is None:
             raise ConfigError("parent_step: needs a parent run (parent=RUN, or --from RUN)")
+        if self.vocabulary == "task":
+            if self.parent is None:
+                raise ConfigError("vocabulary: 'task' resizes a parent run's vocabulary; give parent=RUN (or --from "
+                                  "RUN)")
+            if self.objective.name != "task" or self.lora.enabled:
+                raise ConfigError("vocabulary: 'task' is for plain fine-tuning (objective task, no LoRA): a "
+                                  "preference objective compares with the parent's distribution, over its vocabulary")
         if self.lora.enabled:
             if self.parent is None:
                 raise ConfigError("lora.rank: low-rank adapters fine-tune a parent run; give parent=RUN (or --from RUN)")
@@ -194,6 +207,8 @@ class RunConfig(Config):
         for key in ("parent", "parent_step"):  # a run trained from scratch keeps the shorter dict
             if d.get(key) is None:
                 d.pop(key, None)
+        if d.get("vocabulary") == "parent":  # the default: runs made before the field keep their ids
+            d.pop("vocabulary")
         if self.objective == ObjectiveConfig():
             d.pop("objective", None)
         if self.lora == LoraConfig():

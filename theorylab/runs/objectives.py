@@ -369,7 +369,9 @@ def prepare(cfg: Any, task: Task, model: torch.nn.Module, store: Any, device: to
     reference = None
     if cfg.parent is not None:
         parent = load_parent(cfg, store)
-        if fresh:
+        if fresh and getattr(cfg, "vocabulary", "parent") == "task":
+            resize_vocabulary(parent, model)
+        elif fresh:
             model.load_state_dict(parent.state_dict())
         if cfg.objective.name != "task" and kind == "parent":
             reference = parent.to(device).eval().requires_grad_(False)
@@ -427,10 +429,43 @@ def load_reward_model(cfg: Any, store: Any) -> torch.nn.Module:
     return store.load_model(rec.id)
 
 
+def _without(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def resize_vocabulary(parent: torch.nn.Module, model: torch.nn.Module) -> None:
+    """Copy ``parent``'s weights into ``model``, whose vocabulary may differ (``vocabulary=task``): the token
+    embedding ``embed.W_E`` [d_vocab, d_model], the unembedding ``unembed.W_U`` [d_model, d_vocab_out] and
+    ``unembed.b_U`` [d_vocab_out] keep the parent's rows (columns) for the ids both have and the model's own fresh
+    initialisation for the rest; every other weight is the parent's.  The same as Hugging Face's
+    ``resize_token_embeddings`` followed by loading the smaller model.  Raises ConfigError when any other weight's
+    shape differs."""
+    mine = model.state_dict()
+    theirs = parent.state_dict()
+    if set(mine) != set(theirs):
+        raise ConfigError("vocabulary: the parent's model has other weights than this run's")
+    new = {}
+    for k, v in theirs.items():
+        m = mine[k]
+        if m.shape == v.shape:
+            new[k] = v
+            continue
+        axis = {"embed.W_E": 0, "unembed.W_U": 1, "unembed.b_U": 0}.get(k)
+        if axis is None or m.dim() != v.dim() or any(a != b for i, (a, b) in enumerate(zip(m.shape, v.shape))
+                                                     if i != axis):
+            raise ConfigError(f"vocabulary: weight {k} is {tuple(v.shape)} in the parent and {tuple(m.shape)} here")
+        out = m.clone()
+        n = min(m.shape[axis], v.shape[axis])
+        out.narrow(axis, 0, n).copy_(v.narrow(axis, 0, n).to(out.dtype))
+        new[k] = out
+    model.load_state_dict(new)
+
+
 def load_parent(cfg: Any, store: Any) -> torch.nn.Module:
     """The parent run's model: its final weights, or its checkpoint at ``cfg.parent_step`` (module doc)."""
     rec = _finished_run(store, cfg.parent, "parent")
-    if rec.config.get("model") != cfg.model.to_dict():
+    vocab = ("d_vocab", "d_vocab_out") if getattr(cfg, "vocabulary", "parent") == "task" else ()
+    if _without(rec.config.get("model") or {}, vocab) != _without(cfg.model.to_dict(), vocab):
         raise ConfigError(f"model: differs from parent run {cfg.parent}'s model; a fine-tuned run keeps its "
                           "parent's model (theorylab train --from copies it; elsewhere give the parent's model "
                           "section)")

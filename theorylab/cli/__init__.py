@@ -9,7 +9,8 @@ import importlib
 
 from theorylab.cli.app import app, entry, finish, main
 
-VERB_MODULES = ("runs", "claims", "sweep", "measure", "scaling", "emergence", "construct")
+VERB_MODULES = ("runs", "claims", "sweep", "measure", "scaling", "emergence", "construct",
+                "construct_subleq", "construct_turing")
 for _name in VERB_MODULES:
     importlib.import_module(f"theorylab.cli.{_name}")  # registers its verbs on `app`
 finish(app)  # every verb gets the shared grammar (checked numbers, plain flags)

@@ -2,6 +2,10 @@
 
     theorylab construct parity --n 1000 --layernorm-eps 0   # Chiang & Cholak (2022): PARITY
     theorylab construct first --n 1000 --log-length         # Chiang & Cholak (2022): FIRST
+    theorylab construct subleq --program examples/subleq/multiply.sq   # Giannou et al. (2023): looped SUBLEQ
+    theorylab construct turing --machine examples/turing/anbn.json --input aabb   # Perez et al. (2021)
+
+(``subleq`` and ``turing`` live in ``construct_subleq.py`` and ``construct_turing.py``.)
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import typer
 
 from theorylab.cli.app import CONSTRUCT, JSON_OPT, Group, app, emit
 
-construct_app = typer.Typer(cls=Group, help="Evaluate a hand-set construction: parity | first.",
+construct_app = typer.Typer(cls=Group, help="Evaluate a hand-set construction: parity | first | subleq | turing.",
                             no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(construct_app, name="construct", rich_help_panel=CONSTRUCT)
 

@@ -67,6 +67,8 @@ _BUILTIN: list[str] = [
     "theorylab.claims.papers.allenzhu2023a",
     "theorylab.claims.papers.allenzhu2023b",
     "theorylab.claims.papers.allenzhu2024",
+    "theorylab.claims.papers.giannou2023",
+    "theorylab.claims.papers.perez2021",
 ]
 _loaded = False
 

@@ -203,3 +203,18 @@ ALLENZHU2024 = Citation(
     venue="ICLR 2025",
     arxiv="2404.05405",
 )
+
+GIANNOU2023 = Citation(
+    authors="Angeliki Giannou, Shashank Rajput, Jy-yong Sohn, Kangwook Lee, Jason D. Lee and Dimitris Papailiopoulos",
+    year=2023,
+    title="Looped Transformers as Programmable Computers",
+    venue="ICML",
+    arxiv="2301.13196",
+)
+
+PEREZ2021 = Citation(
+    authors="Jorge Pérez, Pablo Barceló and Javier Marinković",
+    year=2021,
+    title="Attention is Turing Complete",
+    venue="JMLR 22(75)",
+)

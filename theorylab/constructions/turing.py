@@ -228,6 +228,24 @@ def _check_steps(max_steps: int) -> int:
     return int(max_steps)
 
 
+def random_machine(rng: np.random.Generator, n_states: int = 3, symbols: str = "_ab",
+                   density: float = 0.85) -> Machine:
+    """A random machine for checks: states ``q0 .. q{n-1}`` plus ``qa`` (accept) and ``qr`` (reject), the blank
+    ``symbols[0]``; each (state, symbol) has a transition with probability ``density`` (else it halts and
+    rejects), to a uniformly random working state (90%) or a final one, writing a random symbol and moving L, R
+    or S uniformly, so stay moves and left moves at cell 0 occur."""
+    states = [f"q{k}" for k in range(n_states)]
+    p = [0.9 / n_states] * n_states + [0.05, 0.05]
+    rows = []
+    for q in states:
+        for a in symbols:
+            if rng.random() < density:
+                rows.append([q, a, str(rng.choice(states + ["qa", "qr"], p=p)), str(rng.choice(list(symbols))),
+                             str(rng.choice(["L", "R", "S"]))])
+    return parse_machine({"start": "q0", "accept": ["qa"], "reject": ["qr"], "blank": symbols[0],
+                          "transitions": rows}, "random machine")
+
+
 # --------------------------------------------------------------------------- reference simulator
 
 

@@ -13,7 +13,7 @@ from theorylab.tasks import Batch, task_names
 from theorylab.tasks.modular import ModularTask
 
 # the smallest config of each task family that still exercises its metrics and probes
-TINY = {"modular": ["task.p=7"], "alpine": ["task.n=12", "task.p=0.3", "task.eval_pairs=16"],
+TINY = {"modular": ["task.p=7"], "subleq_step": ["task.n_test=8"], "alpine": ["task.n=12", "task.p=0.3", "task.eval_pairs=16"],
         "blocksworld": ["task.eval_pairs=16", "task.paths_per_pair=2"], "lm": ["task.seq_len=16"],
         "induction": ["task.vocab=12", "task.period=4", "task.min_period=2", "task.n_test=8"],
         "icl_regression": ["task.d=3", "task.n_points=5", "task.n_test=8"], "concepts": ["task.n_test=8"],

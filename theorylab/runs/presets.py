@@ -213,4 +213,32 @@ for _name, _cls in FORMAL_TASKS.items():
         f"{_cls.__doc__} - train on lengths 1..20, test 21..80",
     )
 
+# --------------------------------------------------------------------------- SUBLEQ, trained (issue 17 part 3)
+
+# One SUBLEQ step as per-position classification on an encoder (theorylab.tasks.subleq; the trained round of the
+# re-implementation in SETUPS.md 3.3).  Pilots on one CPU thread (batch 64, 4 layers, width 64): on the Mini system
+# (16 cells, 7 or 6 bits) held-out state accuracy stays near 5% for 5,000 steps (the model copies the written
+# cell: it has not yet found where the instruction writes); the "micro" system of subleq_step (8 cells, 5 bits,
+# 9 tokens) leaves that plateau after about 5,000 steps and reaches 0.89 state accuracy at step 8,000
+# (about 3 minutes).  Its held-out family is countdown (the only one that fits 8 cells).
+_SUBLEQ_TRAIN = {"batch_size": 64, "lr": 3e-3, "weight_decay": 0.1, "warmup_steps": 100, "schedule": "cosine",
+                 "eval_every": 500, "checkpoint_every": 500}
+register_preset(
+    "subleq_step",
+    {"task": {"name": "subleq_step", "cells": 8, "bits": 5, "max_instructions": 2},
+     "model": {"n_layers": 4, "d_model": 64, "n_heads": 4},
+     "train": {**_SUBLEQ_TRAIN, "steps": 8000}},
+    "one SUBLEQ step (Giannou et al. 2023) on a 4-layer encoder, 8 cells of 5 bits: held-out single-step state "
+    "accuracy ~0.9 after 8,000 steps (minutes on a CPU); rollouts: theorylab.measures.subleq",
+)
+register_preset(
+    "subleq_mini",
+    {"task": {"name": "subleq_step", "cells": 16, "bits": 7, "max_instructions": 4,
+              "curriculum": [[0, 1], [5000, 2], [10000, 3], [15000, 4]]},
+     "model": {"n_layers": 4, "d_model": 128, "n_heads": 8},
+     "train": {**_SUBLEQ_TRAIN, "lr": 1e-3, "steps": 40000, "eval_every": 2000, "checkpoint_every": 2000}},
+    "the re-implementation's Mini system (16 cells, 7 bits) on a 4-layer width-128 encoder with a curriculum on "
+    "program length; every held-out family fits; not piloted to convergence (hours on a CPU)",
+)
+
 __all__ = ["PRESETS", "register_preset"]

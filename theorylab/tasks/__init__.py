@@ -80,6 +80,7 @@ _BUILTIN = [
     "preference",
     "pcfg_preference",
     "bios",
+    "subleq",
 ]
 
 __all__ = [

@@ -45,3 +45,14 @@ def test_random_machines_are_reproducible_and_valid():
     a, b = random_machine(np.random.default_rng(3)), random_machine(np.random.default_rng(3))
     assert a.delta == b.delta and a.start == "q0" and a.blank == "_"
     assert run(a, "ab", "exact", 40).heads == simulate(a, "ab", 40).heads
+
+
+@pytest.mark.slow
+def test_the_trained_gap_claim_waits_for_a_model_that_learned_one_step(store):
+    # smoke models (30 steps) learn nothing: the premise names it; the construction half is exact regardless
+    res = engine.check("giannou2023.learned_execution_decays_with_length", tier="smoke", backend="inprocess",
+                       store=store)
+    assert res.verdict == "inconclusive"
+    assert any("premise not met: the model learned one step" in r for r in res.reasons), res.reasons
+    assert res.stats["construction_mismatches"]["mean"] == 0
+    assert set(res.run_ids[0]) == {"deep", "wide"}

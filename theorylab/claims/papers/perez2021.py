@@ -110,7 +110,8 @@ class ExactSimulationNeedsPrecision(Claim):
         for _ in range(t["random_machines"]):
             machine = random_machine(rng)
             for _ in range(t["random_inputs"]):
-                w = "".join(rng.choice(["a", "b"], size=int(rng.integers(0, 6))))
+                letters = list(machine.symbols[1:]) or [machine.blank]  # those its transitions name
+                w = "".join(rng.choice(letters, size=int(rng.integers(0, 6))))
                 bad += not run(machine, w, "exact", t["max_steps"]).matches_simulator
                 checked += 1
         anbn, counter = load_machine(EXAMPLES / "anbn.json"), load_machine(EXAMPLES / "counter.json")

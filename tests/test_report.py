@@ -280,3 +280,18 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     summary = dom.split('<table id="summary">', 1)[1].split("</table>", 1)[0]
     assert summary.count("<tr>") >= 3 and "supported" in summary and "inconclusive" in summary
     assert "<script" not in dom.lower()
+
+
+def test_a_violated_criterion_of_a_proxy_tier_is_not_called_refuted():
+    from theorylab.report.html import _criterion_verdict
+
+    assert _criterion_verdict({"verdict": "refuted"}, faithful=False) == "violated (a proxy tier cannot refute)"
+    assert _criterion_verdict({"verdict": "refuted"}, faithful=True) == "refuted"
+    assert _criterion_verdict({"verdict": "supported"}, faithful=False) == "supported"
+
+
+def test_markdown_code_spans_hold_raw_text():
+    from theorylab.report.markdown import code
+
+    assert code("control_change >= 0.001") == "`control_change >= 0.001`"  # no &gt; inside a code span
+    assert code("a|b`c") == "`a\\|b'c`"

@@ -216,3 +216,28 @@ def test_cli_bad_program(cli, store, tmp_path, text, words):
     rc, _, err = cli("construct", "subleq", "--program", EXAMPLES / "add.sq", "--cells", "48")
     assert rc == 2 and "power of two" in err and len(err.strip().splitlines()) == 1
     assert store.list_runs() == []  # nothing written to the store
+
+
+def test_inputs_a_new_user_tried_are_refused_or_read_as_meant(tmp_path):
+    from theorylab.constructions.subleq import check_size, min_exact_sharpness, run_looped
+    from theorylab.tasks.subleq import SubleqState as S
+    from theorylab.tasks.subleq import load_program, parse_program
+
+    with pytest.raises(ConfigError, match="sharpness"):
+        check_size(32, 8, 1e308)  # lambda x score overflows to inf, the softmax to nan
+    bom = tmp_path / "bom.sq"
+    bom.write_bytes("\ufeff9 10 -1\n".encode())
+    assert load_program(bom, 8, 8).memory[:3] == (9, 10, -1)
+    for tok in ("1_0", "\uff13", "0x10"):  # int() would take the first two
+        with pytest.raises(ConfigError, match="is not an integer"):
+            parse_program(tok, 8, 8)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_program(tmp_path, 8, 8)
+    with pytest.raises(ConfigError, match="tol"):
+        min_exact_sharpness(8, 4, loops=2, programs=1, tol=0)
+    with pytest.raises(ConfigError, match="lo"):
+        min_exact_sharpness(8, 4, loops=2, programs=1, lo=5, hi=1)
+    with pytest.raises(ConfigError, match="loops and programs"):
+        min_exact_sharpness(8, 4, loops=0, programs=1)
+    with pytest.raises(ConfigError, match="not a looped SUBLEQ transformer"):
+        run_looped(torch.nn.Linear(2, 2), S((0,) * 8, 0), 2)

@@ -236,3 +236,31 @@ def test_cli_bad_machine_file_is_one_line_and_exit_2(cli, tmp_path):
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "unknown move 'UP'" in err
     rc, _, err = cli("construct", "turing", "--machine", EXAMPLES / "anbn.json", "--input", "abc")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "'c'" in err
+
+
+def test_exact_values_are_python_integers_and_fractions_never_numpy_ones():
+    # a numpy int64 inside a Fraction overflows silently once denominators grow (found near step 600-760)
+    from fractions import Fraction
+
+    from theorylab.constructions.turing import _int_or_frac, _norm
+
+    for x in (np.int64(5), Fraction(np.int64(3), np.int64(4)), Fraction(np.int64(8), np.int64(4)), 7,
+              Fraction(1, 3)):
+        v = _norm(x)
+        assert type(v) is int or (type(v) is Fraction and type(v.numerator) is int and type(v.denominator) is int)
+    assert type(_int_or_frac(np.int64(2))) is int
+
+
+@pytest.mark.slow
+def test_exact_arithmetic_stays_exact_on_a_long_run(examples):
+    # the binary counter for 800 steps: the tie-break denominators reach ~1e23, beyond 64-bit integers
+    assert run(examples["counter"], "", "exact", 800).matches_simulator
+
+
+def test_an_empty_machine_path_and_zero_repeats_are_one_line_errors():
+    from theorylab.constructions.turing import load_machine
+
+    with pytest.raises(ConfigError, match="empty path"):
+        load_machine("")
+    with pytest.raises(ConfigError, match="ks"):
+        nope_invariance([0, 1], ks=(0,))

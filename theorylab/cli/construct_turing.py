@@ -38,5 +38,7 @@ def turing(
               "decoder_layers": net.decoder_layers})
     verdict = "accepted" if r["accepted"] else ("rejected" if r["halted"] else "did not halt")
     div = r["first_divergence_step"]
-    emit(r, as_json, f"{verdict} after {r['steps']} steps in state {r['state']}, tape {r['tape']!r} "
+    steps = f"{r['steps']} step{'' if r['steps'] == 1 else 's'}"
+    state = r["state"] if r["state"] is not None else "(none decodable: the state read-out is not one-hot)"
+    emit(r, as_json, f"{verdict} after {steps} in state {state}, tape {r['tape']!r} "
                      f"({arithmetic}); matches the simulator: {'yes' if div is None else f'no, from step {div}'}")

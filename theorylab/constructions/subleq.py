@@ -97,6 +97,9 @@ from theorylab.tasks.subleq import run as interpret
 
 CELLS, BITS = 32, 8
 SHARPNESS = 10.0  # the official code's lambda
+# every score is lambda times an integer of at most about 2 log2 m + w; beyond 1e6 the softmax is already exactly
+# hard in float64 (e^-1e6 = 0), and near 1e308 lambda times a score overflows to inf and the softmax to nan
+MAX_SHARPNESS = 1e6
 MIN_CELLS, MAX_CELLS = 8, 256
 MIN_BITS, MAX_BITS = 4, 16
 N_LAYERS = 6
@@ -128,8 +131,9 @@ def check_size(cells: int, bits: int, sharpness: float = SHARPNESS) -> None:
     if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
         raise ConfigError(f"bits: the looped SUBLEQ transformer needs a word size in [{MIN_BITS}, {MAX_BITS}] "
                           f"(got {bits!r})")
-    if not (isinstance(sharpness, (int, float)) and math.isfinite(sharpness) and sharpness > 0):
-        raise ConfigError(f"sharpness: the softmax sharpness lambda must be a finite number > 0 (got {sharpness!r})")
+    if not (isinstance(sharpness, (int, float)) and math.isfinite(sharpness) and 0 < sharpness <= MAX_SHARPNESS):
+        raise ConfigError(f"sharpness: the softmax sharpness lambda must be a number in (0, {MAX_SHARPNESS:g}] "
+                          f"(got {sharpness!r})")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -503,6 +507,7 @@ def run_looped(model: Transformer, state: SubleqState, max_steps: int) -> list[S
     negative ``max_steps`` or a state the model cannot hold (see :func:`encode`)."""
     if max_steps < 0:
         raise ConfigError(f"max_steps: must be >= 0 (got {max_steps})")
+    _spec(model)  # a looped SUBLEQ transformer, or one ConfigError line
     if model.cfg.n_loops != 1:
         raise ConfigError("run_looped: needs a model with n_loops=1 (one SUBLEQ step per pass)")
     x = encode(model, state)
@@ -584,6 +589,12 @@ def min_exact_sharpness(cells: int = CELLS, bits: int = BITS, loops: int = 1000,
     Raises ConfigError for unsupported sizes.
     """
     check_size(cells, bits, hi)
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ConfigError(f"tol: the bisection tolerance must be a finite number > 0 (got {tol!r})")
+    if not (isinstance(lo, (int, float)) and 0 < lo < hi):
+        raise ConfigError(f"lo: the search needs 0 < lo < hi (got lo={lo!r}, hi={hi!r})")
+    if loops < 1 or programs < 1:
+        raise ConfigError(f"loops and programs: need at least 1 each (got {loops}, {programs})")
     states = random_programs(programs, cells, bits, seed)
     evals: list[tuple[float, int]] = []
 

@@ -140,7 +140,7 @@ def parse_machine(obj: Any, source: str = "machine") -> Machine:
     missing = [k for k in KEYS if k not in obj and k not in OPTIONAL]
     if missing:
         raise _fail(source, f"missing key(s) {', '.join(missing)}; required: start, accept, blank, transitions "
-                            "(optional: reject, comment)")
+                            "(optional: reject, comment, name)")
     unknown = sorted(set(obj) - set(KEYS) - set(OPTIONAL))
     if unknown:
         raise _fail(source, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(KEYS + OPTIONAL[1:])}")
@@ -200,8 +200,10 @@ def load_machine(path: str | Path) -> Machine:
     """Read a machine file (JSON, see the module docstring).  Raises ConfigError for a missing or unreadable
     file, JSON that does not parse (with its line and column) or a malformed machine."""
     p = Path(path)
+    if not str(path).strip():
+        raise ConfigError("--machine: give a machine file (got an empty path)")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"--machine {path}: cannot read the machine file ({err.__class__.__name__}: "
                           f"{getattr(err, 'strerror', None) or err})") from None
@@ -376,15 +378,21 @@ class _Float:
 
 
 def _int_or_frac(x: Any) -> Any:
+    """``x`` as a Python ``int`` when integral, else a Fraction of Python ints.  numpy integers are converted:
+    a numpy int64 inside a Fraction would overflow silently once the denominators grow (t^2 t'^2 ...)."""
+    if isinstance(x, np.integer):
+        return int(x)
     x = Fraction(x)
-    return x.numerator if x.denominator == 1 else x
+    num, den = int(x.numerator), int(x.denominator)
+    return num if den == 1 else Fraction(num, den)
 
 
 def _norm(x: Any) -> Any:
-    """An exact value as an int when integral (ints keep the arithmetic fast), else a Fraction."""
+    """An exact value as a Python int when integral (ints keep the arithmetic fast), else a Fraction of Python
+    ints (never numpy integers, which would overflow)."""
     if type(x) is int:
         return x
-    if isinstance(x, Fraction):
+    if type(x) is Fraction and type(x.numerator) is int and type(x.denominator) is int:
         return x.numerator if x.denominator == 1 else x
     return _int_or_frac(x)
 
@@ -607,9 +615,9 @@ class TuringTransformer:
         # encoder: ⊢ w _, positions p = 1..n+2
         cross = _Cache(num, 2, self.heads["cross3"].d)
         tokens = [0, *(1 + m.symbols.index(ch) for ch in word), 1 + m.symbols.index(m.blank)]
-        onehot = np.eye(len(m.symbols) + 1, dtype=np.int64)
+        onehot = [[int(i == j) for j in range(len(m.symbols) + 1)] for i in range(len(m.symbols) + 1)]
         for p, tok in enumerate(tokens, start=1):
-            h = mm(num.vector(list(onehot[tok])), W["enc_embed"]) + mm(self._pos(num, p), W["pos_embed"])
+            h = mm(num.vector(onehot[tok]), W["enc_embed"]) + mm(self._pos(num, p), W["pos_embed"])
             h = h + mm(relu(mm(h, W["enc_ffn_in"])), W["enc_ffn_out"])
             cross.add(mm(h, W["enc_key"]), mm(h, W["enc_value"]))
 
@@ -786,6 +794,8 @@ def nope_invariance(word: list[int] | None = None, ks: tuple = (2, 3), n_perms: 
     word = [0, 1, 1, 2, 3] if word is None else list(word)
     if not word:
         raise ConfigError("word: needs at least one token")
+    if any(not isinstance(k, int) or k < 1 for k in ks):
+        raise ConfigError(f"ks: repetition counts must be integers >= 1 (got {ks!r})")
     cfg = TransformerConfig(architecture="encoder_decoder", d_vocab=d_vocab, n_ctx=max(64, len(word) * max(ks, default=1)),
                             d_model=d_model, n_layers=n_layers, n_heads=4, act="gelu", positional=positional,
                             init="normal",

@@ -142,6 +142,13 @@ def _lineage(store: Any, run_id: str, cfg: dict[str, Any] | None) -> str:
     return f"{parent}{f' (from step {step})' if step is not None else ''} -> {run_id}"
 
 
+def _criterion_verdict(c: dict[str, Any], faithful: bool) -> str:
+    """A criterion's own verdict as the report shows it: on a proxy tier a violated criterion is not a
+    refutation (the claim's verdict is inconclusive), so it reads "violated (a proxy tier cannot refute)"."""
+    v = str(c.get("verdict", ""))
+    return "violated (a proxy tier cannot refute)" if v == "refuted" and not faithful else v
+
+
 def _claim_section(r: Any, store: Any = None) -> str:
     parts = [f'<section id="{anchor(r.claim_id, r.tier)}">',
              f"<h2><code>{esc(r.claim_id)}</code> [{esc(r.tier)}] {verdict_badge(r.verdict)}</h2>",
@@ -192,7 +199,7 @@ def _claim_section(r: Any, store: Any = None) -> str:
             parts.append(f"<tr><td><code>{esc(c.get('quantity'))}</code></td>"
                          f"<td>{esc(c.get('op'))} {num(c.get('threshold'))}</td><td>{esc(c.get('statistic', ''))}</td>"
                          f"<td class=\"num\">{num(c.get('estimate'))}</td><td class=\"num\">{esc(interval)}</td>"
-                         f"<td class=\"num\">{esc(count)}</td><td>{esc(c.get('verdict', ''))}</td>"
+                         f"<td class=\"num\">{esc(count)}</td><td>{esc(_criterion_verdict(c, faithful))}</td>"
                          f"<td>{esc(c.get('why'))}</td></tr>")
         parts.append("</tbody></table>")
     parts.append("<h3>Outcome</h3><ul class=\"reasons\">")

@@ -21,7 +21,7 @@ from typing import Any
 
 from theorylab.errors import ConfigError
 from theorylab.report.html import num, tier_label
-from theorylab.report.markdown import md
+from theorylab.report.markdown import code, md
 from theorylab.store import Store
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -65,9 +65,9 @@ def verdict_table(rs: list[Any]) -> list[str]:
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rs:
         flag = " \\*" if getattr(r, "seeds_after_inconclusive", False) else ""
-        out.append(f"| `{md(r.claim_id)}` | {md(tier_label(r))} | {len(r.seeds)}{flag} | {md(_premises(r))} | "
+        out.append(f"| {code(r.claim_id)} | {md(tier_label(r))} | {len(r.seeds)}{flag} | {md(_premises(r))} | "
                    f"**{md(r.verdict)}** | {md(_decided_by(r))} | {r.runs_trained} trained, {r.runs_reused} reused | "
-                   f"`{md(_commit_of(r))}` |")
+                   f"{code(_commit_of(r))} |")
     return out
 
 
@@ -89,8 +89,9 @@ def _run_rows(store: Store) -> list[str]:
         m = (rec.summary or {}).get("metrics") or {}
         shown = ", ".join(f"{k.split('/', 1)[1]} {num(v, 4)}" for k, v in sorted(m.items()) if k.startswith("test/"))
         sps = (rec.summary or {}).get("steps_per_second")
-        out.append(f"| `theorylab train {md(preset)}` | `{md(rec.id)}` | {md(rec.status)} | {rec.step} | {md(shown)} | "
-                   f"{num(rec.wall_seconds, 3)} s | {num(sps, 3)} | `{md((rec.git_commit or 'unknown')[:10])}` |")
+        cmd = code(f"theorylab train {preset}")
+        out.append(f"| {cmd} | {code(rec.id)} | {md(rec.status)} | {rec.step} | {md(shown)} | "
+                   f"{num(rec.wall_seconds, 3)} s | {num(sps, 3)} | {code((rec.git_commit or 'unknown')[:10])} |")
         rows += 1
     return out if rows else []
 
@@ -104,11 +105,11 @@ def render_results(rs: list[Any], unchecked: list[Any], store: Store, stamp: str
            "## Verdicts", ""]
     out += verdict_table(rs)
     if unchecked:
-        out += ["", "Not run: " + ", ".join(f"`{md(c.id)}`" for c in unchecked) + "."]
+        out += ["", "Not run: " + ", ".join(f"{code(c.id)}" for c in unchecked) + "."]
     if any(getattr(r, "seeds_after_inconclusive", False) for r in rs):
         out += ["", "\\* seeds were added after an inconclusive result at this tier."]
     for r in rs:
-        out += ["", f"### `{md(r.claim_id)}` [{md(tier_label(r))}]: {md(r.verdict)}", ""]
+        out += ["", f"### {code(r.claim_id)} [{md(tier_label(r))}]: {md(r.verdict)}", ""]
         rule_q = [c.get("quantity") for c in r.criteria]
         out += ["| quantity | mean ± sd [95% CI] | per seed |", "| --- | --- | --- |"]
         for q in sorted(r.stats, key=lambda q: (q not in rule_q, q)):
@@ -116,7 +117,7 @@ def render_results(rs: list[Any], unchecked: list[Any], store: Store, stamp: str
             per = ", ".join(num(v.get(q), 4) for _, v in sorted(r.per_seed.items()) if q in v)
             est = f"{num(s.get('mean'))}" if int(s.get("n", 0)) <= 1 else \
                 f"{num(s.get('mean'))} ± {num(s.get('sd'))} [{num(s.get('lo'))}, {num(s.get('hi'))}]"
-            out.append(f"| `{md(q)}`{' (rule)' if q in rule_q else ''} | {md(est)} | {md(per)} |")
+            out.append(f"| {code(q)}{' (rule)' if q in rule_q else ''} | {md(est)} | {md(per)} |")
         out += [""] + [f"- {md(x)}" for x in r.reasons]
     runs = _run_rows(store)
     if runs:

@@ -31,6 +31,7 @@ its own predictions is :mod:`theorylab.measures.subleq`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ from theorylab.errors import ConfigError
 from theorylab.tasks import register_task
 from theorylab.tasks.base import Batch, Task, TaskConfig, step_rng
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 MAX_CELLS = 1 << 16  # far beyond any construction or task here; a larger memory is a typo
 
 
@@ -73,9 +75,8 @@ def check_bits(bits: int) -> None:
 
 def step(state: SubleqState, bits: int) -> SubleqState:
     """One SUBLEQ instruction (the variant in the module docstring); a halted state is returned as it is.
-
-    Raises ConfigError when a memory value is outside the ``bits``-bit range.
-    """
+    Memory values are assumed to be ``bits``-bit integers (:func:`parse_program` checks a program's); only the
+    value written is wrapped."""
     if state.halted():
         return state
     mem = list(state.memory)
@@ -111,10 +112,9 @@ def parse_program(text: str, cells: int, bits: int, source: str = "program") -> 
     values: list[int] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         for tok in line.split("#", 1)[0].split():
-            try:
-                v = int(tok, 10)
-            except ValueError:
-                raise ConfigError(f"{source}: line {lineno}: {tok!r} is not an integer") from None
+            if not _INTEGER.fullmatch(tok):  # ASCII digits only: int() would also take '1_0' and full-width digits
+                raise ConfigError(f"{source}: line {lineno}: {tok!r} is not an integer")
+            v = int(tok, 10)
             if not lo <= v <= hi:
                 raise ConfigError(f"{source}: line {lineno}: {v} is outside the {bits}-bit range [{lo}, {hi}]")
             values.append(v)
@@ -126,8 +126,10 @@ def parse_program(text: str, cells: int, bits: int, source: str = "program") -> 
 def load_program(path: str | Path, cells: int, bits: int) -> SubleqState:
     """:func:`parse_program` of a file; a missing or unreadable file is a ConfigError."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"program file {str(p)!r}: is a directory; give a file of integers")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the program
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"program file {str(p)!r}: cannot be read ({e.__class__.__name__})") from None
     return parse_program(text, cells, bits, source=str(p))

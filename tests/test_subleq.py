@@ -116,6 +116,14 @@ def test_one_step_matches_interpreter_on_random_states(model):
     assert torch.equal(bits.abs()[bits != 0], torch.ones_like(bits[bits != 0]))  # the bits are exactly +-1
 
 
+@pytest.mark.slow
+def test_one_step_matches_interpreter_on_ten_thousand_random_states(model):
+    # issue 17's bar: at least 10,000 random single steps, in chunks of 2,000 (float64 memory traffic)
+    for chunk in range(5):
+        states = random_states(2000, seed=100 + chunk, halted_fraction=0.05)
+        assert decode(model, loop_once(model, encode(model, states))) == [step(s, 8) for s in states]
+
+
 @pytest.mark.parametrize("cells,bits", [(8, 4), (64, 12), (16, 16)])
 def test_other_sizes(cells, bits):
     m = looped_subleq(cells, bits)

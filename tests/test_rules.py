@@ -145,6 +145,47 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
     "azar2024.ipo_stays_regularised": (
         {"dpo_kl_frac_min": 0.95, "dpo_unsettled": 1.0, "ipo_kl_frac_max": 0.03, "reference_fit": 1.0},
         {"dpo_kl_frac_min": 0.3, "dpo_unsettled": 0.0, "ipo_kl_frac_max": 0.03, "reference_fit": 1.0}, "refuted"),
+    # Giannou et al. 2023: the looped construction is exact; null: a step differs
+    "giannou2023.looped_transformer_executes_subleq": (
+        {"mismatched_steps": 0.0, "steps_checked": 10100.0}, {"mismatched_steps": 3.0, "steps_checked": 10100.0},
+        "refuted"),
+    # error correction: the exact sharpness is 1.558 at 10 and 1,000 loops; null: leakage accumulates
+    "giannou2023.error_correction_stops_leakage": (
+        {"sharpness_growth": -1.0, "exact_at_default": 1.0}, {"sharpness_growth": 40.0, "exact_at_default": 1.0},
+        "refuted"),
+    # the trained gap: single steps right, long programs lost (the re-implementation's motivation); null: no decay
+    "giannou2023.learned_execution_decays_with_length": (
+        {"rollout_decay": 0.4, "construction_mismatches": 0.0, "single_step": 0.99},
+        {"rollout_decay": 0.0, "construction_mismatches": 0.0, "single_step": 0.99}, "refuted"),
+    # Perez et al. 2021: exact in rationals; float divergence grows with precision; null: floats never diverge later
+    "perez2021.exact_simulation_needs_precision": (
+        {"exact_mismatches": 0.0, "growth_16_to_32": 11.0, "growth_32_to_64": 6.5, "float32_diverged": 1.0},
+        {"exact_mismatches": 2.0, "growth_16_to_32": 1.0, "growth_32_to_64": 1.0, "float32_diverged": 1.0},
+        "refuted"),
+    # no positional encoding: pooled outputs invariant to order and repetition; null: they change
+    "perez2021.no_positions_no_order": (
+        {"largest_change": 2e-15, "control_change": 0.09}, {"largest_change": 0.05, "control_change": 0.09},
+        "refuted"),
+    # Allen-Zhu & Li 3.1, Fig. 2: 9.7% single vs 96.2% augmented; null: augmentation does not help
+    "allenzhu2023a.augmentation_makes_knowledge_extractable": (
+        {"single_above_guess": 0.01, "augmented_extraction": 0.962, "memorised_min": 1.0, "qa_fit_min": 1.0},
+        {"single_above_guess": 0.01, "augmented_extraction": 0.1, "memorised_min": 1.0, "qa_fit_min": 1.0},
+        "refuted"),
+    # 3.1: mixed training extracts; null: it does not
+    "allenzhu2023a.mixed_training_extracts": (
+        {"mixed_extraction": 0.9, "finetuned_above_guess": 0.01, "memorised_min": 1.0, "qa_fit_min": 1.0},
+        {"mixed_extraction": 0.1, "finetuned_above_guess": 0.01, "memorised_min": 1.0, "qa_fit_min": 1.0},
+        "refuted"),
+    # 3.2: inverse search virtually 0% while forward retrieval works; null: inverse search works
+    "allenzhu2023b.inverse_search_fails": (
+        {"forward_extraction": 0.95, "inverse_extraction": 0.0, "memorised": 1.0, "inverse_fit": 1.0,
+         "forward_fit": 1.0},
+        {"forward_extraction": 0.95, "inverse_extraction": 0.6, "memorised": 1.0, "inverse_fit": 1.0,
+         "forward_fit": 1.0}, "refuted"),
+    # 3.3: 2 bits per parameter at 1,000 exposures, about 1 at 100; null: 5 bits per parameter, no exposure effect
+    "allenzhu2024.two_bits_per_parameter": (
+        {"ratio_1000": 2.0, "ratio_100_over_1000": 0.5, "stored_fraction_at_ratio": 0.5},
+        {"ratio_1000": 5.0, "ratio_100_over_1000": 1.0, "stored_fraction_at_ratio": 0.5}, "refuted"),
     # Gao et al. 2023, Figure 1: gold reward rises then falls while the proxy rises; null: the gold keeps rising
     "gao2023.overoptimization": (
         {"bon_drop": 0.5, "rl_drop": 0.5, "proxy_monotone": 1.0, "bon_beta_lo": 0.1, "rl_beta_lo": 0.1,

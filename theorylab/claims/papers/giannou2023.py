@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from theorylab.claims import register_claim
-from theorylab.claims.base import Claim, Criterion, Tier, all_of, fitted, tiers_of
+from theorylab.claims.base import Claim, Criterion, Tier, all_of, fitted, happened, tiers_of
 from theorylab.claims.citations import GIANNOU2023 as CITATION
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "subleq"
@@ -73,7 +73,9 @@ class LoopedExecutesSubleq(Claim):
                   "one); the sizes and variant are in constructions/subleq.py",
     }
     rule = all_of(Criterion("mismatched_steps", "<=", 0, stat="every",
-                            why="an exact construction: no step of any run may differ in any field"))
+                            why="an exact construction: no step of any run may differ in any field"),
+                  premises=[happened("steps_checked", ">=", 100, name="the check compared steps",
+                                     why="at least 100 compared steps per seed: an empty check proves nothing")])
     extra_quantities = ("steps_checked", "d_model", "parameters")
 
     def measure(self, tier, seed, runs) -> dict[str, Any]:
@@ -123,6 +125,9 @@ class ErrorCorrectionStopsLeakage(Claim):
         Criterion("sharpness_growth", "<=", 0.0, stat="every",
                   why="the 1,000-loop threshold exceeds the 10-loop one by no more than the bisection's tolerance "
                       "(growth is measured in units of that tolerance, minus one)"),
+        premises=[fitted("exact_at_default", 1.0, name="the loop is exact at lambda = 10",
+                         why="a smallest exact sharpness exists only below one where the loop is exact (the "
+                             "paper's lambda)")],
     )
     extra_quantities = ("sharpness_short", "sharpness_long")
 
@@ -134,9 +139,10 @@ class ErrorCorrectionStopsLeakage(Claim):
         short = min_exact_sharpness(loops=t["short_loops"], **kw)["sharpness"]
         long = min_exact_sharpness(loops=t["loops"], **kw)["sharpness"]
         if short is None or long is None:  # not exact even at lambda = 10: the construction failed
-            return {"sharpness_short": float("nan"), "sharpness_long": float("nan"), "sharpness_growth": float("inf")}
+            return {"sharpness_short": float("nan"), "sharpness_long": float("nan"), "sharpness_growth": float("inf"),
+                    "exact_at_default": 0.0}
         return {"sharpness_short": short, "sharpness_long": long,
-                "sharpness_growth": (long - short) / t["tol"] - 1.0}
+                "sharpness_growth": (long - short) / t["tol"] - 1.0, "exact_at_default": 1.0}
 
 
 # --------------------------------------------------------------------------- the gap, trained

@@ -137,6 +137,7 @@ def test_vocabulary_task_keeps_the_parents_rows_and_initialises_the_new_ones(sto
                                                                                                    rec.config))
     old = rec.config["model"]["d_vocab"]
     assert cfg.model.d_vocab == old + 2 and cfg.model.d_vocab == make_task(cfg.task, 0).cfg.vocab_size()
+    assert cfg.model.pad_token_id == cfg.model.d_vocab - 1  # the task's <pad>, not the parent's (now a real token)
     fresh = _state(build_model_for(cfg))
     model = build_model_for(cfg)
     prepare(cfg, make_task(cfg.task, cfg.seed), model, store, torch.device("cpu"), fresh=True)

@@ -93,6 +93,10 @@ class TrainConfig(Config):
 
 
 
+# the model fields that follow the vocabulary: vocabulary=task takes them from the task, not from the parent
+VOCABULARY_FIELDS = ("d_vocab", "d_vocab_out", "pad_token_id")
+
+
 class RunConfig(Config):
     """Everything that determines one run.  Its hash (with the code version) is the run id."""
 
@@ -145,8 +149,8 @@ class RunConfig(Config):
             if name == "reward_model" and hasattr(task, "reward_model_defaults"):  # a value head (objectives)
                 defaults = {**defaults, **task.reward_model_defaults()}
             model = {**defaults, **model}
-            if data.get("vocabulary") == "task":  # the task's tokens, whatever the parent's model read
-                model = {**model, "d_vocab": defaults.get("d_vocab"), "d_vocab_out": defaults.get("d_vocab_out")}
+            if data.get("vocabulary") == "task":  # the task's tokens (and padding id), whatever the parent's model read
+                model = {**model, **{k: defaults.get(k) for k in VOCABULARY_FIELDS}}
             data = {**data, "model": validate(TransformerConfig, model, prefix="model.")}
         return data
 

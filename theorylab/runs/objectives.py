@@ -464,7 +464,9 @@ def resize_vocabulary(parent: torch.nn.Module, model: torch.nn.Module) -> None:
 def load_parent(cfg: Any, store: Any) -> torch.nn.Module:
     """The parent run's model: its final weights, or its checkpoint at ``cfg.parent_step`` (module doc)."""
     rec = _finished_run(store, cfg.parent, "parent")
-    vocab = ("d_vocab", "d_vocab_out") if getattr(cfg, "vocabulary", "parent") == "task" else ()
+    from theorylab.runs.config import VOCABULARY_FIELDS
+
+    vocab = VOCABULARY_FIELDS if getattr(cfg, "vocabulary", "parent") == "task" else ()
     if _without(rec.config.get("model") or {}, vocab) != _without(cfg.model.to_dict(), vocab):
         raise ConfigError(f"model: differs from parent run {cfg.parent}'s model; a fine-tuned run keeps its "
                           "parent's model (theorylab train --from copies it; elsewhere give the parent's model "

@@ -23,6 +23,7 @@ from theorylab.cli.app import (
     store,
 )
 from theorylab.errors import ConfigError, RunFailedError, TheoryLabError
+from theorylab.store import lineage_text
 
 # interrupted: stored as running, but the process training it is gone (killed, crashed, powered off)
 STATUSES = ("created", "running", "interrupted", "finished", "diverged", "failed", "stopped")
@@ -332,7 +333,7 @@ def show(run: str = typer.Argument(..., help="run id or unique prefix"), as_json
         for a in arts:
             c.print(f"  {a['kind']:10s} step {a['step']}: {a['path']}", soft_wrap=True, markup=False)
         if len(chain) > 1:
-            c.print("  lineage: " + st.lineage_text(rec.id), soft_wrap=True, markup=False,
+            c.print("  lineage: " + lineage_text(chain), soft_wrap=True, markup=False,
                     highlight=False)
         for section in ("task", "model", "train", "objective", "lora"):
             if section in rec.config:

@@ -33,11 +33,9 @@ from theorylab.tasks.subleq import (
     Program,
     SubleqStepConfig,
     SubleqStepTask,
-    counts_to_metrics,
     encode,
     held_out_programs,
     run,
-    step_counts,
 )
 
 
@@ -230,15 +228,11 @@ def single_step_accuracy(model: torch.nn.Module, cfg: SubleqStepConfig, seed: in
     task = SubleqStepTask(cfg, seed)
     was_training = model.training
     model.eval()
-    total: dict[str, float] = {}
-    try:
-        for i in range(0, len(task.test_set), rows):
-            part = task.test_set.index(slice(i, i + rows)).to(_device(model))
-            for k, v in step_counts(model(part.tokens), part).items():
-                total[k] = total.get(k, 0.0) + v
+    try:  # the task's own evaluation (what a run logs as test/*), in chunks of ``rows``
+        metrics = task.evaluate(model, _device(model), None, rows)
     finally:
         model.train(was_training)
-    return counts_to_metrics(total)
+    return {k.removeprefix("test/"): v for k, v in metrics.items()}
 
 
 def subleq_gap(model: torch.nn.Module, cfg: SubleqStepConfig, programs: list[Program] | None = None,

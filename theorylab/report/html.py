@@ -18,6 +18,7 @@ from typing import Any
 
 from theorylab import __version__
 from theorylab.errors import StoreError
+from theorylab.store import lineage_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1150px;
@@ -134,7 +135,7 @@ def _lineage(store: Any, run_id: str, cfg: dict[str, Any] | None) -> str:
         except StoreError:  # a run missing from this store: fall back to its config
             chain = None
         if chain is not None:
-            return store.lineage_text(run_id) if len(chain) > 1 else ""
+            return lineage_text(chain) if len(chain) > 1 else ""
     parent = (cfg or {}).get("parent")
     if not parent:
         return ""

@@ -634,11 +634,6 @@ class Store:
             rec = nxt
         return chain[::-1]
 
-    def lineage_text(self, run_ref: str) -> str:
-        """A run's lineage on one line, root first: ``a -> b (from step 10) -> c (dpo, LoRA r=2)``; just the
-        run's id when it has no parent."""
-        return " -> ".join(lineage_step(x) for x in self.lineage(run_ref))
-
     def checkpoint_models(self, run_ref: str) -> list[tuple[int, Any]]:
         """``[(step, load)]`` for every checkpoint of a run: ``load()`` returns that step's model (loaded
         only when called, so a long series never sits in memory at once)."""
@@ -695,6 +690,11 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def lineage_text(chain: list[dict[str, Any]]) -> str:
+    """:meth:`Store.lineage`'s chain on one line, root first: ``a -> b (from step 10) -> c (dpo, LoRA r=2)``."""
+    return " -> ".join(lineage_step(x) for x in chain)
 
 
 def lineage_step(x: dict[str, Any]) -> str:

@@ -148,6 +148,13 @@ def guess(run) -> float:
     return guess_accuracy(run.task(), "qa_test")
 
 
+def premises(runs, memorised: tuple[str, ...], answered: tuple[str, ...]) -> dict[str, float]:
+    """The protocol's premise quantities: ``memorised_min``, the lowest ``bio/accuracy`` of the ``memorised`` runs,
+    and ``qa_fit_min``, the lowest ``qa_train/accuracy`` of the ``answered`` runs."""
+    return {"memorised_min": min(float(runs[k].final["bio/accuracy"]) for k in memorised),
+            "qa_fit_min": min(float(runs[k].final["qa_train/accuracy"]) for k in answered)}
+
+
 class _Extraction(Claim):
     citation = CITATION
     tiers = TIERS
@@ -199,10 +206,7 @@ class AugmentationMakesExtractable(_Extraction):
         single = float(runs["finetune_single"].final["qa_test/accuracy"])
         return {"single_extraction": single, "single_above_guess": single - g, "guess": g,
                 "augmented_extraction": float(runs["finetune_augmented"].final["qa_test/accuracy"]),
-                "memorised_min": min(float(runs[k].final["bio/accuracy"])
-                                     for k in ("pretrain_single", "pretrain_augmented")),
-                "qa_fit_min": min(float(runs[k].final["qa_train/accuracy"])
-                                  for k in ("finetune_single", "finetune_augmented"))}
+                **premises(runs, ("pretrain_single", "pretrain_augmented"), ("finetune_single", "finetune_augmented"))}
 
 
 @register_claim
@@ -233,7 +237,4 @@ class MixedTrainingExtracts(_Extraction):
         mixed = runs["mixed_single"].final
         return {"mixed_extraction": float(mixed["qa_test/accuracy"]), "finetuned_extraction": ft,
                 "finetuned_above_guess": ft - g, "guess": g,
-                "memorised_min": min(float(mixed["bio/accuracy"]),
-                                     float(runs["pretrain_single"].final["bio/accuracy"])),
-                "qa_fit_min": min(float(mixed["qa_train/accuracy"]),
-                                  float(runs["finetune_single"].final["qa_train/accuracy"]))}
+                **premises(runs, ("mixed_single", "pretrain_single"), ("mixed_single", "finetune_single"))}

@@ -55,6 +55,16 @@ TIERS: dict[str, Tier] = tiers_of(LoopTier, {
 SEEDS = {"smoke": 2, "quick": 3, "full": 5}
 
 
+def _mismatched_steps(model, start, bits: int, max_steps: int) -> tuple[int, int]:
+    """``(mismatches, states)``: the steps at which the looped transformer's trace from ``start`` differs from the
+    interpreter's (a step one trace lacks counts as a difference), and the interpreter's trace length."""
+    from theorylab.constructions.subleq import run_looped
+    from theorylab.tasks.subleq import run
+
+    ref, mine = run(start, bits, max_steps), run_looped(model, start, max_steps)
+    return sum(a != b for a, b in zip(ref, mine)) + abs(len(ref) - len(mine)), len(ref)
+
+
 @register_claim
 class LoopedExecutesSubleq(Claim):
     id = "giannou2023.looped_transformer_executes_subleq"
@@ -87,9 +97,8 @@ class LoopedExecutesSubleq(Claim):
             looped_subleq,
             random_programs,
             random_states,
-            run_looped,
         )
-        from theorylab.tasks.subleq import load_program, run, step
+        from theorylab.tasks.subleq import load_program, step
 
         t = self.params(tier)
         m, w = t["cells"], t["bits"]
@@ -104,9 +113,8 @@ class LoopedExecutesSubleq(Claim):
         if (m, w) == (32, 8):
             for name in EXAMPLE_PROGRAMS:
                 start = load_program(EXAMPLES / name, m, w)
-                ref, mine = run(start, w, 1000), run_looped(model, start, 1000)
-                bad += sum(a != b for a, b in zip(ref, mine)) + abs(len(ref) - len(mine))
-                checked += len(ref)
+                miss, states = _mismatched_steps(model, start, w, 1000)
+                bad, checked = bad + miss, checked + states
         return {"mismatched_steps": float(bad), "steps_checked": float(checked), "d_model": float(model.cfg.d_model),
                 "parameters": float(model.num_params())}
 
@@ -239,27 +247,23 @@ class LearnedExecutionDecays(Claim):
                 "wide": subleq_step_config(t, seed, t["wide_layers"], t["wide_d_model"])}
 
     def measure(self, tier, seed, runs) -> dict[str, Any]:
-        from theorylab.constructions.subleq import looped_subleq, run_looped
-        from theorylab.measures.subleq import fit_step_survival, rollout_accuracy, single_step_accuracy
-        from theorylab.tasks.subleq import held_out_programs, run
+        from theorylab.constructions.subleq import looped_subleq
+        from theorylab.measures.subleq import fit_step_survival, rollout_accuracy
+        from theorylab.tasks.subleq import held_out_programs
 
         t = self.params(tier)
-        cfg = runs["deep"].task().cfg
         programs = held_out_programs(t["cells"], t["bits"], tuple(t["families"]))
-        deep = runs["deep"].model()
-        single = single_step_accuracy(deep, cfg, seed)["state_accuracy"]
-        wide = single_step_accuracy(runs["wide"].model(), cfg, seed)["state_accuracy"]
-        roll = rollout_accuracy(deep, programs, t["max_steps"], t["bits"])
+        # held-out single-step accuracy: the runs' own final evaluation (the task's test set, at the end)
+        single = float(runs["deep"].final["test/state_accuracy"])
+        wide = float(runs["wide"].final["test/state_accuracy"])
+        roll = rollout_accuracy(runs["deep"].model(), programs, t["max_steps"], t["bits"])
         res = sorted(roll["results"], key=lambda r: r.length)
         half = len(res) // 2
         short, long = res[:half] or res, res[half:]
         decay = float(np.mean([r.exact for r in short]) - np.mean([r.exact for r in long]))
         fit = fit_step_survival([r.length for r in res], [r.exact for r in res])
         machine = looped_subleq(t["cells"], t["bits"])
-        bad = 0
-        for p in programs:
-            ref, mine = run(p.state, t["bits"], t["max_steps"]), run_looped(machine, p.state, t["max_steps"])
-            bad += sum(a != b for a, b in zip(ref, mine)) + abs(len(ref) - len(mine))
+        bad = sum(_mismatched_steps(machine, p.state, t["bits"], t["max_steps"])[0] for p in programs)
         curve = {str(n): b["exact"] for n, b in roll["by_length"].items()}
         return {"single_step": single, "wide_single_step": wide, "wide_minus_deep": wide - single,
                 "rollout_exact": float(roll["exact"]), "rollout_decay": decay, "survival": fit.a,

@@ -12,6 +12,9 @@ torch.set_num_threads(1)
 # many: one thread everywhere keeps float sums identical between tests that compare runs (and subprocesses
 # inherit it).  Tests of the chooser itself remove it (monkeypatch.delenv).
 os.environ["OMP_NUM_THREADS"] = "1"
+# Likewise the stacked stepper's seeds per pass: measured by default (the fastest on the machine, which a timing
+# decides), one seed per pass in tests; tests of the measurement remove it.
+os.environ["THEORYLAB_SEED_CHUNK"] = "1"
 
 
 @pytest.fixture()

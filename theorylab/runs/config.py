@@ -66,6 +66,10 @@ class TrainConfig(Config):
         "float32", description="float32 | float64 | bf16 (bfloat16 autocast of the forward pass and loss over "
                                "float32 weights, optimizer state and gradients: mixed precision as "
                                "torch.autocast does it); part of the run's identity")
+    compile: bool = Field(
+        False, description="compile the training step with torch.compile (forward, loss and backward through "
+                           "AOTAutograd; on a GPU as CUDA graphs) and use torch's fused optimizer kernels; "
+                           "compiled kernels round differently, so it is part of the run's identity when true")
     device: str = Field("cpu", description="cpu, cuda, cuda:N, mps or auto (cuda when available)")
     stepper: Literal["single", "stacked"] = Field(
         "single", description="how a step is computed: single = each run alone; stacked = the seeds of a group "
@@ -217,6 +221,8 @@ class RunConfig(Config):
             d.pop("objective", None)
         if self.lora == LoraConfig():
             d.pop("lora", None)
+        if not d["train"].get("compile", False):  # the default (eager): runs made before the field keep their dicts
+            d["train"].pop("compile", None)
         return d
 
     def run_id(self) -> str:

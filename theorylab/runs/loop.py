@@ -61,7 +61,15 @@ from theorylab.runs.config import RunConfig, TrainConfig
 from theorylab.runs.devices import DTYPES, precision, resolve_device
 from theorylab.runs.objectives import prepare
 from theorylab.runs.progress import Progress
-from theorylab.runs.steppers import default_seed_chunk, make_optimizer, make_stepper
+from theorylab.runs.steppers import (
+    AUTO,
+    chunk_key,
+    default_seed_chunk,
+    known_chunk,
+    make_optimizer,
+    make_stepper,
+    remember_chunk,
+)
 from theorylab.runs.threads import check_threads, set_threads, step_flops
 from theorylab.store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Store, owner, this_host
 from theorylab.store.checkpoint import load_checkpoint, save_checkpoint
@@ -135,6 +143,14 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+def _chunk_of(stepper: Any) -> int | str | None:
+    """The seeds per pass a stacked stepper uses (``"all"`` for one pass over every seed; None for the single
+    stepper): recorded with each checkpoint and in the run's summary."""
+    if stepper.name != "stacked":
+        return None
+    return "all" if stepper.chunk is None else stepper.chunk
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -441,6 +457,7 @@ class _Group:
         device = resolve_device(tc.device)
         dtype = DTYPES[tc.dtype]
         members: list[_Member] = []
+        resumed_chunks = set()  # the seed chunks the checkpoints were trained with (a resume keeps it)
         for cfg, rid, idx, f in zip(self.cfgs, self.run_ids, self.indices, found):
             task, model = build(cfg, device)
             task = prepare(cfg, task, model, store, device, fresh=f is None)  # the parent's weights, the objective
@@ -452,6 +469,7 @@ class _Group:
                 if belongs_to is not None and belongs_to != rid:
                     raise CheckpointError(f"checkpoint {str(f[0])!r} belongs to run {belongs_to}, not {rid}")
                 m.prior_wall = float(info["extra"].get("wall_seconds", 0.0))
+                resumed_chunks.add(info["extra"].get("seed_chunk", AUTO))
             members.append(m)
         # once per training, never during one (a changed count may change float sums mid-run)
         n_threads = set_threads(step_flops(members[0].model, members[0].task.train_batch(start, tc.batch_size)),
@@ -465,6 +483,14 @@ class _Group:
                 self._check_early_stop_metric(vals)
                 first[m.run_id] = vals
         chunk = default_seed_chunk(device) if seed_chunk == 0 else seed_chunk
+        recorded = next(iter(resumed_chunks)) if len(resumed_chunks) == 1 else AUTO
+        if seed_chunk == 0 and (recorded == "all" or isinstance(recorded, int)):
+            chunk = None if recorded == "all" else recorded  # measured when the group started: the same rounding
+        measured_at = None  # where a chunk measured now is remembered (this process, and the store)
+        if chunk == AUTO and tc.stepper == "stacked" and len(members) > 1:
+            measured_at = (chunk_key(self.cfgs[0], len(members), device),
+                           None if store is None else store.root / "seed_chunks.json")
+            chunk = known_chunk(*measured_at)
         stepper = make_stepper(tc.stepper, self.cfgs[0], [m.cfg.seed for m in members], [m.task for m in members],
                                [m.model for m in members], [m.opt for m in members], chunk=chunk)
         written = False  # whether this attempt has written to the store
@@ -514,7 +540,7 @@ class _Group:
             rng = {"scheme": "derived from (seed, step)", "seed": m.cfg.seed, "next_step": at}
             save_checkpoint(path, stepper.model(k), stepper.optimizer(k), at,
                             extra={"wall_seconds": m.prior_wall + time.perf_counter() - t0, "run_id": m.run_id,
-                                   "rng": rng, "stepper": stepper.name})
+                                   "rng": rng, "stepper": stepper.name, "seed_chunk": _chunk_of(stepper)})
             # a heartbeat before the checkpoint is registered, so the stored step is never behind it
             store.heartbeat([m.run_id], at)
             last_beat = _now()
@@ -586,7 +612,7 @@ class _Group:
                                  summary={"metrics": m.last, "steps_per_second": m.sps,
                                           "diverged_step": m.diverged_step, "diverged_on": m.diverged_on,
                                           "early_stopped": m.early, "stepper": stepper.name,
-                                          "threads": n_threads})
+                                          "threads": n_threads, "seed_chunk": _chunk_of(stepper)})
 
         def drop(gone: list[_Member], at: int) -> None:
             for m in gone:
@@ -605,6 +631,9 @@ class _Group:
                 lr = lr_at(tc, step)
                 batches = [m.task.train_batch(step, tc.batch_size).to(device, dtype) for m in active]
                 losses, norms = stepper.forward_backward(batches, step)
+                if measured_at is not None and stepper.chunk != AUTO:
+                    remember_chunk(measured_at[0], stepper.chunk, measured_at[1])
+                    measured_at = None
                 bad = []
                 for m, loss, norm in zip(active, losses, norms):
                     if not math.isfinite(loss):

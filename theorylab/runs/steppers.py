@@ -25,6 +25,7 @@ reproducible step by step.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,13 +39,39 @@ STEPPERS = ("single", "stacked")
 
 
 def make_optimizer(tc: Any, params) -> torch.optim.Optimizer:
-    """The optimizer of a :class:`~theorylab.runs.config.TrainConfig` over ``params``."""
+    """The optimizer of a :class:`~theorylab.runs.config.TrainConfig` over ``params``.  With ``train.compile``
+    it is torch's fused kernel (``fused=True``: one kernel per parameter group instead of a loop of
+    elementwise ops; the same update, rounded differently), else torch's default implementation."""
     params = list(params)
+    fused = {"fused": True} if getattr(tc, "compile", False) else {}
     if tc.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
+        return torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay,
+                                 **fused)
     if tc.optimizer == "adam":
-        return torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay)
-    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        return torch.optim.Adam(params, lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay,
+                                **fused)
+    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, **fused)
+
+
+def compiled(fn: Any, device: torch.device, members: int) -> Any:
+    """``fn`` (a module or function computing a loss) compiled with :func:`torch.compile` for ``train.compile``.
+
+    The forward pass and loss are traced by TorchDynamo and the backward pass is compiled with them by
+    AOTAutograd, so ``loss.backward()`` on the result runs compiled kernels.  On a GPU the mode is
+    ``reduce-overhead``: the step's kernels are replayed as CUDA graphs, which removes the launch cost of
+    small steps (fixed-shape tasks record one graph; a new shape records another).  Compiled dropout draws
+    from torch's generator as the eager pass does (``fallback_random``), so a (seed, step) keeps its mask.
+    TorchDynamo compiles one graph per model object; the recompile limit is raised to the group's
+    ``members`` so that no seed silently falls back to eager code."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = True
+    limit = max(8, 2 * members + 2)  # each member may need a static and a dynamic-shape graph
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                           4 * limit)
+    return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def clip_grads_(grads: list[torch.Tensor], clip: float | None) -> float:
@@ -70,15 +97,19 @@ class SingleStepper:
                  optimizers: list[torch.optim.Optimizer], **_: Any):
         self.tc, self.dropout = cfg.train, cfg.model.dropout > 0
         self.seeds, self.tasks, self.models, self.opts = list(seeds), list(tasks), list(models), list(optimizers)
+        self.losses = [_TaskLoss(task, model) for task, model in zip(self.tasks, self.models)]
+        if self.tc.compile:
+            device = next(models[0].parameters()).device
+            self.losses = [compiled(f, device, len(self.losses)) for f in self.losses]
 
     def forward_backward(self, batches: list[Batch], step: int) -> tuple[list[float], list[float]]:
         """Fill each member's gradients (clipped); return each member's loss and gradient norm.
         A member whose loss is not finite gets no backward pass (its norm is nan)."""
         losses, norms = [], []
-        for seed, task, model, opt, batch in zip(self.seeds, self.tasks, self.models, self.opts, batches):
+        for seed, loss_of, model, opt, batch in zip(self.seeds, self.losses, self.models, self.opts, batches):
             opt.zero_grad(set_to_none=True)
             with _dropout_rng(self.dropout, seed, step, batch), precision(self.tc.dtype, _device_of(batch)):
-                loss = task.loss(model, batch)[0]
+                loss = loss_of(batch)
             value = float(loss.detach())
             losses.append(value)
             if not math.isfinite(value):
@@ -97,7 +128,7 @@ class SingleStepper:
 
     def drop(self, members: list[int]) -> None:
         keep = [k for k in range(len(self.models)) if k not in members]
-        for attr in ("seeds", "tasks", "models", "opts"):
+        for attr in ("seeds", "tasks", "models", "opts", "losses"):
             setattr(self, attr, [getattr(self, attr)[k] for k in keep])
 
     def model(self, k: int) -> torch.nn.Module:
@@ -146,8 +177,9 @@ class StackedStepper:
 
     def __init__(self, cfg: Any, seeds: list[int], tasks: list[Task], models: list[torch.nn.Module],
                  optimizers: list[torch.optim.Optimizer], chunk: int | None = None, **_: Any):
-        if chunk is not None and chunk < 1:
-            raise ConfigError(f"seed_chunk: must be None (all seeds at once) or >= 1 (got {chunk})")
+        if chunk is not None and chunk != AUTO and (not isinstance(chunk, int) or chunk < 1):
+            raise ConfigError(f"seed_chunk: must be None (all seeds at once), {AUTO!r} (measured) or >= 1 "
+                              f"(got {chunk!r})")
         self.tc, self.dropout = cfg.train, cfg.model.dropout > 0
         self.chunk = chunk
         self.seeds, self.tasks, self.models, self.opts = list(seeds), list(tasks), list(models), list(optimizers)
@@ -165,6 +197,10 @@ class StackedStepper:
                                      for key, v in states[0].items()}
         self._loss_modules = [_TaskLoss(task, models[0]) for task in tasks]
         self.vmapped = False  # whether the last step ran seeds through vmap
+        self._one, self._many = _one_seed, _many_seeds
+        if self.tc.compile:
+            device = self.params[0].device
+            self._one, self._many = compiled(_one_seed, device, len(seeds)), compiled(_many_seeds, device, 2)
 
     # ----------------------------------------------------------------- the step
     def forward_backward(self, batches: list[Batch], step: int) -> tuple[list[float], list[float]]:
@@ -175,21 +211,16 @@ class StackedStepper:
             else:
                 t.grad.zero_()
         losses = [math.nan] * S
+        vmappable = not self.dropout and _same_shapes(batches)
+        if self.chunk == AUTO:
+            self.chunk = self.measure_chunk(batches, step) if vmappable and S > 1 else 1
         size = S if self.chunk is None else min(self.chunk, S)
-        self.vmapped = size > 1 and not self.dropout and _same_shapes(batches)
+        self.vmapped = size > 1 and vmappable
         if not self.vmapped:
             size = 1
         for a in range(0, S, size):
             members = list(range(a, min(a + size, S)))
-            views = [t.detach()[a:a + len(members)].requires_grad_(True) for t in self.params]
-            if self.vmapped:
-                part = self._vmapped_losses(views, [batches[k] for k in members])
-            else:
-                k = members[0]
-                params = {f"model.{n}": v[0] for n, v in zip(self.names, views)}
-                with _dropout_rng(self.dropout, self.seeds[k], step, batches[k]), \
-                        precision(self.tc.dtype, _device_of(batches[k])):
-                    part = torch.func.functional_call(self._loss_modules[k], params, (batches[k],)).reshape(1)
+            part, views = self._pass(members, batches, step)
             ok = torch.isfinite(part.detach())
             if bool(ok.any()):
                 part[ok].sum().backward()
@@ -206,6 +237,50 @@ class StackedStepper:
             norms.append(clip_grads_([t.grad[k] for t in self.params], self.tc.grad_clip))
         return losses, norms
 
+    def _pass(self, members: list[int], batches: list[Batch], step: int
+              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The losses ``[len(members)]`` of consecutive ``members`` in one pass (vmapped when more than one), and
+        the views of the stack they were computed from (their ``.grad`` holds the gradients after backward)."""
+        a = members[0]
+        views = [t.detach()[a:a + len(members)].requires_grad_(True) for t in self.params]
+        if len(members) > 1:
+            return self._vmapped_losses(views, [batches[k] for k in members]), views
+        params = {f"model.{n}": v[0] for n, v in zip(self.names, views)}
+        with _dropout_rng(self.dropout, self.seeds[a], step, batches[a]), \
+                precision(self.tc.dtype, _device_of(batches[a])):
+            return self._one(self._loss_modules[a], params, batches[a]).reshape(1), views
+
+    def measure_chunk(self, batches: list[Batch], step: int, repeats: int = 3) -> int:
+        """The seeds per pass that train this group fastest on this machine, measured: for each candidate ``c``
+        (1, 2, 4, ... up to the group's size, and the size itself) the forward and backward pass of the first
+        ``c`` members is timed ``repeats`` times after a warm-up, and the candidate with the least time per seed
+        (best of its repeats) wins.  Nothing is kept: the gradients are thrown away and no state changes.  On a
+        CPU one seed at a time usually wins (a batched matmul is a loop over the batch there, and S-times
+        larger activations leave the cache); on a GPU a pass over every seed does.  Candidates count at most
+        the group's size; the choice is fixed for the rest of the training (a different chunk rounds
+        differently) and recorded in the run's summary as ``seed_chunk``."""
+        import time
+
+        S = len(self.seeds)
+        candidates = sorted({c for c in (1 << i for i in range(S.bit_length())) if c <= S} | {S})
+        best, best_time = 1, math.inf
+        for c in candidates:
+            per_seed = math.inf
+            for r in range(repeats + 1):
+                t0 = time.perf_counter()
+                part, _ = self._pass(list(range(c)), batches, step)
+                ok = torch.isfinite(part.detach())
+                if bool(ok.any()):
+                    part[ok].sum().backward()
+                if self.params[0].device.type == "cuda":
+                    torch.cuda.synchronize()
+                if r:  # the first pass warms up (and compiles, with train.compile)
+                    per_seed = min(per_seed, (time.perf_counter() - t0) / c)
+            if per_seed < best_time * 0.9:  # a larger chunk must win by 10%: clearly, not by timing noise
+                best, best_time = c, per_seed
+        self.measured = {"candidates": candidates, "chunk": best}
+        return best
+
     def _vmapped_losses(self, views: list[torch.Tensor], batches: list[Batch]) -> torch.Tensor:
         from theorylab.models.transformer import trusted_inputs
 
@@ -216,14 +291,9 @@ class StackedStepper:
                 if lo < 0 or (V is not None and hi >= V):
                     raise ConfigError(f"token ids must lie in [0, {V}) (got {lo}..{hi})")
         stacked = _stack_batches(batches)
-        module = self._loss_modules[0]
-
-        def one(params: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
-            return torch.func.functional_call(module, params, (Batch(**batch),))
-
         params = {f"model.{n}": v for n, v in zip(self.names, views)}
         with trusted_inputs(), precision(self.tc.dtype, _device_of(batches[0])):
-            return torch.func.vmap(one, randomness="error")(params, stacked)
+            return self._many(self._loss_modules[0], params, stacked)
 
     def apply(self, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -276,6 +346,20 @@ class StackedStepper:
         return opt
 
 
+def _one_seed(module: torch.nn.Module, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+    """One seed's loss: ``module`` (a :class:`_TaskLoss`) run with ``params`` in place of its model's own."""
+    return torch.func.functional_call(module, params, (batch,))
+
+
+def _many_seeds(module: torch.nn.Module, params: dict[str, torch.Tensor], stacked: dict[str, Any]) -> torch.Tensor:
+    """The losses ``[S]`` of S seeds at once: ``module`` vmapped over the leading seed axis of ``params`` (each
+    ``[S, ...]``) and of the stacked batch (:func:`_stack_batches`)."""
+    def one(p: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        return torch.func.functional_call(module, p, (Batch(**batch),))
+
+    return torch.func.vmap(one, randomness="error")(params, stacked)
+
+
 def _device_of(batch: Batch) -> torch.device:
     x = batch.tokens if batch.tokens is not None else batch.inputs
     return x.device if x is not None else torch.device("cpu")
@@ -310,13 +394,86 @@ def make_stepper(kind: str, cfg: Any, seeds: list[int], tasks: list[Task], model
     raise ConfigError(f"train.stepper: {kind!r}; allowed: {', '.join(STEPPERS)}")
 
 
-def default_seed_chunk(device: torch.device) -> int | None:
-    """Seeds per forward/backward pass of the stacked stepper: all of them on a GPU, one at a time on a
-    CPU (where a batched matmul is a loop over the batch anyway and S-times larger activations fall
-    out of cache: measured on the grokking mainline, 8 seeds in one pass ran about 1.7x slower than 8
-    passes of one seed)."""
-    return None if device.type == "cuda" else 1
+#: ``seed_chunk`` that asks the stacked stepper to measure the fastest chunk on its first step
+AUTO = "auto"
+_CHUNKS: dict[str, int | None] = {}  # measured chunks of this process, by chunk_key
 
 
-__all__ = ["STEPPERS", "SingleStepper", "StackedStepper", "make_stepper", "make_optimizer", "clip_grads_",
+def chunk_key(cfg: Any, members: int, device: torch.device) -> str:
+    """What a measured seed chunk depends on: the group's config without its seed, the number of members, the
+    device and torch's CPU threads (a hash)."""
+    import hashlib
+    import json
+
+    d = cfg.to_dict()
+    for k in ("seed", "tags"):
+        d.pop(k, None)
+    d["train"].pop("device", None)
+    blob = json.dumps({"config": d, "members": members, "device": str(device), "threads": torch.get_num_threads()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def known_chunk(key: str, path: Any = None) -> int | str | None:
+    """The chunk measured before for ``key`` in this process, else in the JSON file ``path`` (a store's
+    ``seed_chunks.json``), else :data:`AUTO` (measure it).  A group trained again on the same machine thus
+    takes the same chunk, and rounds the same way, however its first timing would have come out."""
+    if key in _CHUNKS:
+        return _CHUNKS[key]
+    if path is not None:
+        import json
+
+        try:
+            known = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+        if isinstance(known, dict) and key in known and (known[key] is None or isinstance(known[key], int)):
+            _CHUNKS[key] = known[key]
+            return known[key]
+    return AUTO
+
+
+def remember_chunk(key: str, chunk: int | None, path: Any = None) -> None:
+    """Record a measured chunk for ``key`` in this process and, when given, in the JSON file ``path``
+    (rewritten atomically; a file that cannot be written is left alone: the chunk is then re-measured by the
+    next process)."""
+    import json
+    import os
+
+    _CHUNKS[key] = chunk
+    if path is None:
+        return
+    path = Path(path)
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        known = known if isinstance(known, dict) else {}
+        known[key] = chunk
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        pass
+
+
+def default_seed_chunk(device: torch.device) -> int | str | None:
+    """Seeds per forward/backward pass of the stacked stepper: ``THEORYLAB_SEED_CHUNK`` when set (a positive
+    integer, ``all`` or ``auto``); else all of them on a GPU, where one pass over every seed removes launches;
+    elsewhere measured on the group's first step (:meth:`StackedStepper.measure_chunk`; on the 2-core CPU of
+    the benchmarks one seed at a time won for the presets, 8 grokking seeds in one pass ran 1.6x slower than 8
+    passes of one, while tiny models went faster three at a time).
+
+    Raises :class:`~theorylab.errors.ConfigError` for a malformed ``THEORYLAB_SEED_CHUNK``."""
+    import os
+
+    env = os.environ.get("THEORYLAB_SEED_CHUNK", "").strip()
+    if env:
+        if env in ("all", AUTO):
+            return None if env == "all" else AUTO
+        if not env.isdigit() or int(env) < 1:
+            raise ConfigError(f"THEORYLAB_SEED_CHUNK: a positive integer, 'all' or 'auto' (got {env!r})")
+        return int(env)
+    return None if device.type == "cuda" else AUTO
+
+
+__all__ = ["AUTO", "STEPPERS", "chunk_key", "known_chunk", "remember_chunk", "SingleStepper", "StackedStepper", "make_stepper", "make_optimizer", "clip_grads_",
            "default_seed_chunk"]

@@ -171,17 +171,45 @@ EVIDENCE: dict[str, tuple[dict[str, float], dict[str, float], str]] = {
         {"single_above_guess": 0.01, "augmented_extraction": 0.962, "memorised_min": 1.0, "qa_fit_min": 1.0},
         {"single_above_guess": 0.01, "augmented_extraction": 0.1, "memorised_min": 1.0, "qa_fit_min": 1.0},
         "refuted"),
-    # 3.1: mixed training extracts; null: it does not
+    # 3.1 §3 Result 1: mixed training extracts 86.6% on bioS single; null: it does not.  The positive control
+    # (mixed training on augmented biographies) extracts in both
     "allenzhu2023a.mixed_training_extracts": (
-        {"mixed_extraction": 0.9, "finetuned_above_guess": 0.01, "memorised_min": 1.0, "qa_fit_min": 1.0},
-        {"mixed_extraction": 0.1, "finetuned_above_guess": 0.01, "memorised_min": 1.0, "qa_fit_min": 1.0},
+        {"mixed_extraction": 0.866, "finetuned_above_guess": 0.01, "memorised_min": 1.0, "qa_fit_min": 1.0,
+         "mixed_augmented_extraction": 0.95},
+        {"mixed_extraction": 0.1, "finetuned_above_guess": 0.01, "memorised_min": 1.0, "qa_fit_min": 1.0,
+         "mixed_augmented_extraction": 0.95},
         "refuted"),
+    # 3.1 §5.1 and Result 3: multi5 alone 41% and single+permute1 4.4% against single's 9.7%; fullname alone helps
+    # (its number is in Fig. 3 only: a 10-point lift stands in for it); the full augmentation 96.2%.  Null: no
+    # augmentation alone changes extraction
+    "allenzhu2023a.multiplicity_and_fullname_help_alone": (
+        {"multi5_gain": 0.313, "fullname_gain": 0.1, "permute_gain": -0.053, "memorised_min": 1.0,
+         "qa_fit_min": 1.0, "augmented_extraction": 0.962},
+        {"multi5_gain": 0.0, "fullname_gain": 0.0, "permute_gain": 0.0, "memorised_min": 1.0, "qa_fit_min": 1.0,
+         "augmented_extraction": 0.962}, "refuted"),
+    # 3.1 §5 and SETUPS A.5.2 (a replication): Q-probe 98.8% with augmentation and 12.4% without, where a first-token
+    # probe that reads nothing gets about 4.0% at the paper's pools (1/12, 1/200, 1/300, 1/100, 1/263 and New York's
+    # 13.7% of companies, 2309.14402 A.1), so 8.4 points above chance; P-probe 100% just before the value (§5.1).
+    # Null: augmentation does not move the knowledge to the name
+    "allenzhu2023a.augmentation_stores_knowledge_at_the_name": (
+        {"q_augmented": 0.988, "q_single_above_chance": 0.084, "memorised_min": 1.0, "p_min": 1.0},
+        {"q_augmented": 0.1, "q_single_above_chance": 0.084, "memorised_min": 1.0, "p_min": 1.0}, "refuted"),
     # 3.2: inverse search virtually 0% while forward retrieval works; null: inverse search works
     "allenzhu2023b.inverse_search_fails": (
         {"forward_extraction": 0.95, "inverse_extraction": 0.0, "memorised": 1.0, "inverse_fit": 1.0,
          "forward_fit": 1.0},
         {"forward_extraction": 0.95, "inverse_extraction": 0.6, "memorised": 1.0, "inverse_fit": 1.0,
          "forward_fit": 1.0}, "refuted"),
+    # 3.2 §4: with a hint the even month's hint is right 91.0% of the time (footnote 15; both months of a comparison
+    # 0.91^2 = 0.83); without one, comparison is "almost random guess" (GPT-4: 52.3%, Result 6; the synthetic
+    # models' small-sample numbers are in Fig. 4 only: 3 points stand in for classification).  Null: direct answers
+    # as good as the CoT ones (0.9 against a chance of 0.5)
+    "allenzhu2023b.manipulation_needs_cot": (
+        {"classify_above_chance": 0.03, "compare_above_chance": 0.023, "classify_cot": 0.91, "compare_cot": 0.83,
+         "memorised": 1.0, "forward_fit": 1.0, "manipulation_fit_min": 1.0, "forward_extraction": 0.96},
+        {"classify_above_chance": 0.4, "compare_above_chance": 0.4, "classify_cot": 0.91, "compare_cot": 0.83,
+         "memorised": 1.0, "forward_fit": 1.0, "manipulation_fit_min": 1.0, "forward_extraction": 0.96},
+        "refuted"),
     # 3.3: 2 bits per parameter at 1,000 exposures, about 1 at 100; null: 5 bits per parameter, no exposure effect
     "allenzhu2024.two_bits_per_parameter": (
         {"ratio_1000": 2.0, "ratio_100_over_1000": 0.5, "stored_fraction_at_ratio": 0.5},

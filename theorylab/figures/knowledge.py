@@ -1,4 +1,5 @@
-"""Figures of knowledge capacity (Allen-Zhu & Li 2024, Part 3.3): bits stored against parameters.
+"""Figures of the knowledge claims (Allen-Zhu & Li, Parts 3.1-3.3): bits stored against parameters (3.3), and
+accuracies per arm against their chance level (held-out extraction per augmentation, probes, manipulations).
 
 Plain data in (per exposure count, the grid's points with their parameters and bits), a matplotlib Figure out
 (Agg); the caller saves it.
@@ -40,5 +41,32 @@ def bits_vs_params(points: Mapping[str, Sequence[Mapping[str, Any]]], title: str
     ax.set_ylabel("knowledge stored (bits)")
     ax.set_title(title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_bars(values: Mapping[str, Sequence[float]], ylabel: str, lines: Mapping[str, float] | None = None,
+                  title: str = ""):
+    """One bar per group (the mean over seeds; ``values`` maps a label to its per-seed accuracies, NaNs
+    skipped) with each seed as a dot, on a 0-1 axis, and a dashed horizontal line per entry of ``lines`` (label ->
+    accuracy: a chance level, a threshold; NaN skipped)."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) + 2.0), 4.0))
+    for i, vals in enumerate(values.values()):
+        v = np.asarray([float(x) for x in vals if x == x], dtype=float)
+        if len(v):
+            ax.bar(i, v.mean(), color=f"C{i % 10}", alpha=0.4, width=0.6)
+            ax.scatter(np.full(len(v), i), v, color=f"C{i % 10}", s=18, zorder=3)
+    for j, (label, y) in enumerate((lines or {}).items()):
+        if y == y:
+            ax.axhline(float(y), color="k", ls=("--", ":", "-.")[j % 3], lw=1, label=f"{label} ({float(y):.2f})")
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels(list(values), fontsize=9)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    if lines:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="y", alpha=0.25)
     fig.tight_layout()
     return fig

@@ -30,6 +30,10 @@ first value token (the month of a birth date; the city, university, major, emplo
 
 A probe is multinomial logistic regression with a small ridge, fitted by scipy's L-BFGS on standardised
 features (:func:`linear_probe_accuracy`).
+
+**Chance levels.**  A claim compares an accuracy with what an answer that knows nobody reaches:
+:func:`guess_accuracy` for retrieval questions, :func:`verdict_guess` for the yes/no manipulation questions of
+Part 3.2 (arXiv 2309.14402 §4) and :func:`probe_chance` for the probes.
 """
 
 from __future__ import annotations
@@ -206,8 +210,9 @@ def _check_bios(task: Any) -> None:
         raise ConfigError(f"knowledge measures read a bios task (got {type(task).__name__})")
 
 
-__all__ = ["PROBED", "STORED", "bits_per_parameter", "bits_stored", "linear_probe_accuracy", "p_probe", "pool_sizes",
-           "q_probe", "value_cross_entropy"]
+__all__ = ["PROBED", "STORED", "VERDICT_KINDS", "bits_per_parameter", "bits_stored", "capacity_ratio",
+           "guess_accuracy", "linear_probe_accuracy", "p_probe", "pool_sizes", "probe_chance", "q_probe",
+           "value_cross_entropy", "verdict_guess"]
 
 
 # --------------------------------------------------------------------------- baselines and capacity
@@ -241,6 +246,62 @@ def guess_accuracy(task: Any, split: str = "qa_test") -> float:
         values, counts = np.unique(train, return_counts=True)
         hits.append(_answers(w, a, people) == values[np.argmax(counts)])
     return float(np.mean(hits))
+
+
+def probe_chance(task: Any) -> dict[str, float]:
+    """The accuracy a probe that reads nothing reaches (Part 3.1 §5's probes, :func:`p_probe` and
+    :func:`q_probe`): per attribute of :data:`PROBED`, the ``p_train`` people's most common label (the first
+    value token: a birth date's month, a city, ...) scored on the ``p_test`` people, as the probes are trained and
+    scored; and ``mean`` over the attributes (the chance level of a probe's ``mean``).  About 1/pool per
+    attribute (1/12 for the month), more for the company city, whose values follow the employers' cities.
+    Raises ConfigError for a task that is not ``bios``."""
+    _check_bios(task)
+    w = task.world
+    out: dict[str, float] = {}
+    for a, arr in PROBED.items():
+        labels = np.asarray(getattr(w, arr))
+        values, counts = np.unique(labels[w.p_train], return_counts=True)
+        out[a] = float(np.mean(labels[w.p_test] == values[np.argmax(counts)]))
+    out["mean"] = float(np.mean([out[a] for a in PROBED]))
+    return out
+
+
+VERDICT_KINDS = ("classify", "classify_cot", "compare", "compare_cot")
+
+
+def verdict_guess(task: Any, kind: str, split: str = "qa_test") -> float:
+    """The accuracy of the best yes/no answer that knows nobody on the ``kind`` questions (Part 3.2 §4: "is
+    A's birth month even?", "was A born in an earlier month than B?"; a ``_cot`` kind's verdict alone): the
+    verdict the trained questions give most often, scored on the fixed evaluation questions of ``split`` (the
+    chance level of ``<split>/classify``, ``<split>/compare`` and the ``_final`` keys).  The trained questions
+    are those of stage ``qa``: a uniform ``p_train`` person and, for a comparison, a uniform ``p_train`` person
+    born in another month, so their share of "yes" is exact: the even-month share of ``p_train`` for
+    classification, and the mean over ``p_train`` people A of the share of A's partners born later for comparison.
+    A share of exactly one half scores 0.5 (either answer is as good).  About 0.5 either way: six months of
+    twelve are even, and a pair is as often earlier as later.  Raises ConfigError for a task that is not
+    ``bios``, an unknown split, a kind that is not a yes/no question, or a kind the task does not evaluate."""
+    _check_bios(task)
+    if kind not in VERDICT_KINDS:
+        raise ConfigError(f"kind: {kind!r}; allowed: {', '.join(VERDICT_KINDS)}")
+    if split not in ("qa_train", "qa_test"):
+        raise ConfigError(f"split: {split!r}; allowed: qa_train, qa_test")
+    key = f"{split}/{kind}"
+    if key not in task.eval_sets():
+        raise ConfigError(f"kind: {kind!r} is not among the task's qa_kinds ({', '.join(task.cfg.qa_kinds)})")
+    month = np.asarray(task.world.month)
+    trained = month[task.world.p_train]
+    if kind.startswith("classify"):
+        yes_share = float(np.mean((trained + 1) % 2 == 0))  # January (0) is month 1: odd
+    else:
+        later = (trained[None, :] > trained[:, None]).sum(1)
+        other = (trained[None, :] != trained[:, None]).sum(1)
+        yes_share = float(np.mean(later[other > 0] / other[other > 0]))
+    b = task.eval_sets()[key]
+    verdict = b.targets[b.extras["answer_part"] == 1].numpy()  # one verdict token per question
+    yes = verdict == task.vocab.index["yes"]
+    if yes_share == 0.5:
+        return 0.5
+    return float(np.mean(yes if yes_share > 0.5 else ~yes))
 
 
 def capacity_ratio(bits: np.ndarray, params: np.ndarray, near: float = 0.8) -> dict[str, float]:

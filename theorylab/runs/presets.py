@@ -200,6 +200,32 @@ register_preset(
     "task.permute=true task.fullname=true to augment); then fine-tune: theorylab train bios --from RUN "
     "task.stage=qa",
 )
+# The protocols per augmentation (Part 3.1 §4.2, arXiv 2309.14316: each augmentation alone and all three), the arms of
+# the allenzhu2023a claims: bios_pretrain_<variant> to pre-train (then fine-tune with --from RUN task.stage=qa) and
+# bios_mixed_<variant> for mixed training.  Five biographies a person pre-train twice as long as one (the same
+# exposures per biography, as the claims' aug_steps); mixed training runs bios_mixed's 4,000 steps.  permute alone
+# is one fixed shuffle per person (the paper's single+permute1); augmented is bios_mixed's data.
+_BIOS_VARIANTS = {"single": {}, "multi5": {"multi": 5}, "permute": {"permute": True}, "fullname": {"fullname": True},
+                  "augmented": {"multi": 5, "permute": True, "fullname": True}}
+for _variant, _data in _BIOS_VARIANTS.items():
+    _steps = 4000 if _data.get("multi", 1) > 1 else 2000
+    if _variant != "single":  # bios_pretrain is single's
+        register_preset(
+            f"bios_pretrain_{_variant}",
+            {"task": {"name": "bios", **_BIOS_WORLD, "stage": "bio", **_data}, "model": _BIOS_MODEL,
+             "train": {"steps": _steps, "batch_size": 64, "lr": 3e-3, "eval_every": 500,
+                       "checkpoint_every": _steps // 10}},
+            f"Allen-Zhu & Li 3.1 pretraining on the {_variant} biographies of 200 people; then fine-tune: theorylab "
+            "train bios --from RUN task.stage=qa",
+        )
+    if _variant != "augmented":  # bios_mixed is augmented's
+        register_preset(
+            f"bios_mixed_{_variant}",
+            {"task": {"name": "bios", **_BIOS_WORLD, "stage": "mixed", **_data}, "model": _BIOS_MODEL,
+             "train": {"steps": 4000, "batch_size": 64, "lr": 3e-3, "eval_every": 500, "checkpoint_every": 400}},
+            f"Allen-Zhu & Li 3.1 mixed training on the {_variant} biographies of 200 people with questions about half "
+            "of them; qa_test/accuracy reads the knowledge extracted for the other half",
+        )
 
 # --------------------------------------------------------------------------- formal languages (Delétang et al. 2023)
 

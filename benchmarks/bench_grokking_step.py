@@ -139,6 +139,35 @@ def timed(fn, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def step_flops(cfg) -> float:
+    """FLOPs of one training step (forward and backward) of theorylab's model, counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls and attention; elementwise ops count 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from theorylab.runs import build
+
+    task, model = build(cfg)
+    with FlopCounterMode(display=False) as fc:
+        task.loss(model, task.train_batch(0, cfg.train.batch_size))[0].backward()
+    return float(fc.get_total_flops())
+
+
+def matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
+    """FLOP/s of an n x n matmul in ``dtype`` on ``device`` (best of three timings)."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    best = 0.0
+    for _ in range(4):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
+    return best
+
+
 def with_train(cfg, **update):
     return cfg.model_copy(update={"train": cfg.train.model_copy(update=update)})
 
@@ -173,6 +202,11 @@ def part1(args) -> None:
     for k in contenders:
         if k != "baseline":
             print(f"   ratio {k + ' / baseline:':<24} {med[k] / med['baseline']:5.2f}x   (target >= 5x on a CPU)")
+    flops = step_flops(cfg)
+    peaks = {"float32": matmul_peak(args.device, torch.float32), "bf16": matmul_peak(args.device, torch.bfloat16)}
+    print(f"   one step is {flops / 1e9:.2f} GFLOP (counted); matmul peak {peaks['float32'] / 1e9:.1f} GFLOP/s float32, "
+          f"{peaks['bf16'] / 1e9:.1f} bf16; MFU: single float32 {100 * med['single'] * flops / peaks['float32']:.0f}% "
+          f"of the float32 peak, bf16 {100 * med['bf16'] * flops / peaks['bf16']:.0f}% of the bf16 peak")
     t0 = time.perf_counter()
     train_many([with_train(cfg, steps=n, eval_every=n, checkpoint_every=None)], None, progress=False,
                threads=args.threads)
@@ -207,6 +241,10 @@ def part2(args, S: int) -> None:
     print(f"   {S} in sequence, single stepper:                       {s1:8.2f}  {[round(x, 2) for x in t_s]}")
     print(f"   sequence / at once: {s1 / a:.2f}x (default chunk), {s1 / p1:.2f}x (one pass)   "
           f"(target >= 1.5x on a CPU, >= 10x for 8 seeds on an H200)")
+    flops = step_flops(cfgs[0]) * S * k
+    peak = matmul_peak(args.device, torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    print(f"   in sequence the seeds run at {100 * flops / s1 / peak:.0f}% of the {args.dtype} matmul peak: at most "
+          f"{peak * s1 / flops:.2f}x is left for any way of running them at once on this device")
 
 
 def part3(args, S: int) -> None:

@@ -159,3 +159,15 @@ def test_bf16_grokking_step_tracks_float32():
         steps[dtype] = [r.step for r in res]
     for f32, b16 in zip(steps["float32"], steps["bf16"]):
         assert 1 / 1.5 <= b16 / f32 <= 1.5, steps
+
+
+def test_the_loss_of_half_precision_logits_is_float32():
+    from theorylab.models.objectives import cross_entropy
+
+    logits = torch.randn(4, 3, 7)
+    targets = torch.randint(0, 7, (4, 3))
+    for dt in (torch.bfloat16, torch.float16):
+        loss = cross_entropy(logits.to(dt), targets)
+        assert loss.dtype == torch.float32
+        assert float(loss) == pytest.approx(float(cross_entropy(logits.to(dt).float(), targets)), rel=1e-6)
+    assert cross_entropy(logits.double(), targets).dtype == torch.float64  # never lowered

@@ -33,9 +33,13 @@ def perplexity(nats: float | torch.Tensor) -> float | torch.Tensor:
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats) over positions whose target is not IGNORE."""
+    """Mean cross-entropy (nats) over positions whose target is not IGNORE.  ``logits [..., V]`` in bfloat16 or
+    float16 (a mixed-precision forward pass) are taken to float32 first, so the loss is always computed in at
+    least float32 (Micikevicius et al. 2018, §3.3: reductions in full precision)."""
     if logits.shape[:-1] != targets.shape:
         raise ConfigError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not line up")
+    if logits.dtype in (torch.bfloat16, torch.float16):
+        logits = logits.float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
 
 

@@ -200,7 +200,8 @@ class StackedStepper:
         self._one, self._many = _one_seed, _many_seeds
         if self.tc.compile:
             device = self.params[0].device
-            self._one, self._many = compiled(_one_seed, device, len(seeds)), compiled(_many_seeds, device, 2)
+            # one graph per member for one seed at a time, one per chunk size timed or used for vmapped passes
+            self._one, self._many = compiled(_one_seed, device, len(seeds)), compiled(_many_seeds, device, len(seeds))
 
     # ----------------------------------------------------------------- the step
     def forward_backward(self, batches: list[Batch], step: int) -> tuple[list[float], list[float]]:

@@ -91,7 +91,8 @@ def config_fields(name: str) -> list[dict[str, Any]]:
             if section is None and k in sections:
                 continue
             key = k if section is None else f"{section}.{k}"
-            value = data.get(k, getattr(cfg, k)) if section is None else data[section][k]
+            value = data.get(k, getattr(cfg, k)) if section is None else \
+                data[section].get(k, getattr(obj, k))  # to_dict also drops defaults like train.compile=false
             out.append({"key": key, "value": value, "allowed": _allowed(f), "description": f.description or ""})
     return out
 

@@ -120,6 +120,66 @@ def test_a_measured_chunk_is_recorded_and_reused(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- agreement with eager float32 (slow)
 
 
+def test_every_field_is_listed_with_compile_off(cli):
+    rc, out, err = cli("tasks", "modular")
+    assert rc == 0 and "train.compile" in out and "train.dtype" in out, err
+
+
+def test_compiling_fails_loudly_instead_of_falling_back_to_eager():
+    import torch._dynamo
+
+    from theorylab.runs.steppers import compiled
+
+    compiled(torch.nn.Linear(2, 2), torch.device("cpu"), 3)
+    assert torch._dynamo.config.fail_on_recompile_limit_hit is True
+    assert torch._dynamo.config.recompile_limit >= 256  # graphs of earlier runs in the process count too
+
+
+def test_seed_chunk_inputs_are_checked(tmp_path, monkeypatch):
+    import theorylab.runs.steppers as steppers
+    from theorylab.errors import ConfigError
+    from theorylab.runs.steppers import known_chunk, remember_chunk
+
+    for bad in ("²", "٣", "1.5"):
+        monkeypatch.setenv("THEORYLAB_SEED_CHUNK", bad)
+        with pytest.raises(ConfigError, match="THEORYLAB_SEED_CHUNK"):
+            default_seed_chunk(torch.device("cpu"))
+    monkeypatch.setenv("THEORYLAB_SEED_CHUNK", "1")
+    for bad in ("x", True, 2.5, -1):
+        with pytest.raises(ConfigError, match="seed_chunk"):
+            train_many(_cfgs(seeds=(0,)), None, progress=False, seed_chunk=bad)
+    for good in ("all", "auto"):
+        assert train_many(_cfgs(seeds=(0, 1)), None, progress=False, seed_chunk=good)[0].status == "finished"
+    # a store file with values no chunk can have, or no JSON at all, is ignored, then repaired
+    monkeypatch.setattr(steppers, "_CHUNKS", {})
+    path = tmp_path / "seed_chunks.json"
+    for content in ('{"k": 0}', '{"k": true}', '{"k": -1}', "garbage{{", ""):
+        path.write_text(content)
+        steppers._CHUNKS.clear()
+        assert known_chunk("k", path) == AUTO
+    remember_chunk("k", 2, path)
+    steppers._CHUNKS.clear()
+    assert known_chunk("k", path) == 2 and json.loads(path.read_text()) == {"k": 2}
+
+
+def test_the_environment_pins_the_chunk_of_a_resumed_group_too(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    cfgs = _cfgs(["train.checkpoint_every=4"])
+    monkeypatch.setenv("THEORYLAB_SEED_CHUNK", "3")
+    train_many(cfgs, store, progress=False, stop_after=5)
+    monkeypatch.setenv("THEORYLAB_SEED_CHUNK", "1")  # pinned: wins over the chunk the checkpoints recorded
+    done = train_many(cfgs, store, progress=False)
+    assert store.get_run(done[0].run_id).summary["seed_chunk"] == 1
+    monkeypatch.delenv("THEORYLAB_SEED_CHUNK")
+    cfgs2 = _cfgs(["train.checkpoint_every=4"], seeds=(5, 6, 7))
+    monkeypatch.setenv("THEORYLAB_SEED_CHUNK", "3")
+    train_many(cfgs2, store, progress=False, stop_after=5)
+    monkeypatch.delenv("THEORYLAB_SEED_CHUNK")  # not pinned: the resume takes the recorded chunk, no timing
+    monkeypatch.setattr(StackedStepper, "measure_chunk", lambda *a, **k: pytest.fail("measured again"))
+    done = train_many(cfgs2, store, progress=False)
+    assert store.get_run(done[0].run_id).summary["seed_chunk"] == 3
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stepper", ["single", "stacked"])
 def test_compiled_step_agrees_with_eager(stepper):
@@ -134,9 +194,11 @@ def test_compiled_step_agrees_with_eager(stepper):
     eager = train_many([build_run_config("modular", extra, seed=s) for s in (0, 1)], None, progress=False)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
+    # the stacked seeds go in one vmapped pass (the GPU's default), which must compile too
     comp = train_many([build_run_config("modular", extra + ["train.compile=true"], seed=s) for s in (0, 1)], None,
-                      progress=False)
+                      progress=False, seed_chunk=None if stepper == "stacked" else 0)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # compiled, not silently eager
+    assert torch._dynamo.utils.counters["aot_autograd"]["total"] >= 1  # the backward pass too
     for a, b in zip(eager, comp):
         assert b.status == "finished" and a.run_id != b.run_id
         for k, v in a.metrics.items():

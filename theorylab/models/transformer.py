@@ -521,13 +521,15 @@ class Transformer(HookedMixin, nn.Module):
         return n
 
     # ----------------------------------------------------------------- forward
-    def _embed(self, x: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, pos: torch.Tensor, n: int, checked: bool = False) -> torch.Tensor:
         """The residual stream's input ``[B, T, d_model]`` for tokens ``[B, T]`` (or inputs ``[B, T, input_dim]``)
         at positions ``pos`` (``[T]``, or ``[B, T]`` position ids) of a sequence of length ``n``.
 
         ``hook_embed`` sees ``s * W_E[x]`` and ``hook_pos_embed`` sees ``s * (W_pos[pos] + features @ pos_feat.W)
         + sinusoidal table``, with ``s = cfg.embed_multiplier`` (sqrt(d_model) under ``embed_scale``, else 1): the
         learned parts are scaled, the fixed unit-amplitude table is not (Vaswani et al. 2017, section 3.4).
+        ``checked``: the caller has checked that the ids lie in ``[0, d_vocab)``; otherwise an id outside raises
+        :class:`~theorylab.errors.ConfigError` (eager calls outside ``trusted_inputs()``).
         """
         cfg = self.cfg
         scale = cfg.embed_multiplier
@@ -538,7 +540,9 @@ class Transformer(HookedMixin, nn.Module):
         else:
             if cfg.d_vocab is None:
                 raise ConfigError("model has input_dim: it takes float inputs, not token ids")
-            if x.numel() and not _TRUSTED_INPUTS.get():
+            # the range check reads values (a device sync): skipped for inputs checked already, under vmap and
+            # while torch.compile traces (the compiled steppers check every batch before the call)
+            if x.numel() and not checked and not torch.compiler.is_compiling() and not _TRUSTED_INPUTS.get():
                 lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
                 if lo < 0 or hi >= cfg.d_vocab:
                     raise ConfigError(f"token ids must lie in [0, {cfg.d_vocab}) (got {lo}..{hi})")
@@ -587,8 +591,7 @@ class Transformer(HookedMixin, nn.Module):
         if 2 * V > B or any(hp.fns for hp in self.hook_points.values()):
             return None
         every = torch.arange(V, device=x.device)[:, None].expand(V, T)
-        with trusted_inputs():
-            rows = self._embed(every, pos, n).reshape(V * T, -1)
+        rows = self._embed(every, pos, n, checked=True).reshape(V * T, -1)  # every id of the vocabulary
         return rows, x * T + torch.arange(T, device=x.device)
 
     def _stack(self, blocks: nn.ModuleList, h: torch.Tensor, ctx: _Ctx, keep: torch.Tensor | None) -> torch.Tensor:

@@ -62,9 +62,11 @@ from theorylab.runs.devices import DTYPES, precision, resolve_device
 from theorylab.runs.objectives import prepare
 from theorylab.runs.progress import Progress
 from theorylab.runs.steppers import (
+    _UNSET,
     AUTO,
     chunk_key,
     default_seed_chunk,
+    env_seed_chunk,
     known_chunk,
     make_optimizer,
     make_stepper,
@@ -145,11 +147,15 @@ class RunResult:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
-def _chunk_of(stepper: Any) -> int | str | None:
-    """The seeds per pass a stacked stepper uses (``"all"`` for one pass over every seed; None for the single
-    stepper): recorded with each checkpoint and in the run's summary."""
+def _chunk_of(stepper: Any, used: bool = False) -> int | str | None:
+    """The seeds per pass of a stacked stepper (None for the single stepper): the group's chunk (``"all"`` for one
+    pass over every seed), recorded with each checkpoint so that a resume takes it again; with ``used``, the seeds
+    per pass its last step actually took (at most the seeds left, 1 when they cannot share a pass), recorded in
+    the run's summary."""
     if stepper.name != "stacked":
         return None
+    if used and stepper.used is not None:
+        return stepper.used
     return "all" if stepper.chunk is None else stepper.chunk
 
 
@@ -306,7 +312,7 @@ def group_configs(cfgs: list[RunConfig]) -> list[list[int]]:
 
 def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool = False, progress: bool = True,
                on_eval: Callable[[int, int, dict[str, float]], None] | None = None, stop_after: int | None = None,
-               seed_chunk: int | None = 0, run_ids: list[str] | None = None, threads: int | None = None
+               seed_chunk: int | str | None = 0, run_ids: list[str] | None = None, threads: int | None = None
                ) -> list[RunResult]:
     """Train every config; results in input order.  THE loop: :func:`train` and :func:`resume` call it.
 
@@ -314,8 +320,10 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     ``train.stepper`` names.  Runs already finished (or diverged) in ``store`` are served from it
     unless ``force``; unfinished ones resume from their own last checkpoint.  A config repeated in
     ``cfgs`` is trained once.  ``on_eval(index, step, metrics)`` is called at every evaluation,
-    ``index`` into ``cfgs``.  ``seed_chunk``: seeds per forward pass of the stacked stepper (``None``:
-    all at once; 0: :func:`~theorylab.runs.steppers.default_seed_chunk` for the device).
+    ``index`` into ``cfgs``.  ``seed_chunk``: seeds per forward pass of the stacked stepper (``None`` or
+    ``"all"``: all at once; ``"auto"``: measured on the first step; 0: ``THEORYLAB_SEED_CHUNK`` when set, else
+    the chunk a resumed group was trained with, else :func:`~theorylab.runs.steppers.default_seed_chunk` for the
+    device).  Raises ConfigError for any other value.
     ``run_ids`` overrides the run ids (resuming a stored run under the id it was stored with).
 
     ``threads``: torch's CPU threads, set for this process before each group trains (None: ``OMP_NUM_THREADS``
@@ -326,8 +334,12 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     does (:class:`Terminated`).
     """
     check_threads(threads)
-    if seed_chunk is not None and seed_chunk < 0:
-        raise ConfigError(f"seed_chunk: must be None (all at once), 0 (device default) or >= 1 (got {seed_chunk})")
+    if seed_chunk == "all":
+        seed_chunk = None
+    if not (seed_chunk is None or seed_chunk == AUTO or (isinstance(seed_chunk, int)
+                                                          and not isinstance(seed_chunk, bool) and seed_chunk >= 0)):
+        raise ConfigError(f"seed_chunk: must be None or 'all' (all at once), 0 (the device's default), 'auto' "
+                          f"(measured) or >= 1 (got {seed_chunk!r})")
     ids = list(run_ids) if run_ids is not None else [c.run_id() for c in cfgs]
     if len(ids) != len(cfgs):
         raise ConfigError("run_ids: give one id per config")
@@ -350,7 +362,7 @@ def _refuse_live_owner(rec) -> None:
 
 
 def _train_many(cfgs: list[RunConfig], ids: list[str], store: Store | None, *, force: bool, progress: bool,
-                on_eval, stop_after: int | None, seed_chunk: int | None, threads: int | None = None
+                on_eval, stop_after: int | None, seed_chunk: int | str | None, threads: int | None = None
                 ) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(cfgs)
     first: dict[str, int] = {}
@@ -452,7 +464,7 @@ class _Group:
                               f"known: {', '.join(sorted(vals))}")
 
     def run(self, start: int, found: list, replace: list[bool], *, progress: bool, on_eval, stop_after: int | None,
-            seed_chunk: int | None, threads: int | None = None) -> list[RunResult]:
+            seed_chunk: int | str | None, threads: int | None = None) -> list[RunResult]:
         tc, store = self.tc, self.store
         device = resolve_device(tc.device)
         dtype = DTYPES[tc.dtype]
@@ -482,12 +494,15 @@ class _Group:
                 vals["train/lr"] = lr_at(tc, 0)
                 self._check_early_stop_metric(vals)
                 first[m.run_id] = vals
-        chunk = default_seed_chunk(device) if seed_chunk == 0 else seed_chunk
-        recorded = next(iter(resumed_chunks)) if len(resumed_chunks) == 1 else AUTO
-        if seed_chunk == 0 and (recorded == "all" or isinstance(recorded, int)):
-            chunk = None if recorded == "all" else recorded  # measured when the group started: the same rounding
-        measured_at = None  # where a chunk measured now is remembered (this process, and the store)
-        if chunk == AUTO and tc.stepper == "stacked" and len(members) > 1:
+        chunk, measured_at = 1, None  # measured_at: where a chunk measured now is remembered (process, store)
+        if tc.stepper == "stacked":
+            pinned = seed_chunk != 0 or env_seed_chunk() is not _UNSET  # the caller's or THEORYLAB_SEED_CHUNK
+            chunk = default_seed_chunk(device) if seed_chunk == 0 else seed_chunk
+            recorded = next(iter(resumed_chunks)) if len(resumed_chunks) == 1 else AUTO
+            if not pinned and (recorded == "all" or (isinstance(recorded, int) and not isinstance(recorded, bool)
+                                                      and recorded >= 1)):
+                chunk = None if recorded == "all" else recorded  # measured when the group started: same rounding
+        if chunk == AUTO and len(members) > 1:
             measured_at = (chunk_key(self.cfgs[0], len(members), device),
                            None if store is None else store.root / "seed_chunks.json")
             chunk = known_chunk(*measured_at)
@@ -612,7 +627,7 @@ class _Group:
                                  summary={"metrics": m.last, "steps_per_second": m.sps,
                                           "diverged_step": m.diverged_step, "diverged_on": m.diverged_on,
                                           "early_stopped": m.early, "stepper": stepper.name,
-                                          "threads": n_threads, "seed_chunk": _chunk_of(stepper)})
+                                          "threads": n_threads, "seed_chunk": _chunk_of(stepper, used=True)})
 
         def drop(gone: list[_Member], at: int) -> None:
             for m in gone:

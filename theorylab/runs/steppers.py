@@ -61,16 +61,22 @@ def compiled(fn: Any, device: torch.device, members: int) -> Any:
     ``reduce-overhead``: the step's kernels are replayed as CUDA graphs, which removes the launch cost of
     small steps (fixed-shape tasks record one graph; a new shape records another).  Compiled dropout draws
     from torch's generator as the eager pass does (``fallback_random``), so a (seed, step) keeps its mask.
-    TorchDynamo compiles one graph per model object; the recompile limit is raised to the group's
-    ``members`` so that no seed silently falls back to eager code."""
+    TorchDynamo compiles one graph per model object; the recompile limits are raised (at least the group's
+    ``members``) and hitting one raises, so that no run silently falls back to eager code.  These are
+    process-wide torch settings (``torch._inductor.config.fallback_random``, ``torch._dynamo.config``'s
+    recompile limits and ``fail_on_recompile_limit_hit``), set the first time a step is compiled."""
     import torch._dynamo
     import torch._inductor.config
 
     torch._inductor.config.fallback_random = True
-    limit = max(8, 2 * members + 2)  # each member may need a static and a dynamic-shape graph
+    # Graphs accumulate per code object over every run of the process (a notebook, an in-process sweep), so the
+    # limits are raised well past what one group needs, and reaching them raises instead of running on eagerly:
+    # a run with train.compile is compiled, or it fails.
+    limit = max(256, 2 * members + 2)  # each member may need a static and a dynamic-shape graph
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
     torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
-                                                           4 * limit)
+                                                           16 * limit)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
@@ -106,6 +112,8 @@ class SingleStepper:
         """Fill each member's gradients (clipped); return each member's loss and gradient norm.
         A member whose loss is not finite gets no backward pass (its norm is nan)."""
         losses, norms = [], []
+        if self.tc.compile:  # the compiled forward skips the model's range check (a value read): done here
+            check_tokens(batches, self.models[0])
         for seed, loss_of, model, opt, batch in zip(self.seeds, self.losses, self.models, self.opts, batches):
             opt.zero_grad(set_to_none=True)
             with _dropout_rng(self.dropout, seed, step, batch), precision(self.tc.dtype, _device_of(batch)):
@@ -197,6 +205,7 @@ class StackedStepper:
                                      for key, v in states[0].items()}
         self._loss_modules = [_TaskLoss(task, models[0]) for task in tasks]
         self.vmapped = False  # whether the last step ran seeds through vmap
+        self.used: int | None = None  # seeds per pass of the last step
         self._one, self._many = _one_seed, _many_seeds
         if self.tc.compile:
             device = self.params[0].device
@@ -219,6 +228,7 @@ class StackedStepper:
         self.vmapped = size > 1 and vmappable
         if not self.vmapped:
             size = 1
+        self.used = size  # the seeds per pass this step actually took (what the run's summary records)
         for a in range(0, S, size):
             members = list(range(a, min(a + size, S)))
             part, views = self._pass(members, batches, step)
@@ -247,6 +257,8 @@ class StackedStepper:
         if len(members) > 1:
             return self._vmapped_losses(views, [batches[k] for k in members]), views
         params = {f"model.{n}": v[0] for n, v in zip(self.names, views)}
+        if self.tc.compile:
+            check_tokens([batches[a]], self.models[0])
         with _dropout_rng(self.dropout, self.seeds[a], step, batches[a]), \
                 precision(self.tc.dtype, _device_of(batches[a])):
             return self._one(self._loss_modules[a], params, batches[a]).reshape(1), views
@@ -285,12 +297,7 @@ class StackedStepper:
     def _vmapped_losses(self, views: list[torch.Tensor], batches: list[Batch]) -> torch.Tensor:
         from theorylab.models.transformer import trusted_inputs
 
-        for b in batches:  # the token-range check the model skips under vmap
-            if b.tokens is not None and b.tokens.numel():
-                lo, hi = int(b.tokens.min()), int(b.tokens.max())
-                V = self.models[0].cfg.d_vocab
-                if lo < 0 or (V is not None and hi >= V):
-                    raise ConfigError(f"token ids must lie in [0, {V}) (got {lo}..{hi})")
+        check_tokens(batches, self.models[0])  # the token-range check the model skips under vmap
         stacked = _stack_batches(batches)
         params = {f"model.{n}": v for n, v in zip(self.names, views)}
         with trusted_inputs(), precision(self.tc.dtype, _device_of(batches[0])):
@@ -345,6 +352,18 @@ class StackedStepper:
         for g_s, g in zip(opt.param_groups, self.opt.param_groups):
             g_s["lr"] = g["lr"]
         return opt
+
+
+def check_tokens(batches: list[Batch], model: torch.nn.Module) -> None:
+    """Raise :class:`~theorylab.errors.ConfigError` when a batch's token ids leave ``[0, d_vocab)`` of ``model``:
+    the check the model makes itself in eager calls, made once here for the paths where it cannot (under
+    :func:`torch.func.vmap`, and under :func:`torch.compile`, where reading a value would break the graph)."""
+    V = getattr(model.cfg, "d_vocab", None)
+    for b in batches:
+        if b.tokens is not None and b.tokens.numel() and not b.tokens.is_floating_point():
+            lo, hi = torch.stack(torch.aminmax(b.tokens)).tolist()
+            if lo < 0 or (V is not None and hi >= V):
+                raise ConfigError(f"token ids must lie in [0, {V}) (got {lo}..{hi})")
 
 
 def _one_seed(module: torch.nn.Module, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -428,10 +447,15 @@ def known_chunk(key: str, path: Any = None) -> int | str | None:
             known = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             known = {}
-        if isinstance(known, dict) and key in known and (known[key] is None or isinstance(known[key], int)):
+        if isinstance(known, dict) and key in known and _valid_chunk(known[key]):
             _CHUNKS[key] = known[key]
             return known[key]
     return AUTO
+
+
+def _valid_chunk(c: Any) -> bool:
+    """A chunk as the store records it: a positive int (not a bool), or None for all seeds in one pass."""
+    return c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 1)
 
 
 def remember_chunk(key: str, chunk: int | None, path: Any = None) -> None:
@@ -446,13 +470,16 @@ def remember_chunk(key: str, chunk: int | None, path: Any = None) -> None:
         return
     path = Path(path)
     try:
-        known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        known = known if isinstance(known, dict) else {}
+        try:
+            known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        except ValueError:  # an unreadable file is replaced: it would otherwise never record a chunk again
+            known = {}
+        known = {k: v for k, v in known.items() if _valid_chunk(v)} if isinstance(known, dict) else {}
         known[key] = chunk
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
-    except (OSError, ValueError):
+    except OSError:
         pass
 
 
@@ -464,17 +491,29 @@ def default_seed_chunk(device: torch.device) -> int | str | None:
     passes of one, while tiny models went faster three at a time).
 
     Raises :class:`~theorylab.errors.ConfigError` for a malformed ``THEORYLAB_SEED_CHUNK``."""
-    import os
-
-    env = os.environ.get("THEORYLAB_SEED_CHUNK", "").strip()
-    if env:
-        if env in ("all", AUTO):
-            return None if env == "all" else AUTO
-        if not env.isdigit() or int(env) < 1:
-            raise ConfigError(f"THEORYLAB_SEED_CHUNK: a positive integer, 'all' or 'auto' (got {env!r})")
-        return int(env)
+    pinned = env_seed_chunk()
+    if pinned is not _UNSET:
+        return pinned
     return None if device.type == "cuda" else AUTO
 
 
-__all__ = ["AUTO", "STEPPERS", "chunk_key", "known_chunk", "remember_chunk", "SingleStepper", "StackedStepper", "make_stepper", "make_optimizer", "clip_grads_",
+_UNSET = object()
+
+
+def env_seed_chunk() -> Any:
+    """``THEORYLAB_SEED_CHUNK`` parsed: a positive int, None for ``all``, :data:`AUTO`, or a sentinel when unset.
+    Raises :class:`~theorylab.errors.ConfigError` for anything else."""
+    import os
+
+    env = os.environ.get("THEORYLAB_SEED_CHUNK", "").strip()
+    if not env:
+        return _UNSET
+    if env in ("all", AUTO):
+        return None if env == "all" else AUTO
+    if not (env.isascii() and env.isdigit()) or int(env) < 1:
+        raise ConfigError(f"THEORYLAB_SEED_CHUNK: a positive integer, 'all' or 'auto' (got {env!r})")
+    return int(env)
+
+
+__all__ = ["AUTO", "STEPPERS", "check_tokens", "chunk_key", "env_seed_chunk", "known_chunk", "remember_chunk", "SingleStepper", "StackedStepper", "make_stepper", "make_optimizer", "clip_grads_",
            "default_seed_chunk"]

@@ -28,31 +28,14 @@ import statistics
 import time
 
 import torch
+from common import matmul_peak, sync
 
 SIZES = {"small": dict(d=128, layers=2, heads=4, T=64, batch=16),
          "gpt2": dict(d=384, layers=6, heads=6, T=256, batch=64)}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 10) -> float:
-    """FLOP/s of an n x n matmul in ``dtype`` (the best of three timings)."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(2):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
 
 
 def main() -> None:

@@ -32,30 +32,13 @@ import statistics
 import time
 
 import torch
+from common import matmul_peak, sync
 
 D_VOCAB, T = 65, 256
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, reps: int = 20) -> float:
-    """FLOP/s of an n x n matmul in ``dtype`` (best of three timings)."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(3):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        sync(device)
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
 
 
 def cpu_bf16_instructions() -> str:

@@ -39,6 +39,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from common import matmul_peak
 
 from theorylab.runs import build_run_config, train_many
 
@@ -152,20 +153,6 @@ def step_flops(cfg) -> float:
     return float(fc.get_total_flops())
 
 
-def matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
-    """FLOP/s of an n x n matmul in ``dtype`` on ``device`` (best of three timings)."""
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    best = 0.0
-    for _ in range(4):
-        if device != "cpu":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        if device != "cpu":
-            torch.cuda.synchronize()
-        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
 
 
 def with_train(cfg, **update):

@@ -38,6 +38,7 @@ from theorylab.claims.papers.allenzhu2023a import (
     NEAR_GUESS,
     SEEDS,
     TIERS,
+    _fmt,
     bios_config,
     protocol_runs,
 )
@@ -141,10 +142,6 @@ class _Manipulation(Claim):
             "note": "teacher-forced exact match of the whole answer after one fine-tuning on every kind; the CoT "
                     "kinds' answer is the month(s) then the verdict; know-nobody: retrieval's guess_accuracy, 1/N "
                     "for a name, verdict_guess for yes/no"}}
-
-
-def _fmt(x: Any) -> str:
-    return "" if x is None else f"{float(x):.3f}"
 
 
 @register_claim

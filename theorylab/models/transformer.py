@@ -543,9 +543,7 @@ class Transformer(HookedMixin, nn.Module):
             # the range check reads values (a device sync): skipped for inputs checked already, under vmap and
             # while torch.compile traces (the compiled steppers check every batch before the call)
             if x.numel() and not checked and not torch.compiler.is_compiling() and not _TRUSTED_INPUTS.get():
-                lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync, not two
-                if lo < 0 or hi >= cfg.d_vocab:
-                    raise ConfigError(f"token ids must lie in [0, {cfg.d_vocab}) (got {lo}..{hi})")
+                self.check_token_ids(x)
             h = F.embedding(x, self.embed.W_E)
         if scale != 1.0:
             h = h * scale
@@ -571,6 +569,13 @@ class Transformer(HookedMixin, nn.Module):
         if cfg.dropout > 0:
             h = F.dropout(h, cfg.dropout, self.training)
         return h
+
+    def check_token_ids(self, x: torch.Tensor) -> None:
+        """Raise :class:`~theorylab.errors.ConfigError` when a token id of ``x`` (any shape, non-empty, int) lies
+        outside ``[0, d_vocab)``; one device sync (both bounds read at once)."""
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()
+        if lo < 0 or hi >= self.cfg.d_vocab:
+            raise ConfigError(f"token ids must lie in [0, {self.cfg.d_vocab}) (got {lo}..{hi})")
 
     def _layer0_table(self, x: torch.Tensor, pos: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The first block's input for every (token, position) pair, ``[V * T, d]``, and the index

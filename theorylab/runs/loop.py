@@ -71,6 +71,7 @@ from theorylab.runs.steppers import (
     make_optimizer,
     make_stepper,
     remember_chunk,
+    valid_chunk,
 )
 from theorylab.runs.threads import check_threads, set_threads, step_flops
 from theorylab.store import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS, Store, owner, this_host
@@ -336,8 +337,7 @@ def train_many(cfgs: list[RunConfig], store: Store | None = None, *, force: bool
     check_threads(threads)
     if seed_chunk == "all":
         seed_chunk = None
-    if not (seed_chunk is None or seed_chunk == AUTO or (isinstance(seed_chunk, int)
-                                                          and not isinstance(seed_chunk, bool) and seed_chunk >= 0)):
+    if not (seed_chunk == AUTO or valid_chunk(seed_chunk) or (seed_chunk == 0 and type(seed_chunk) is int)):
         raise ConfigError(f"seed_chunk: must be None or 'all' (all at once), 0 (the device's default), 'auto' "
                           f"(measured) or >= 1 (got {seed_chunk!r})")
     ids = list(run_ids) if run_ids is not None else [c.run_id() for c in cfgs]
@@ -499,8 +499,7 @@ class _Group:
             pinned = seed_chunk != 0 or env_seed_chunk() is not _UNSET  # the caller's or THEORYLAB_SEED_CHUNK
             chunk = default_seed_chunk(device) if seed_chunk == 0 else seed_chunk
             recorded = next(iter(resumed_chunks)) if len(resumed_chunks) == 1 else AUTO
-            if not pinned and (recorded == "all" or (isinstance(recorded, int) and not isinstance(recorded, bool)
-                                                      and recorded >= 1)):
+            if not pinned and (recorded == "all" or (recorded is not None and valid_chunk(recorded))):
                 chunk = None if recorded == "all" else recorded  # measured when the group started: same rounding
         if chunk == AUTO and len(members) > 1:
             measured_at = (chunk_key(self.cfgs[0], len(members), device),

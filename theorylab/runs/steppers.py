@@ -102,8 +102,8 @@ class SingleStepper:
     def __init__(self, cfg: Any, seeds: list[int], tasks: list[Task], models: list[torch.nn.Module],
                  optimizers: list[torch.optim.Optimizer], **_: Any):
         self.tc, self.dropout = cfg.train, cfg.model.dropout > 0
-        self.seeds, self.tasks, self.models, self.opts = list(seeds), list(tasks), list(models), list(optimizers)
-        self.losses = [_TaskLoss(task, model) for task, model in zip(self.tasks, self.models)]
+        self.seeds, self.models, self.opts = list(seeds), list(models), list(optimizers)
+        self.losses = [_TaskLoss(task, model) for task, model in zip(tasks, self.models)]
         if self.tc.compile:
             device = next(models[0].parameters()).device
             self.losses = [compiled(f, device, len(self.losses)) for f in self.losses]
@@ -136,7 +136,7 @@ class SingleStepper:
 
     def drop(self, members: list[int]) -> None:
         keep = [k for k in range(len(self.models)) if k not in members]
-        for attr in ("seeds", "tasks", "models", "opts", "losses"):
+        for attr in ("seeds", "models", "opts", "losses"):
             setattr(self, attr, [getattr(self, attr)[k] for k in keep])
 
     def model(self, k: int) -> torch.nn.Module:
@@ -358,12 +358,11 @@ def check_tokens(batches: list[Batch], model: torch.nn.Module) -> None:
     """Raise :class:`~theorylab.errors.ConfigError` when a batch's token ids leave ``[0, d_vocab)`` of ``model``:
     the check the model makes itself in eager calls, made once here for the paths where it cannot (under
     :func:`torch.func.vmap`, and under :func:`torch.compile`, where reading a value would break the graph)."""
-    V = getattr(model.cfg, "d_vocab", None)
+    if getattr(model.cfg, "d_vocab", None) is None:
+        return
     for b in batches:
         if b.tokens is not None and b.tokens.numel() and not b.tokens.is_floating_point():
-            lo, hi = torch.stack(torch.aminmax(b.tokens)).tolist()
-            if lo < 0 or (V is not None and hi >= V):
-                raise ConfigError(f"token ids must lie in [0, {V}) (got {lo}..{hi})")
+            model.check_token_ids(b.tokens)
 
 
 def _one_seed(module: torch.nn.Module, params: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -447,13 +446,13 @@ def known_chunk(key: str, path: Any = None) -> int | str | None:
             known = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             known = {}
-        if isinstance(known, dict) and key in known and _valid_chunk(known[key]):
+        if isinstance(known, dict) and key in known and valid_chunk(known[key]):
             _CHUNKS[key] = known[key]
             return known[key]
     return AUTO
 
 
-def _valid_chunk(c: Any) -> bool:
+def valid_chunk(c: Any) -> bool:
     """A chunk as the store records it: a positive int (not a bool), or None for all seeds in one pass."""
     return c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 1)
 
@@ -474,7 +473,7 @@ def remember_chunk(key: str, chunk: int | None, path: Any = None) -> None:
             known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         except ValueError:  # an unreadable file is replaced: it would otherwise never record a chunk again
             known = {}
-        known = {k: v for k, v in known.items() if _valid_chunk(v)} if isinstance(known, dict) else {}
+        known = {k: v for k, v in known.items() if valid_chunk(v)} if isinstance(known, dict) else {}
         known[key] = chunk
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
@@ -515,5 +514,5 @@ def env_seed_chunk() -> Any:
     return int(env)
 
 
-__all__ = ["AUTO", "STEPPERS", "check_tokens", "chunk_key", "env_seed_chunk", "known_chunk", "remember_chunk", "SingleStepper", "StackedStepper", "make_stepper", "make_optimizer", "clip_grads_",
+__all__ = ["AUTO", "STEPPERS", "check_tokens", "chunk_key", "env_seed_chunk", "known_chunk", "remember_chunk", "valid_chunk", "SingleStepper", "StackedStepper", "make_stepper", "make_optimizer", "clip_grads_",
            "default_seed_chunk"]

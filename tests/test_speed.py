@@ -233,3 +233,8 @@ def test_the_loss_of_half_precision_logits_is_float32():
         assert loss.dtype == torch.float32
         assert float(loss) == pytest.approx(float(cross_entropy(logits.to(dt).float(), targets)), rel=1e-6)
     assert cross_entropy(logits.double(), targets).dtype == torch.float64  # never lowered
+
+
+def test_a_bad_compile_value_is_one_line_and_exit_2(cli):
+    rc, out, err = cli("train", "modular", "train.compile=maybe", "train.steps=2")
+    assert rc == 2 and "train.compile" in err and len(err.strip().splitlines()) == 1, err
